@@ -1,0 +1,64 @@
+# One entry point for developers and CI. `make demo` and `make test` work on a fresh machine
+# with only Python 3.11+ and pip.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+EXAMPLE := examples/wine/wine.ipynb
+
+.PHONY: demo test check lint format typecheck imports unit e2e quick golden bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+$(VENV)/.installed-examples: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[examples]'
+	touch $@
+
+$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
+	$(PIP) install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.installed-examples
+
+## demo: set up and run the whole product on the bundled example
+demo: $(VENV)/.installed-examples
+	@echo "== cellpipe check: steps, data edges, parameters, metrics, packages"
+	$(BIN)/cellpipe check $(EXAMPLE)
+	@echo "== cellpipe graph: the pipeline as a mermaid diagram"
+	$(BIN)/cellpipe graph $(EXAMPLE) --format mermaid
+	@echo "== cellpipe check on a notebook with mistakes: every error, with cell and line"
+	-$(BIN)/cellpipe check examples/mistakes/mistakes.ipynb
+
+## test: set up and run lint, types, layering and the whole test suite
+test: $(VENV)/.installed-dev check
+	$(BIN)/python -m pytest -n 2 --timeout 600
+
+check: lint typecheck imports
+
+lint: $(VENV)/.installed-dev
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+format: $(VENV)/.installed-dev
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+typecheck: $(VENV)/.installed-dev
+	$(BIN)/mypy
+
+imports: $(VENV)/.installed-dev
+	$(BIN)/lint-imports
+
+## quick: the fast tests only (no end-to-end, no slow)
+quick: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest -n 2 -m "not slow and not e2e"
+
+## golden: rewrite the golden files after a reviewed change
+golden: $(VENV)/.installed-dev
+	$(BIN)/python -m pytest tests/golden --update-golden
+
+bench: $(VENV)/.installed-dev
+	$(BIN)/python benchmarks/run_all.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

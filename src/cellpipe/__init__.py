@@ -1,0 +1,37 @@
+"""cellpipe: turn a tagged Jupyter notebook into a checked, cached, reproducible pipeline.
+
+Importing this package has no side effects and stays fast: the public functions are loaded
+on first use from `cellpipe.api`.
+
+Example (inside a notebook)::
+
+    import cellpipe
+    pipeline = cellpipe.load_pipeline("train.ipynb")
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from cellpipe.errors import CellpipeError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CellpipeError",
+    "__version__",
+    "load_pipeline",
+]
+
+if TYPE_CHECKING:
+    from cellpipe.api import load_pipeline
+
+_API = {"load_pipeline"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _API:
+        from cellpipe import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'cellpipe' has no attribute {name!r}")

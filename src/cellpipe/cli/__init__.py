@@ -1,0 +1,1 @@
+"""cellpipe.cli (see ARCHITECTURE.md)."""

@@ -1,0 +1,262 @@
+"""Every error cellpipe shows to a user.
+
+The tree::
+
+    CellpipeError                     message + optional hint; `headline` for the CLI
+    ├── DefinitionError               notebook or pipeline invalid (CLI exit 2)
+    │   ├── NotebookParseError        file unreadable, wrong format, bad tag
+    │   └── PipelineValidationError   carries *all* problems, not just the first
+    ├── ParameterError                a run-time parameter override is invalid (CLI exit 2)
+    ├── StepFailedError               user code raised during a run; original in __cause__
+    ├── RunFailedError                one or more steps failed; carries each failure
+    ├── SerializationError            a step output cannot be stored
+    ├── StorageError
+    │   ├── ArtifactNotFoundError
+    │   ├── ArtifactCorruptedError
+    │   └── SchemaVersionError
+    ├── RunNotFoundError
+    ├── RegistryError ── ModelNotFoundError
+    ├── CompileError                  feature not supported by the KFP target
+    └── ServingError
+
+Invariants: a message says what failed, where, and how to fix it; the hint is the "how".
+Errors are built from typed keyword arguments into one string. This module imports
+nothing from cellpipe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Problem:
+    """One definition problem: a message and where it is in the notebook.
+
+    Attributes:
+        message: what is wrong, in one or two sentences.
+        cell: the 1-based notebook cell number (as Jupyter shows "cell N"), if known.
+        line: the 1-based line within that cell, if known.
+        step: the step the problem belongs to, if any.
+        hint: how to fix it.
+        code: a stable machine-readable identifier such as ``undefined-name``.
+    """
+
+    message: str
+    code: str
+    cell: int | None = None
+    line: int | None = None
+    step: str | None = None
+    hint: str | None = None
+
+    def where(self) -> str:
+        """Return ``cell 4, line 2`` (or the part that is known)."""
+        parts = []
+        if self.cell is not None:
+            parts.append(f"cell {self.cell}")
+        if self.line is not None:
+            parts.append(f"line {self.line}")
+        return ", ".join(parts)
+
+    def render(self) -> str:
+        """Return the problem as one human-readable line (plus its hint)."""
+        where = self.where()
+        text = f"{where}: {self.message}" if where else self.message
+        if self.hint:
+            text += f"\n    hint: {self.hint}"
+        return text
+
+    def to_json(self) -> dict[str, object]:
+        """Return the problem as a JSON-ready dict."""
+        return {
+            "code": self.code,
+            "message": self.message,
+            "cell": self.cell,
+            "line": self.line,
+            "step": self.step,
+            "hint": self.hint,
+        }
+
+
+class CellpipeError(Exception):
+    """Base of every error cellpipe raises on purpose.
+
+    Args:
+        message: what failed and where.
+        hint: how to fix it, if there is something the user can do.
+    """
+
+    headline = "cellpipe failed"
+    exit_code = 1
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message}\n  hint: {self.hint}"
+        return self.message
+
+    def to_json(self) -> dict[str, object]:
+        """Return the error as a JSON-ready dict (for ``--json`` output)."""
+        return {"type": type(self).__name__, "message": self.message, "hint": self.hint}
+
+
+class DefinitionError(CellpipeError):
+    """The notebook or the pipeline it defines is invalid."""
+
+    headline = "the pipeline definition is invalid"
+    exit_code = 2
+
+
+class NotebookParseError(DefinitionError):
+    """The notebook file cannot be read as a notebook."""
+
+    headline = "cannot read the notebook"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: str,
+        cell: int | None = None,
+        line: int | None = None,
+        hint: str | None = None,
+    ) -> None:
+        where = path
+        if cell is not None:
+            where += f", cell {cell}"
+        if line is not None:
+            where += f", line {line}"
+        super().__init__(f"{where}: {message}", hint=hint)
+        self.path = path
+        self.cell = cell
+        self.line = line
+
+
+class PipelineValidationError(DefinitionError):
+    """One or more definition problems; all of them are carried, not just the first."""
+
+    headline = "the pipeline has errors"
+
+    def __init__(self, problems: Sequence[Problem], *, path: str | None = None) -> None:
+        self.problems = tuple(problems)
+        self.path = path
+        count = len(self.problems)
+        head = f"{path}: " if path else ""
+        noun = "error" if count == 1 else "errors"
+        lines = [f"{head}{count} {noun}:"]
+        lines.extend(f"  {p.render()}" for p in self.problems)
+        super().__init__("\n".join(lines))
+
+    def to_json(self) -> dict[str, object]:
+        """Return the error with every problem (for ``--json`` output)."""
+        data = super().to_json()
+        data["errors"] = [p.to_json() for p in self.problems]
+        return data
+
+
+class ParameterError(CellpipeError):
+    """A parameter override given for a run is unknown or of the wrong type."""
+
+    headline = "invalid parameter"
+    exit_code = 2
+
+
+class StepFailedError(CellpipeError):
+    """User code in a step raised; the original exception is ``__cause__`` when in process."""
+
+    headline = "a step failed"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str,
+        traceback_text: str | None = None,
+        log_path: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(f"step '{step}' failed: {message}", hint=hint)
+        self.step = step
+        self.traceback_text = traceback_text
+        self.log_path = log_path
+
+
+class RunFailedError(CellpipeError):
+    """A run ended with failed steps; carries one StepFailedError per failed step."""
+
+    headline = "the run failed"
+
+    def __init__(self, *, run_id: str, failures: Sequence[StepFailedError]) -> None:
+        self.run_id = run_id
+        self.failures = tuple(failures)
+        lines = [f"run {run_id} failed in {len(self.failures)} step(s):"]
+        for failure in self.failures:
+            lines.append(f"  {failure.message}")
+            if failure.log_path:
+                lines.append(f"    log: {failure.log_path}")
+        super().__init__("\n".join(lines))
+
+
+class SerializationError(CellpipeError):
+    """A step output cannot be written to the artifact store."""
+
+    headline = "cannot store a step output"
+
+
+class StorageError(CellpipeError):
+    """The artifact or metadata store failed."""
+
+    headline = "storage error"
+
+
+class ArtifactNotFoundError(StorageError):
+    """No artifact with that digest is in the store."""
+
+    headline = "artifact not found"
+
+
+class ArtifactCorruptedError(StorageError):
+    """An artifact's bytes no longer match its digest."""
+
+    headline = "artifact corrupted"
+
+
+class SchemaVersionError(StorageError):
+    """The metadata database was written by a newer cellpipe."""
+
+    headline = "unsupported database schema"
+
+
+class RunNotFoundError(CellpipeError):
+    """No run (or step run) matches the given id."""
+
+    headline = "run not found"
+
+
+class RegistryError(CellpipeError):
+    """The model registry refused an operation."""
+
+    headline = "model registry error"
+
+
+class ModelNotFoundError(RegistryError):
+    """No model version matches the given name, version or alias."""
+
+    headline = "model not found"
+
+
+class CompileError(CellpipeError):
+    """The pipeline uses a feature the Kubeflow Pipelines target does not support."""
+
+    headline = "cannot compile the pipeline"
+
+
+class ServingError(CellpipeError):
+    """The model server cannot start or serve."""
+
+    headline = "serving error"

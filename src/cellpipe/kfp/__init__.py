@@ -1,0 +1,1 @@
+"""cellpipe.kfp (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""cellpipe.registry (see ARCHITECTURE.md)."""

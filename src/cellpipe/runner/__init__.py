@@ -1,0 +1,1 @@
+"""cellpipe.runner (see ARCHITECTURE.md)."""

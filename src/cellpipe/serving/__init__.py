@@ -1,0 +1,1 @@
+"""cellpipe.serving (see ARCHITECTURE.md)."""

@@ -1,0 +1,1 @@
+"""cellpipe.storage (see ARCHITECTURE.md)."""

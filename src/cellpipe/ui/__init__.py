@@ -1,0 +1,1 @@
+"""cellpipe.ui (see ARCHITECTURE.md)."""
