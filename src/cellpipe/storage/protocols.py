@@ -23,8 +23,12 @@ ArtifactDigest = NewType("ArtifactDigest", str)
 class ArtifactStore(Protocol):
     """Bytes by content address."""
 
-    def put_file(self, path: Path) -> ArtifactDigest:
-        """Store the file's bytes (idempotent) and return their digest."""
+    def put_file(self, path: Path, *, move: bool = False) -> ArtifactDigest:
+        """Store the file's bytes (idempotent) and return their digest.
+
+        With ``move=True`` the caller gives the file up: the store may rename it into place
+        instead of copying it (the file is gone afterwards either way).
+        """
         ...
 
     def put_bytes(self, data: bytes) -> ArtifactDigest:

@@ -1,0 +1,165 @@
+"""Parameter values for a run: the notebook's defaults with the user's overrides applied.
+
+Owns: parsing ``NAME=VALUE`` text (from ``-p``) to the declared type, checking Python values
+(from ``cellpipe.run(params=...)``) against it, and the resulting value mapping.
+
+Invariants: a value always has the parameter's declared type (an int is accepted where a float
+is declared, and becomes a float); unknown names and ill-typed values are a `ParameterError`
+with a "did you mean" hint; values are data, never code.
+
+Must not depend on: notebooks, storage, the runner.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import json
+from collections.abc import Iterable, Mapping
+
+from cellpipe.errors import ParameterError
+from cellpipe.pipeline.model import JsonValue, Parameter, Pipeline
+
+_TRUE = {"true", "yes", "on", "1"}
+_FALSE = {"false", "no", "off", "0"}
+
+
+def parse_assignments(items: Iterable[str]) -> dict[str, str]:
+    """Split ``NAME=VALUE`` strings into a dict of raw text.
+
+    Raises:
+        ParameterError: for an item without ``=``.
+    """
+    raw: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ParameterError(
+                f"'{item}' is not a parameter assignment",
+                hint="write -p NAME=VALUE, for example -p MAX_DEPTH=6",
+            )
+        raw[name.strip()] = value
+    return raw
+
+
+def resolve_parameters(
+    pipeline: Pipeline,
+    *,
+    text: Mapping[str, str] | None = None,
+    values: Mapping[str, object] | None = None,
+) -> dict[str, JsonValue]:
+    """Return every parameter's value for a run: defaults, then overrides.
+
+    Args:
+        pipeline: the pipeline whose parameters are set.
+        text: overrides as text (``-p NAME=VALUE``), parsed to the declared type.
+        values: overrides as Python values (``cellpipe.run(params=...)``), checked.
+
+    Returns:
+        Parameter name -> value, in notebook order.
+
+    Raises:
+        ParameterError: for an unknown name or a value of the wrong type.
+    """
+    declared = {p.name: p for p in pipeline.parameters}
+    result: dict[str, JsonValue] = {p.name: p.default for p in pipeline.parameters}
+    for name, raw in (text or {}).items():
+        param = _lookup(declared, name, pipeline.path)
+        result[name] = _parse_text(param, raw)
+    for name, value in (values or {}).items():
+        param = _lookup(declared, name, pipeline.path)
+        result[name] = _check_value(param, value)
+    return result
+
+
+def _lookup(declared: Mapping[str, Parameter], name: str, path: str) -> Parameter:
+    if name in declared:
+        return declared[name]
+    close = difflib.get_close_matches(name, list(declared), n=1)
+    if close:
+        hint = f"did you mean '{close[0]}'?"
+    elif declared:
+        hint = "its parameters are " + ", ".join(sorted(declared))
+    else:
+        hint = "add a cell tagged pipeline-parameters with NAME = value lines"
+    raise ParameterError(f"{path} has no parameter '{name}'", hint=hint)
+
+
+def _type_error(param: Parameter, shown: str) -> ParameterError:
+    article = "an" if param.type[0] in "aeiou" else "a"
+    return ParameterError(
+        f"parameter {param.name} is {article} {param.type} (default {param.default!r}, cell "
+        f"{param.cell}); {shown} is not {article} {param.type}",
+        hint=f"give a value like -p {param.name}={json.dumps(param.default)}",
+    )
+
+
+def _parse_text(param: Parameter, raw: str) -> JsonValue:
+    text = raw.strip()
+    kind = param.type
+    try:
+        if kind == "str":
+            return raw
+        if kind == "bool":
+            if text.lower() in _TRUE:
+                return True
+            if text.lower() in _FALSE:
+                return False
+            raise ValueError(text)
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+        if kind == "NoneType":
+            # The default is None, so any literal is allowed; plain text stays a string.
+            if text in ("None", "null", ""):
+                return None
+            return _literal(text)
+        if kind in ("list", "dict"):
+            return _check_value(param, _literal(text))
+    except ParameterError:
+        raise
+    except (ValueError, SyntaxError) as exc:
+        raise _type_error(param, repr(raw)) from exc
+    raise _type_error(param, repr(raw))
+
+
+def _literal(text: str) -> JsonValue:
+    try:
+        value: JsonValue = json.loads(text)
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            return text
+    return value
+
+
+def _check_value(param: Parameter, value: object) -> JsonValue:
+    expected = {
+        "int": int,
+        "float": float,
+        "bool": bool,
+        "str": str,
+        "list": list,
+        "dict": dict,
+    }.get(param.type)
+    if expected is None:  # default None: anything JSON-like goes
+        return _json_value(param, value)
+    if param.type == "float" and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and param.type != "bool":
+        raise _type_error(param, repr(value))
+    if not isinstance(value, expected):
+        raise _type_error(param, repr(value))
+    return _json_value(param, value)
+
+
+def _json_value(param: Parameter, value: object) -> JsonValue:
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))  # type: ignore[no-any-return]
+    except (TypeError, ValueError) as exc:
+        raise ParameterError(
+            f"parameter {param.name}: {value!r} is not a JSON value",
+            hint="parameters are numbers, strings, booleans, None, and lists and dicts of those",
+        ) from exc

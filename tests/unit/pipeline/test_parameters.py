@@ -1,0 +1,81 @@
+import pytest
+
+from cellpipe.errors import ParameterError
+from cellpipe.pipeline import CodeChunk, Parameter, Pipeline, Step
+from cellpipe.pipeline.parameters import parse_assignments, resolve_parameters
+
+
+def make_pipeline() -> Pipeline:
+    params = [
+        Parameter(name="MAX_DEPTH", type="int", default=4, cell=2, line=1),
+        Parameter(name="LR", type="float", default=0.1, cell=2, line=2),
+        Parameter(name="VERBOSE", type="bool", default=False, cell=2, line=3),
+        Parameter(name="NAME", type="str", default="run", cell=2, line=4),
+        Parameter(name="LAYERS", type="list", default=[8, 4], cell=2, line=5),
+        Parameter(name="EXTRA", type="NoneType", default=None, cell=2, line=6),
+    ]
+    step = Step(name="a", cells=(3,), code=(CodeChunk(cell=3, source="", python=""),))
+    return Pipeline.build(name="p", path="p.ipynb", steps=[step], parameters=params)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ({"MAX_DEPTH": "6"}, 6),
+        ({"LR": "1e-3"}, 0.001),
+        ({"LR": "2"}, 2.0),
+        ({"VERBOSE": "yes"}, True),
+        ({"NAME": "a=b"}, "a=b"),
+        ({"LAYERS": "[16, 8, 4]"}, [16, 8, 4]),
+        ({"EXTRA": "3"}, 3),
+        ({"EXTRA": "None"}, None),
+    ],
+    ids=[
+        "int",
+        "float-exp",
+        "float-from-int",
+        "bool",
+        "str-keeps-equals",
+        "list",
+        "none-any",
+        "none",
+    ],
+)
+def test_text_is_parsed_to_the_declared_type(raw: dict[str, str], expected: object) -> None:
+    values = resolve_parameters(make_pipeline(), text=raw)
+    name = next(iter(raw))
+    assert values[name] == expected
+    assert type(values[name]) is type(expected)
+
+
+def test_defaults_are_kept_for_the_rest() -> None:
+    values = resolve_parameters(make_pipeline(), text={"MAX_DEPTH": "6"})
+    assert values["LR"] == 0.1
+    assert list(values) == ["MAX_DEPTH", "LR", "VERBOSE", "NAME", "LAYERS", "EXTRA"]
+
+
+def test_bad_value_names_the_type_and_the_fix() -> None:
+    with pytest.raises(
+        ParameterError, match=r"parameter MAX_DEPTH is an int .*'deep' is not an int"
+    ):
+        resolve_parameters(make_pipeline(), text={"MAX_DEPTH": "deep"})
+
+
+def test_unknown_name_suggests_the_closest() -> None:
+    with pytest.raises(ParameterError, match="has no parameter 'MAX_DEPT'") as info:
+        resolve_parameters(make_pipeline(), text={"MAX_DEPT": "6"})
+    assert info.value.hint == "did you mean 'MAX_DEPTH'?"
+
+
+def test_python_values_are_checked() -> None:
+    assert resolve_parameters(make_pipeline(), values={"LR": 1})["LR"] == 1.0
+    with pytest.raises(ParameterError, match="is a bool"):
+        resolve_parameters(make_pipeline(), values={"VERBOSE": 1})
+    with pytest.raises(ParameterError, match="is an int"):
+        resolve_parameters(make_pipeline(), values={"MAX_DEPTH": True})
+
+
+def test_assignment_without_equals_is_an_error() -> None:
+    assert parse_assignments(["A=1", "B= x "]) == {"A": "1", "B": " x "}
+    with pytest.raises(ParameterError, match="'A' is not a parameter assignment"):
+        parse_assignments(["A"])
