@@ -19,14 +19,18 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CellpipeError",
+    "Run",
     "__version__",
+    "load",
     "load_pipeline",
+    "log_metric",
+    "run",
 ]
 
 if TYPE_CHECKING:
-    from cellpipe.api import load_pipeline
+    from cellpipe.api import Run, load, load_pipeline, log_metric, run
 
-_API = {"load_pipeline"}
+_API = {"Run", "load", "load_pipeline", "log_metric", "run"}
 
 
 def __getattr__(name: str) -> Any:

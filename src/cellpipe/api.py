@@ -1,16 +1,32 @@
 """What ``import cellpipe`` offers inside a notebook: thin functions over the services.
 
-Owns: the public Python API. Each function is a thin wrapper over a service function that the
-CLI uses too, so the notebook, the CLI and the UI behave the same.
+Owns: the public Python API (`load_pipeline`, `run`, `load`, `log_metric`) and the service
+functions the CLI calls too (`open_project`, `run_notebook`), so the notebook, the CLI and the
+UI behave the same.
+
+Invariants: nothing here runs on import; stores are opened per call and closed after it.
 
 Must not depend on: cli, ui.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from cellpipe.config import Settings
+from cellpipe.errors import CellpipeError, RunNotFoundError, StorageError
 from cellpipe.pipeline import Pipeline
+
+if TYPE_CHECKING:
+    from cellpipe.runner.events import Event
+    from cellpipe.runner.orchestrate import RunReport
+    from cellpipe.storage.artifacts import LocalArtifactStore
+    from cellpipe.storage.metadata import SqlMetadataStore
+    from cellpipe.storage.records import RunRecord, StepRunRecord
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
@@ -29,3 +45,258 @@ def load_pipeline(path: str | Path) -> Pipeline:
     from cellpipe.notebook import load_pipeline as _load
 
     return _load(Path(path))
+
+
+@dataclass(frozen=True, slots=True)
+class Project:
+    """A project's open stores (the ``.cellpipe`` folder beside a notebook)."""
+
+    settings: Settings
+    artifacts: LocalArtifactStore
+    metadata: SqlMetadataStore
+
+
+@contextmanager
+def open_project(settings: Settings, *, create: bool = True) -> Iterator[Project]:
+    """Open the project's artifact and metadata stores, and close them afterwards.
+
+    Args:
+        settings: where the stores are.
+        create: create ``.cellpipe/`` when it does not exist yet (a first run).
+
+    Raises:
+        StorageError: when the project has no ``.cellpipe`` folder and ``create`` is False.
+    """
+    from cellpipe.storage.artifacts import LocalArtifactStore
+    from cellpipe.storage.metadata import SqlMetadataStore
+
+    if not create and not settings.state_dir.is_dir():
+        raise StorageError(
+            f"no cellpipe project in {settings.root} (no .cellpipe folder)",
+            hint="run a notebook first: cellpipe run NOTEBOOK",
+        )
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    artifacts = LocalArtifactStore(Path(settings.artifacts_url))
+    metadata = SqlMetadataStore(settings.db_url)
+    try:
+        yield Project(settings=settings, artifacts=artifacts, metadata=metadata)
+    finally:
+        metadata.close()
+        artifacts.close()
+
+
+def run_notebook(
+    path: str | Path,
+    *,
+    params: Mapping[str, object] | None = None,
+    text_params: Iterable[str] = (),
+    jobs: int | None = None,
+    use_cache: bool = True,
+    from_step: str | None = None,
+    only: Sequence[str] = (),
+    executor: str | None = None,
+    sink: Callable[[Event], None] | None = None,
+) -> RunReport:
+    """Check the notebook and run its pipeline; the service behind `run` and ``cellpipe run``.
+
+    Args:
+        path: the notebook.
+        params: parameter overrides as Python values.
+        text_params: parameter overrides as ``NAME=VALUE`` text (``-p``).
+        jobs: how many steps may run at once (default: all cores).
+        use_cache: False re-runs every step.
+        from_step: re-run this step and everything after it.
+        only: run just these steps, with their inputs from the cache.
+        executor: ``fork``, ``spawn`` or ``inprocess``.
+        sink: receives progress events.
+
+    Returns:
+        The run's report.
+
+    Raises:
+        DefinitionError: the notebook is invalid (nothing runs).
+        ParameterError: an override is unknown or ill-typed (nothing runs).
+    """
+    from cellpipe.pipeline.parameters import parse_assignments, resolve_parameters
+    from cellpipe.runner.orchestrate import RunOptions, run_pipeline
+
+    pipeline = load_pipeline(path)
+    values = resolve_parameters(
+        pipeline, text=parse_assignments(text_params), values=dict(params or {})
+    )
+    for name in (*only, *([from_step] if from_step else [])):
+        _check_step(pipeline, name)
+    settings = Settings.for_notebook(Path(path))
+    options = RunOptions(
+        jobs=jobs, use_cache=use_cache, from_step=from_step, only=tuple(only), executor=executor
+    )
+    with open_project(settings) as project:
+        return run_pipeline(
+            pipeline,
+            params=values,
+            artifacts=project.artifacts,
+            metadata=project.metadata,
+            state_dir=settings.state_dir,
+            options=options,
+            sink=sink,
+        )
+
+
+def _check_step(pipeline: Pipeline, name: str) -> None:
+    import difflib
+
+    if name in pipeline.step_names:
+        return
+    close = difflib.get_close_matches(name, pipeline.step_names, n=1)
+    hint = f"did you mean '{close[0]}'?" if close else "steps: " + ", ".join(pipeline.step_names)
+    raise CellpipeError(f"{pipeline.path} has no step '{name}'", hint=hint)
+
+
+class Run:
+    """A finished run, as `cellpipe.run` returns it.
+
+    Attributes:
+        run_id: the run's id.
+        status: ``succeeded``, ``failed`` or ``cancelled``.
+        parameters: the parameter values used.
+        metrics: the metrics logged.
+        steps: step name -> status (``succeeded``, ``cached``, ``failed``, ``skipped``).
+        notebook: the executed notebook of the whole run.
+        error: what failed, when it failed.
+    """
+
+    def __init__(self, report: RunReport, settings: Settings) -> None:
+        self._report = report
+        self._settings = settings
+        self.run_id = report.run.run_id
+        self.status = report.run.status.value
+        self.parameters = dict(report.run.parameters)
+        self.metrics = dict(report.run.metrics)
+        self.steps = {name: rec.status.value for name, rec in report.steps.items()}
+        self.notebook = report.notebook
+        self.error = report.run.error
+
+    def __repr__(self) -> str:
+        return f"<cellpipe.Run {self.run_id} {self.status} metrics={self.metrics}>"
+
+    def load(self, step: str, variable: str) -> Any:
+        """Return the value of ``variable`` as ``step`` output it in this run."""
+        return _load_value(self._settings, self.run_id, step, variable)
+
+
+def run(
+    notebook: str | Path,
+    params: Mapping[str, object] | None = None,
+    *,
+    jobs: int | None = None,
+    use_cache: bool = True,
+    from_step: str | None = None,
+    only: Sequence[str] = (),
+    executor: str | None = None,
+) -> Run:
+    """Run a notebook's pipeline and return the run.
+
+    Args:
+        notebook: the notebook file.
+        params: parameter overrides, e.g. ``{"MAX_DEPTH": 6}``.
+        jobs: how many steps may run at once (default: all cores).
+        use_cache: False re-runs every step.
+        from_step: re-run this step and everything after it.
+        only: run just these steps, with their inputs from the cache.
+        executor: ``fork`` (default on Linux), ``spawn`` or ``inprocess``.
+
+    Returns:
+        The run: status, metrics and `Run.load` for any step's outputs.
+
+    Raises:
+        DefinitionError: the notebook is invalid (nothing runs).
+        ParameterError: a parameter is unknown or ill-typed (nothing runs).
+
+    Example::
+
+        run = cellpipe.run("train.ipynb", params={"MAX_DEPTH": 6})
+        run.metrics["accuracy"], run.load("train", "model")
+    """
+    report = run_notebook(
+        notebook,
+        params=params,
+        jobs=jobs,
+        use_cache=use_cache,
+        from_step=from_step,
+        only=only,
+        executor=executor,
+    )
+    return Run(report, Settings.for_notebook(Path(notebook)))
+
+
+def load(run_id: str, step: str, variable: str, *, project: str | Path = ".") -> Any:
+    """Return the value ``step`` output as ``variable`` in run ``run_id``.
+
+    Args:
+        run_id: the run's id (or a unique prefix of it).
+        step: the step's name.
+        variable: the output's name.
+        project: a folder inside the project (default: the working directory).
+
+    Raises:
+        RunNotFoundError: for an unknown run, step or variable.
+    """
+    settings = find_project(Path(project))
+    return _load_value(settings, run_id, step, variable)
+
+
+def find_project(start: Path) -> Settings:
+    """Return the settings of the project containing ``start``.
+
+    Raises:
+        StorageError: when no folder at or above ``start`` has a ``.cellpipe`` folder.
+    """
+    settings = Settings.discover(start)
+    if settings is None:
+        raise StorageError(
+            f"no cellpipe project at or above {start.resolve()} (no .cellpipe folder)",
+            hint="run this in the notebook's folder, after a first `cellpipe run NOTEBOOK`",
+        )
+    return settings
+
+
+def step_record(project: Project, run_id: str, step: str) -> tuple[RunRecord, StepRunRecord]:
+    """Return the run and one of its step runs.
+
+    Raises:
+        RunNotFoundError: for an unknown run or step.
+    """
+    run_record = project.metadata.get_run(run_id)
+    records = {r.step: r for r in project.metadata.step_runs(run_record.run_id)}
+    if step not in records:
+        raise RunNotFoundError(
+            f"run {run_record.run_id} has no step '{step}'",
+            hint="its steps: " + (", ".join(records) or "none recorded"),
+        )
+    return run_record, records[step]
+
+
+def _load_value(settings: Settings, run_id: str, step: str, variable: str) -> Any:
+    from cellpipe.storage.serializers import deserialize
+
+    with open_project(settings, create=False) as project:
+        run_record, record = step_record(project, run_id, step)
+        if variable not in record.outputs:
+            raise RunNotFoundError(
+                f"step '{step}' of run {run_record.run_id} has no output '{variable}'",
+                hint="its outputs: " + (", ".join(record.outputs) or "none"),
+            )
+        ref = record.outputs[variable]
+        return deserialize(ref.serializer, project.artifacts.local_path(ref.digest))
+
+
+def log_metric(name: str, value: object) -> None:
+    """Log a metric of the current step (or, outside a run, of the notebook session).
+
+    Args:
+        name: the metric's name.
+        value: a number, string or boolean (numpy scalars are converted).
+    """
+    from cellpipe.runner.context import log_metric as _log
+
+    _log(name, value)

@@ -48,3 +48,26 @@ class Settings:
             db_url=environ.get("CELLPIPE_DB_URL") or f"sqlite:///{state / 'cellpipe.db'}",
             artifacts_url=environ.get("CELLPIPE_ARTIFACTS_URL") or str(state / "artifacts"),
         )
+
+    @classmethod
+    def discover(cls, start: Path, env: Mapping[str, str] | None = None) -> Settings | None:
+        """Return the settings of the project containing ``start``, like git finds ``.git``.
+
+        Args:
+            start: a folder inside the project.
+            env: the environment to read overrides from (default: ``os.environ``).
+
+        Returns:
+            The settings of the nearest folder at or above ``start`` that has a ``.cellpipe``
+            folder, or None when there is none.
+        """
+        folder = start.resolve()
+        for candidate in (folder, *folder.parents):
+            if (candidate / STATE_DIR).is_dir():
+                return cls.for_notebook(candidate / "_", env)
+        return None
+
+    @property
+    def state_dir(self) -> Path:
+        """The project's ``.cellpipe`` folder."""
+        return self.root / STATE_DIR

@@ -1,0 +1,186 @@
+"""Benchmarks of `cellpipe run` against the same code run as a plain Python script.
+
+Each case is measured in the same process, side by side with its baseline:
+
+- chain: 20 trivial steps, cold; per-step overhead = (cellpipe - script) / 20 (target <= 50 ms);
+- wine: the bundled example, cold (target <= 1.3 x the script) and fully cached (target < 0.5 s);
+- parallel: four independent steps that each sleep 1 s (target < 2.3 s on 2 cores);
+- transfer: a 1 GiB numpy array and a 10-million-row DataFrame passed between two steps.
+
+Run: ``.venv/bin/python benchmarks/bench_run.py [--quick]``; results go to RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import nbformat
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+CELLPIPE = str(BIN / "cellpipe")
+
+
+def notebook(cells: list[tuple[list[str], str]]) -> nbformat.NotebookNode:
+    nb = nbformat.v4.new_notebook()
+    for tags, source in cells:
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    return nb
+
+
+def write(folder: Path, name: str, nb: nbformat.NotebookNode) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    nbformat.write(nb, path)
+    return path
+
+
+def as_script(path: Path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    parts = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "skip" not in cell.metadata.get("tags", []):
+            parts.append(cell.source)
+    return "\n\n".join(parts) + "\n"
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def run_script(path: Path) -> float:
+    script = path.with_suffix(".script.py")
+    script.write_text(as_script(path))
+    return timed([sys.executable, str(script)], cwd=path.parent)
+
+
+def run_cellpipe(path: Path, *extra: str) -> float:
+    return timed([CELLPIPE, "run", str(path), *extra], cwd=path.parent)
+
+
+def fresh(path: Path) -> None:
+    shutil.rmtree(path.parent / ".cellpipe", ignore_errors=True)
+
+
+def chain_case(work: Path, repeats: int) -> list[str]:
+    cells: list[tuple[list[str], str]] = [(["step:s0"], "x = 0")]
+    cells += [([f"step:s{i}"], "x = x + 1") for i in range(1, 20)]
+    cells.append((["pipeline-metrics"], "x"))
+    path = write(work / "chain", "chain.ipynb", notebook(cells))
+    script, piped = [], []
+    for _ in range(repeats):
+        script.append(run_script(path))
+        fresh(path)
+        piped.append(run_cellpipe(path))
+    s, c = statistics.median(script), statistics.median(piped)
+    overhead_ms = (c - s) / 20 * 1000
+    return [
+        f"| chain of 20 trivial steps, cold | {c:.2f} s | script {s:.2f} s | "
+        f"{overhead_ms:.0f} ms per step (target <= 50) |"
+    ]
+
+
+def wine_case(work: Path, repeats: int) -> list[str]:
+    folder = work / "wine"
+    shutil.copytree(ROOT / "examples" / "wine", folder, dirs_exist_ok=True)
+    path = folder / "wine.ipynb"
+    script, cold, cached = [], [], []
+    for _ in range(repeats):
+        script.append(run_script(path))
+        fresh(path)
+        cold.append(run_cellpipe(path))
+        cached.append(run_cellpipe(path))
+    s, c, h = statistics.median(script), statistics.median(cold), statistics.median(cached)
+    return [
+        f"| wine example, cold | {c:.2f} s | script {s:.2f} s | {c / s:.2f} x (target <= 1.3) |",
+        f"| wine example, fully cached (whole command) | {h:.2f} s | - | target < 0.5 s |",
+    ]
+
+
+def parallel_case(work: Path) -> list[str]:
+    cells: list[tuple[list[str], str]] = [(["imports"], "import time")]
+    cells += [([f"step:sleep{i}"], f"time.sleep(1)\nv{i} = {i}") for i in range(4)]
+    path = write(work / "parallel", "parallel.ipynb", notebook(cells))
+    s = run_script(path)
+    c = run_cellpipe(path)
+    return [
+        f"| four independent 1 s sleeps, cold | {c:.2f} s | script {s:.2f} s | "
+        f"target < 2.3 s on {os.cpu_count()} cores |"
+    ]
+
+
+def transfer_case(work: Path) -> list[str]:
+    cells: list[tuple[list[str], str]] = [
+        (["imports"], "import numpy as np\nimport pandas as pd"),
+        (
+            ["step:make"],
+            "arr = np.ones(128 * 1024 * 1024)\n"
+            "df = pd.DataFrame({'a': np.arange(10_000_000), 'b': np.ones(10_000_000)})",
+        ),
+        (["step:use"], "total = float(arr[::4096].sum()) + float(df['b'].sum())"),
+        (["pipeline-metrics"], "total"),
+    ]
+    path = write(work / "transfer", "transfer.ipynb", notebook(cells))
+    s = run_script(path)
+    c = run_cellpipe(path)
+    gib = (128 * 1024 * 1024 * 8 + 10_000_000 * 16) / 2**30
+    return [
+        f"| 1 GiB array + 10M-row DataFrame between two steps | {c:.2f} s | script {s:.2f} s | "
+        f"{gib / max(c - s, 1e-9):.2f} GiB/s of store overhead |"
+    ]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="one repeat, skip the 1 GiB case")
+    args = parser.parse_args()
+    repeats = 1 if args.quick else 3
+    rows = ["| case | cellpipe | baseline | result |", "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        rows += chain_case(work, repeats)
+        rows += wine_case(work, repeats)
+        rows += parallel_case(work)
+        if not args.quick:
+            rows += transfer_case(work)
+    header = (
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, median of {repeats}. "
+        "Reproduce: `.venv/bin/python benchmarks/bench_run.py`."
+    )
+    section = "## cellpipe run\n\n" + header + "\n\n" + "\n".join(rows) + "\n"
+    print(section)
+    update_results("cellpipe run", section)
+
+
+def update_results(title: str, section: str) -> None:
+    results = ROOT / "benchmarks" / "RESULTS.md"
+    text = results.read_text() if results.exists() else "# Benchmark results\n"
+    marker = f"## {title}\n"
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        tail = rest.split("\n## ", 1)
+        text = head + section + ("\n## " + tail[1] if len(tail) > 1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    results.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

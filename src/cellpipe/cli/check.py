@@ -1,0 +1,288 @@
+"""``cellpipe check``: read a notebook, validate its pipeline and show what was found.
+
+Owns: the ``check`` command's arguments, its human report and its ``--json`` document.
+
+Invariants: with ``--json`` exactly one JSON document goes to stdout, on success and on a
+definition error alike (``ok`` says which); without it, definition errors go to stderr, every
+one with its cell, line and hint. Exit 0 when valid, 2 for definition errors. Nothing runs.
+
+Must not depend on: the runner, storage or other command modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from cellpipe.cli import render
+from cellpipe.cli._loading import NOTEBOOK_HELP, analyze_notebook_file
+from cellpipe.errors import CellpipeError, NotebookParseError, PipelineValidationError, Problem
+
+if TYPE_CHECKING:
+    from cellpipe.pipeline import JsonValue, Pipeline
+
+DESCRIPTION = """\
+Read a Kale-tagged notebook and check the pipeline it defines, without running anything.
+
+Shows the steps in run order with the variables each one reads (and from which step), the
+variables it hands on, the parameters it reads; the data edges between steps; the pipeline
+parameters with their types and defaults; the metrics and the step that produces each; the
+packages the steps need; and any warnings.
+
+If the notebook has definition errors (a name no step produces, two steps that may both change
+a variable, a bad parameter line, an unknown tag...), every one is listed with its cell, line
+and a hint, and the exit status is 2.
+"""
+
+EPILOG = """\
+examples:
+  cellpipe check train.ipynb
+  cellpipe check pipeline.py --json | jq '.edges'
+
+exit status: 0 valid, 2 definition errors, 1 anything else"""
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """Add the ``check`` command to the CLI.
+
+    Args:
+        subparsers: the top-level parser's subcommands.
+        parents: parsers carrying the options every command accepts.
+    """
+    parser = subparsers.add_parser(
+        "check",
+        parents=parents,
+        help="validate a notebook's pipeline and show its steps, edges, parameters and metrics",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("notebook", metavar="NOTEBOOK", help=NOTEBOOK_HELP)
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON document (the pipeline plus ok/errors) instead of the report",
+    )
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``cellpipe check``.
+
+    Args:
+        args: the parsed arguments (``notebook``, ``json``).
+
+    Returns:
+        The exit status: 0 when the pipeline is valid, 2 for definition errors.
+
+    Raises:
+        CellpipeError: without ``--json``, an error reading the notebook.
+    """
+    notebook: str = args.notebook
+    if args.json:
+        return _run_json(notebook, debug=getattr(args, "debug", False))
+    report = analyze_notebook_file(notebook)
+    if report.ok and report.pipeline is not None:
+        show_report(report.pipeline, render.Output(sys.stdout))
+        return 0
+    error = PipelineValidationError(report.errors, path=notebook)
+    print(render.format_error(error), file=sys.stderr)
+    if report.warnings:
+        print(f"\nand {_count(len(report.warnings), 'warning')}:", file=sys.stderr)
+        for warning in report.warnings:
+            print(render.format_problem(warning, path=notebook), file=sys.stderr)
+    return error.exit_code
+
+
+def _run_json(notebook: str, *, debug: bool) -> int:
+    try:
+        report = analyze_notebook_file(notebook)
+    except CellpipeError as error:
+        if debug:
+            import traceback
+
+            traceback.print_exc()
+        render.write_json(failure_document(notebook, error), sys.stdout)
+        return error.exit_code
+    if report.ok and report.pipeline is not None:
+        render.write_json(success_document(report.pipeline), sys.stdout)
+        return 0
+    invalid = PipelineValidationError(report.errors, path=notebook)
+    render.write_json(failure_document(notebook, invalid, warnings=report.warnings), sys.stdout)
+    return invalid.exit_code
+
+
+def success_document(pipeline: Pipeline) -> dict[str, JsonValue]:
+    """Return the ``--json`` document of a valid pipeline.
+
+    Args:
+        pipeline: the checked pipeline.
+
+    Returns:
+        ``{"ok": true, ...Pipeline.to_json()..., "errors": []}``.
+    """
+    document: dict[str, JsonValue] = {"ok": True}
+    document.update(pipeline.to_json())
+    document["errors"] = []
+    return document
+
+
+def failure_document(
+    notebook: str, error: CellpipeError, *, warnings: Sequence[Problem] = ()
+) -> dict[str, JsonValue]:
+    """Return the ``--json`` document of a notebook that could not be checked.
+
+    Args:
+        notebook: the notebook path as given.
+        error: what went wrong; each of its problems becomes one entry of ``errors``.
+        warnings: non-fatal problems found on the way.
+
+    Returns:
+        ``{"ok": false, "path": ..., "errors": [...], "warnings": [...]}`` where each error has
+        ``code``, ``message``, ``cell``, ``line``, ``step`` and ``hint``.
+    """
+    problems = render.problems_of(error)
+    errors: list[JsonValue]
+    if problems:
+        errors = [_as_json(p.to_json()) for p in problems]
+    else:
+        errors = [
+            {
+                "code": _error_code(error),
+                "message": _bare_message(error),
+                "cell": getattr(error, "cell", None),
+                "line": getattr(error, "line", None),
+                "step": None,
+                "hint": error.hint,
+            }
+        ]
+    return {
+        "ok": False,
+        "path": notebook,
+        "errors": errors,
+        "warnings": [_as_json(w.to_json()) for w in warnings],
+    }
+
+
+def _as_json(value: dict[str, object]) -> JsonValue:
+    # Problem.to_json() is typed loosely (dict[str, object]); its values are JSON scalars.
+    return value  # type: ignore[return-value]
+
+
+def _bare_message(error: CellpipeError) -> str:
+    # NotebookParseError puts "path, cell N, line L: " in front of its message; in JSON the
+    # location has its own fields, as it has for every other problem.
+    if isinstance(error, NotebookParseError):
+        where = error.path
+        if error.cell is not None:
+            where += f", cell {error.cell}"
+        if error.line is not None:
+            where += f", line {error.line}"
+        return error.message.removeprefix(f"{where}: ")
+    return error.message
+
+
+def _error_code(error: CellpipeError) -> str:
+    code = getattr(error, "code", None)
+    if isinstance(code, str):
+        return code
+    if isinstance(error, NotebookParseError):
+        return "parse-error"
+    name = type(error).__name__.removesuffix("Error") or "Cellpipe"
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+def show_report(pipeline: Pipeline, out: render.Output) -> None:
+    """Write the human-readable report of a valid pipeline.
+
+    Args:
+        pipeline: the checked pipeline.
+        out: where to write.
+    """
+    distributions = {p.distribution or p.module for s in pipeline.steps for p in s.packages}
+    out.line(f"pipeline {pipeline.name}  ({pipeline.path})", style="bold")
+    out.line(
+        f"{_count(len(pipeline.steps), 'step')}, {_count(len(pipeline.edges), 'edge')}, "
+        f"{_count(len(pipeline.parameters), 'parameter')}, "
+        f"{_count(len(pipeline.metrics), 'metric')}, "
+        f"{_count(len(distributions), 'package')}, "
+        f"{_count(len(pipeline.warnings), 'warning')}"
+    )
+
+    out.heading("Steps (in run order)")
+    out.table(
+        ["step", "cells", "upstream", "inputs (from step)", "outputs", "parameters"],
+        [
+            [
+                step.name,
+                render.cell_ranges(step.cells),
+                render.join(step.upstream),
+                render.join(f"{ref.name} ({ref.producer})" for ref in step.inputs),
+                render.join(step.outputs),
+                render.join(step.parameters),
+            ]
+            for step in pipeline.steps
+        ],
+    )
+
+    out.heading("Edges")
+    out.table(
+        ["from", "to", "variables"],
+        [
+            [edge.source, edge.target, render.join(edge.variables) if edge.variables else "(order)"]
+            for edge in pipeline.edges
+        ],
+    )
+
+    out.heading("Parameters")
+    out.table(
+        ["name", "type", "default", "cell"],
+        [[p.name, p.type, _literal(p.default), f"{p.cell}:{p.line}"] for p in pipeline.parameters],
+    )
+
+    out.heading("Metrics")
+    out.table(
+        ["name", "step", "cell"],
+        [[m.name, m.producer, f"{m.cell}:{m.line}"] for m in pipeline.metrics],
+    )
+
+    out.heading("Packages")
+    out.table(["package", "version", "module", "steps"], _package_rows(pipeline))
+
+    if pipeline.warnings:
+        out.heading("Warnings")
+        for warning in pipeline.warnings:
+            for text in render.format_problem(warning, path=pipeline.path).splitlines():
+                out.line(f"  {text}", style="yellow")
+
+
+def _package_rows(pipeline: Pipeline) -> list[list[str]]:
+    users: dict[tuple[str, str, str], list[str]] = {}
+    for step in pipeline.steps:
+        for package in step.packages:
+            key = (
+                package.distribution or "(not installed)",
+                package.version or "-",
+                package.module,
+            )
+            users.setdefault(key, []).append(step.name)
+    every = len(pipeline.steps)
+    return [
+        [dist, version, module, "all" if len(steps) == every else render.join(steps)]
+        for (dist, version, module), steps in sorted(users.items())
+    ]
+
+
+def _literal(value: JsonValue) -> str:
+    import json
+
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

@@ -1,0 +1,183 @@
+"""How CLI output looks: one JSON document, plain text, or rich tables on a terminal.
+
+Owns: writing command results to a stream and turning errors and problems into text.
+
+Invariants: ``--json`` output is exactly one JSON document followed by a newline, with keys in
+a stable order, so it can be piped and compared; ``rich`` is imported only when the stream is an
+interactive terminal (never for JSON, never when piped), which keeps ``cellpipe check`` fast and
+its piped output free of escape codes. Plain and rich output carry the same information.
+
+Must not depend on: anything in cellpipe but ``errors`` (commands pass plain strings in).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from cellpipe.errors import CellpipeError, Problem
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+EMPTY = "-"
+
+
+def write_json(document: object, stream: TextIO) -> None:
+    """Write ``document`` as indented JSON plus a newline.
+
+    Args:
+        document: a JSON-ready value (dicts keep their insertion order).
+        stream: where to write, usually ``sys.stdout``.
+    """
+    stream.write(json.dumps(document, indent=2, ensure_ascii=False))
+    stream.write("\n")
+
+
+def is_terminal(stream: TextIO) -> bool:
+    """Return True if ``stream`` is an interactive terminal that wants formatting."""
+    if os.environ.get("TERM") == "dumb":
+        return False
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
+
+
+class Output:
+    """Headings, lines and tables, rendered with rich on a terminal and as plain text otherwise.
+
+    Args:
+        stream: where to write.
+        rich: force rich rendering on or off; by default it is on for terminals only.
+
+    Example::
+
+        out = Output(sys.stdout)
+        out.heading("Steps")
+        out.table(["step", "cells"], [["load", "2-3"]])
+    """
+
+    def __init__(self, stream: TextIO, *, rich: bool | None = None) -> None:
+        self._stream = stream
+        self._console: Console | None = None
+        if is_terminal(stream) if rich is None else rich:
+            from rich.console import Console
+
+            self._console = Console(file=stream, highlight=False)
+
+    def line(self, text: str = "", *, style: str | None = None) -> None:
+        """Write one line of text (never interpreted as rich markup)."""
+        if self._console is None:
+            self._stream.write(text + "\n")
+        else:
+            self._console.print(text, style=style, markup=False, highlight=False)
+
+    def heading(self, text: str) -> None:
+        """Write a section heading, preceded by a blank line."""
+        self.line()
+        self.line(text, style="bold")
+
+    def table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        """Write a table; an empty table is written as ``(none)``.
+
+        Args:
+            columns: the column headers.
+            rows: the cells, already formatted as strings.
+        """
+        if not rows:
+            self.line("  (none)", style="dim")
+            return
+        if self._console is not None:
+            self._rich_table(columns, rows)
+            return
+        widths = [len(c) for c in columns]
+        for row in rows:
+            widths = [max(w, len(cell)) for w, cell in zip(widths, row, strict=True)]
+        for row in [columns, *rows]:
+            cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=True)]
+            self._stream.write(("  " + "  ".join(cells)).rstrip() + "\n")
+
+    def _rich_table(self, columns: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+        from rich.table import Table
+        from rich.text import Text
+
+        assert self._console is not None  # only called when rendering with rich
+        table = Table(box=None, pad_edge=True, header_style="bold", show_edge=False)
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        self._console.print(table)
+
+
+def join(items: Iterable[str]) -> str:
+    """Return ``a, b, c``, or ``-`` when there is nothing."""
+    text = ", ".join(items)
+    return text or EMPTY
+
+
+def cell_ranges(cells: Sequence[int]) -> str:
+    """Return cell numbers as compact ranges: ``[3, 4, 5, 8]`` becomes ``3-5, 8``."""
+    parts: list[str] = []
+    start: int | None = None
+    previous: int | None = None
+    for cell in sorted(cells):
+        if start is not None and previous is not None and cell == previous + 1:
+            previous = cell
+            continue
+        if start is not None:
+            parts.append(_range(start, previous))
+        start = previous = cell
+    if start is not None:
+        parts.append(_range(start, previous))
+    return join(parts)
+
+
+def _range(start: int, end: int | None) -> str:
+    return str(start) if end is None or end == start else f"{start}-{end}"
+
+
+def format_problem(problem: Problem, *, path: str | None = None) -> str:
+    """Return a problem as ``path, cell 4, line 2: message`` plus an indented hint line.
+
+    Args:
+        problem: the problem to format.
+        path: the notebook, prefixed to the location when given.
+    """
+    where = ", ".join(part for part in (path, problem.where()) if part)
+    text = f"{where}: {problem.message}" if where else problem.message
+    if problem.hint:
+        text += f"\n    hint: {problem.hint}"
+    return text
+
+
+def problems_of(error: CellpipeError) -> tuple[Problem, ...]:
+    """Return the problems an error carries (``PipelineValidationError`` and friends), if any."""
+    problems: Any = getattr(error, "problems", None)
+    if not problems:
+        return ()
+    return tuple(p for p in problems if isinstance(p, Problem))
+
+
+def format_error(error: CellpipeError) -> str:
+    """Return the text the CLI prints on stderr for an error: headline, message, hint.
+
+    An error that carries problems is printed as one block per problem, so every problem
+    shows its cell, line and hint.
+
+    Args:
+        error: the error to describe.
+    """
+    problems = problems_of(error)
+    if not problems:
+        lines = [f"error: {error.headline}"]
+        lines.extend(f"  {line}" for line in error.message.splitlines())
+        if error.hint:
+            lines.append(f"  hint: {error.hint}")
+        return "\n".join(lines)
+    path: str | None = getattr(error, "path", None)
+    noun = "error" if len(problems) == 1 else "errors"
+    lines = [f"error: {error.headline} ({len(problems)} {noun})"]
+    lines.extend(format_problem(p, path=path) for p in problems)
+    return "\n".join(lines)

@@ -1,0 +1,245 @@
+"""The run-history commands: ``cellpipe runs``, ``cellpipe show RUN`` and ``cellpipe why``.
+
+Owns: listing runs, showing one run (parameters, metrics, every step with its cache decision,
+outputs, log and executed notebook), and explaining a step's cache hit or miss.
+
+Invariants: read-only; thin shells over the metadata store opened through `cellpipe.api`;
+``--json`` prints exactly one JSON document. The project is found like git finds ``.git``: the
+nearest folder at or above the working directory (or ``--project``) with a ``.cellpipe``
+folder.
+
+Must not depend on: other command modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cellpipe.cli import render
+
+if TYPE_CHECKING:
+    from cellpipe.storage.records import RunRecord, StepRunRecord
+
+PROJECT_HELP = "a folder inside the project (default: the working directory)"
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """Add ``runs``, ``show`` and ``why`` to the CLI."""
+    runs = subparsers.add_parser(
+        "runs",
+        parents=parents,
+        help="list the runs recorded in this project, newest first",
+        description="List the runs recorded in this project's .cellpipe folder, newest first.",
+        epilog="examples:\n  cellpipe runs\n  cellpipe runs --status failed --limit 5 --json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    runs.add_argument("--notebook", help="only runs of this notebook")
+    runs.add_argument(
+        "--status",
+        choices=["running", "succeeded", "failed", "cancelled", "interrupted"],
+        help="only runs that ended so",
+    )
+    runs.add_argument("-n", "--limit", type=int, default=20, help="at most N runs (default 20)")
+    runs.add_argument("--project", default=".", help=PROJECT_HELP)
+    runs.add_argument("--json", action="store_true", help="print one JSON document")
+    runs.set_defaults(handler=runs_cmd)
+
+    show = subparsers.add_parser(
+        "show",
+        parents=parents,
+        help="show one run: parameters, metrics, steps, outputs, logs",
+        description="Show one run: its parameters and metrics, and for every step its status, "
+        "cache decision, outputs (digest, serializer, size), log and executed notebook.",
+        epilog="examples:\n  cellpipe show wine-20261128-101500-ab12\n  cellpipe show wine-2026 "
+        "--json     (any unique prefix of a run id)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    show.add_argument("--project", default=".", help=PROJECT_HELP)
+    show.add_argument("--json", action="store_true", help="print one JSON document")
+    show.set_defaults(handler=show_cmd)
+
+    why = subparsers.add_parser(
+        "why",
+        parents=parents,
+        help="explain why a step of a run was a cache hit or a miss",
+        description="Explain a step's cache decision in a run: a hit names the run whose "
+        "outputs were reused; a miss names what changed (a cell's code, a parameter with its "
+        "old and new value, an input, a file the step read).",
+        epilog="examples:\n  cellpipe why wine-20261128 train_forest",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    why.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    why.add_argument("step", metavar="STEP", help="the step's name")
+    why.add_argument("--project", default=".", help=PROJECT_HELP)
+    why.add_argument("--json", action="store_true", help="print one JSON document")
+    why.set_defaults(handler=why_cmd)
+
+
+def _time(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def run_document(run: RunRecord) -> dict[str, Any]:
+    """Return a run as a JSON-ready dict."""
+    duration = None
+    if run.finished_at is not None:
+        duration = round((run.finished_at - run.started_at).total_seconds(), 3)
+    return {
+        "run_id": run.run_id,
+        "pipeline": run.pipeline,
+        "notebook": run.notebook,
+        "status": run.status.value,
+        "started_at": _time(run.started_at),
+        "finished_at": _time(run.finished_at),
+        "duration_s": duration,
+        "parameters": dict(run.parameters),
+        "metrics": dict(run.metrics),
+        "error": run.error,
+    }
+
+
+def step_document(record: StepRunRecord, state_dir: Path) -> dict[str, Any]:
+    """Return a step run as a JSON-ready dict."""
+    duration = None
+    if record.started_at is not None and record.finished_at is not None:
+        duration = round((record.finished_at - record.started_at).total_seconds(), 3)
+    scratch = state_dir / "runs" / record.run_id / "steps" / record.step
+    return {
+        "step": record.step,
+        "status": record.status.value,
+        "cache_reason": record.cache_reason,
+        "cache_key": record.cache_key,
+        "source_run": record.source_run,
+        "duration_s": duration,
+        "inputs": {k: v.to_json() for k, v in record.inputs.items()},
+        "outputs": {k: v.to_json() for k, v in record.outputs.items()},
+        "metrics": dict(record.metrics),
+        "files_read": dict(record.files_read),
+        "log": record.log_digest,
+        "log_path": str(scratch / "log.txt") if (scratch / "log.txt").exists() else None,
+        "notebook": record.notebook_digest,
+        "error": record.error,
+    }
+
+
+def runs_cmd(args: argparse.Namespace) -> int:
+    """List runs."""
+    from cellpipe.api import find_project, open_project
+    from cellpipe.storage.records import RunStatus
+
+    settings = find_project(Path(args.project))
+    notebook = str(Path(args.notebook).resolve()) if args.notebook else None
+    status = RunStatus(args.status) if args.status else None
+    with open_project(settings, create=False) as project:
+        found = project.metadata.list_runs(notebook=notebook, status=status, limit=args.limit)
+    if args.json:
+        render.write_json({"runs": [run_document(r) for r in found]}, sys.stdout)
+        return 0
+    out = render.Output(sys.stdout)
+    rows = []
+    for run in found:
+        doc = run_document(run)
+        metrics = ", ".join(f"{k}={_short(v)}" for k, v in run.metrics.items())
+        rows.append(
+            [
+                run.run_id,
+                run.status.value,
+                run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
+                f"{doc['duration_s']:.1f}s" if doc["duration_s"] is not None else "-",
+                metrics or "-",
+            ]
+        )
+    out.table(["run", "status", "started (UTC)", "took", "metrics"], rows)
+    return 0
+
+
+def show_cmd(args: argparse.Namespace) -> int:
+    """Show one run."""
+    from cellpipe.api import find_project, open_project
+
+    settings = find_project(Path(args.project))
+    with open_project(settings, create=False) as project:
+        run = project.metadata.get_run(args.run)
+        steps = project.metadata.step_runs(run.run_id)
+    document = run_document(run)
+    document["steps"] = [step_document(s, settings.state_dir) for s in steps]
+    notebook = settings.state_dir / "runs" / run.run_id / "run.ipynb"
+    document["executed_notebook"] = str(notebook) if notebook.exists() else None
+    if args.json:
+        render.write_json(document, sys.stdout)
+        return 0
+    out = render.Output(sys.stdout)
+    out.line(f"run {run.run_id}: {run.status.value}")
+    out.line(f"notebook {run.notebook}")
+    if run.error:
+        out.line(f"error: {run.error.splitlines()[0]}")
+    out.heading("Parameters")
+    out.table(["name", "value"], [[k, repr(v)] for k, v in run.parameters.items()])
+    out.heading("Metrics")
+    out.table(["name", "value"], [[k, _short(v)] for k, v in run.metrics.items()])
+    out.heading("Steps")
+    rows = []
+    for step in document["steps"]:
+        took = f"{step['duration_s']:.2f}s" if step["duration_s"] is not None else "-"
+        rows.append([step["step"], step["status"], took, step["cache_reason"] or "-"])
+    out.table(["step", "status", "took", "cache decision"], rows)
+    out.heading("Outputs")
+    output_rows = []
+    for step in document["steps"]:
+        for name, ref in step["outputs"].items():
+            output_rows.append(
+                [step["step"], name, ref["serializer"], _size(ref["size"]), ref["digest"][:19]]
+            )
+    out.table(["step", "variable", "format", "size", "digest"], output_rows)
+    if document["executed_notebook"]:
+        out.line()
+        out.line(f"executed notebook: {document['executed_notebook']}")
+    return 0
+
+
+def why_cmd(args: argparse.Namespace) -> int:
+    """Explain a step's cache decision."""
+    from cellpipe.api import find_project, open_project, step_record
+
+    settings = find_project(Path(args.project))
+    with open_project(settings, create=False) as project:
+        run, record = step_record(project, args.run, args.step)
+    document = {
+        "run_id": run.run_id,
+        "step": record.step,
+        "status": record.status.value,
+        "hit": record.status.value == "cached",
+        "reason": record.cache_reason,
+        "source_run": record.source_run,
+        "cache_key": record.cache_key,
+        "fields": dict(record.cache_fields),
+    }
+    if args.json:
+        render.write_json(document, sys.stdout)
+        return 0
+    out = render.Output(sys.stdout)
+    out.line(f"{record.step} in run {run.run_id}: {record.status.value}")
+    out.line(f"  {record.cache_reason or 'no cache decision recorded'}")
+    return 0
+
+
+def _short(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"

@@ -1,0 +1,48 @@
+"""A matplotlib backend for step processes: Agg rendering, figures shown as PNG outputs.
+
+Owns: the backend named by ``MPLBACKEND=module://cellpipe.runner._mpl_backend`` in step
+processes, and `flush_figures`, which the step runner calls after every cell (like
+matplotlib-inline's ``flush_figures``): each open figure becomes an ``image/png`` display
+output of that cell and is closed.
+
+Invariants: ``plt.show()`` never blocks and never warns; a figure is shown once.
+
+Must not depend on: anything in cellpipe but the capture module.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from typing import Any
+
+from matplotlib.backend_bases import FigureManagerBase
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+from cellpipe.runner._capture import publish
+
+FigureCanvas = FigureCanvasAgg
+FigureManager = FigureManagerBase
+
+
+def flush_figures() -> None:
+    """Publish every open pyplot figure as an image/png output, then close them all."""
+    import matplotlib.pyplot as plt
+
+    for num in plt.get_fignums():
+        figure = plt.figure(num)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", bbox_inches="tight")
+        width, height = figure.get_size_inches() * figure.dpi
+        data = {
+            "image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
+            "text/plain": f"<Figure size {width:g}x{height:g} with {len(figure.axes)} Axes>",
+        }
+        publish(data, {})
+    plt.close("all")
+
+
+def show(*args: Any, **kwargs: Any) -> None:
+    """``plt.show()``: show the open figures now (as the inline backend does)."""
+    del args, kwargs
+    flush_figures()

@@ -1,0 +1,564 @@
+"""The code that runs inside a step process: load inputs, run the cells, store the outputs.
+
+Owns: `warm_up` (a fresh ``__main__`` namespace with the parameters bound and the imports and
+functions cells executed, done once per run by the fork server and once per step by the spawn
+executor), `run_job` (one step in that namespace, with its output captured into an executed
+notebook and its log), and the ``python -m cellpipe.runner.child JOB.json`` entry point used
+by the spawn executor.
+
+Invariants:
+    * a step sees the imports and functions cells, the parameters and exactly its declared
+      inputs; any other name is a ``NameError`` pointing at the user's cell and line;
+    * each cell is compiled with the file name ``<notebook> [cell N]`` and registered in
+      ``linecache``, so tracebacks name the notebook cell and show the user's line; frames of
+      cellpipe itself are removed from the traceback the user sees;
+    * the step's stdout and stderr (Python level and file descriptor level) are appended to its
+      log file as they happen; rich outputs, the last expression's value and matplotlib figures
+      are collected per cell into an nbformat v4 notebook;
+    * every workspace file opened for reading is recorded (an audit hook on ``open``), except
+      the ``.cellpipe`` folder, the Python installation and anything outside the workspace;
+    * user errors never escape `run_job`: they become a failed `StepResult`. Ctrl-C does.
+
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import json
+import linecache
+import os
+import shutil
+import sys
+import time
+import traceback
+import types
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cellpipe.errors import CellpipeError, SerializationError
+from cellpipe.pipeline.model import CodeChunk, JsonValue
+from cellpipe.runner._capture import NotebookBuilder, TeeStream, capturing, get_shell
+from cellpipe.runner.context import StepContext, activate
+from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
+from cellpipe.storage.artifacts import LocalArtifactStore
+from cellpipe.storage.records import ArtifactRef, StepStatus
+from cellpipe.storage.serializers import deserialize, serialize, type_name
+
+__all__ = ["WarmState", "main", "run_job", "warm_up"]
+
+# Frames from files under this folder are cellpipe's own; they are hidden from tracebacks.
+_CELLPIPE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+
+
+# -- files read ------------------------------------------------------------------------------
+
+_opened: list[str] | None = None
+_hook_installed = False
+
+
+def _audit(event: str, args: tuple[Any, ...]) -> None:
+    # Called for every audited event in the process: keep the common path to one comparison.
+    if event != "open" or _opened is None:
+        return
+    path, mode, flags = args
+    if isinstance(path, int) or path is None:
+        return
+    if mode is not None:
+        if "r" not in mode or "+" in mode:
+            return
+    elif flags is not None and flags & os.O_ACCMODE != os.O_RDONLY:
+        return
+    text = os.fsdecode(path)
+    # os.path, not pathlib: this runs for every file the process opens.
+    if not os.path.isabs(text):  # noqa: PTH117
+        text = os.path.join(os.getcwd(), text)  # noqa: PTH109, PTH118
+    _opened.append(text)
+
+
+@contextmanager
+def _recording_opens() -> Iterator[list[str]]:
+    global _opened, _hook_installed
+    if not _hook_installed:
+        sys.addaudithook(_audit)  # audit hooks cannot be removed; it is idle outside a step
+        _hook_installed = True
+    previous = _opened
+    opened: list[str] = []
+    _opened = opened
+    try:
+        yield opened
+    finally:
+        _opened = previous
+
+
+def _workspace_files(opened: list[str], job: StepJob) -> tuple[str, ...]:
+    root = Path(job.workdir).absolute()
+    excluded = [
+        root / ".cellpipe",
+        Path(job.artifact_root).absolute(),
+        Path(job.scratch_dir).absolute(),
+        Path(sys.prefix).absolute(),
+        Path(sys.base_prefix).absolute(),
+        Path(sys.exec_prefix).absolute(),
+    ]
+    found: set[str] = set()
+    for raw in set(opened):
+        path = Path(os.path.normpath(raw))
+        if not path.is_relative_to(root):
+            continue
+        if any(path.is_relative_to(ex) for ex in excluded):
+            continue
+        rel = path.relative_to(root)
+        if "__pycache__" in rel.parts or not path.is_file():
+            continue
+        found.add(rel.as_posix())
+    return tuple(sorted(found))
+
+
+# -- running cells ---------------------------------------------------------------------------
+
+
+def _cell_filename(notebook: str, cell: int) -> str:
+    return f"{Path(notebook).name} [cell {cell}]"
+
+
+def _ends_with_semicolon(code: str) -> bool:
+    for line in reversed(code.splitlines()):
+        stripped = line.split("#", 1)[0].rstrip()
+        if stripped:
+            return stripped.endswith(";")
+    return False
+
+
+def _run_cell(
+    chunk: CodeChunk, filename: str, namespace: dict[str, Any], builder: NotebookBuilder, count: int
+) -> None:
+    """Execute one cell like Jupyter: statements, then the last expression's value shown."""
+    code = chunk.python
+    linecache.cache[filename] = (len(code), None, code.splitlines(keepends=True), filename)
+    tree = ast.parse(code, filename=filename)
+    last: ast.Expression | None = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr) and not _ends_with_semicolon(code):
+        last = ast.Expression(tree.body[-1].value)
+        tree.body.pop()
+    exec(compile(tree, filename, "exec"), namespace)
+    if last is not None:
+        value = eval(compile(last, filename, "eval"), namespace)
+        if value is not None:
+            data, metadata = get_shell().display_formatter.format(value)
+            builder.display(data, metadata, execution_count=count)
+
+
+def _flush_figures() -> None:
+    if "matplotlib.pyplot" in sys.modules:
+        from cellpipe.runner._mpl_backend import flush_figures
+
+        flush_figures()
+
+
+@dataclass(slots=True, kw_only=True)
+class _Failure:
+    """A step error as the user should see it."""
+
+    message: str
+    traceback: str = ""
+    ename: str = ""
+    evalue: str = ""
+    hint: str | None = None
+
+
+def _strip_internal(exc: traceback.TracebackException, seen: set[int]) -> None:
+    if id(exc) in seen:
+        return
+    seen.add(id(exc))
+    kept = [f for f in exc.stack if not f.filename.startswith(_CELLPIPE_DIR)]
+    exc.stack = traceback.StackSummary.from_list(kept)
+    for chained in (exc.__cause__, exc.__context__):
+        if chained is not None:
+            _strip_internal(chained, seen)
+
+
+def _user_traceback(exc: BaseException) -> str:
+    summary = traceback.TracebackException.from_exception(exc)
+    _strip_internal(summary, set())
+    return "".join(summary.format())
+
+
+def _describe(exc: BaseException, cells: Mapping[str, int], notebook: str) -> _Failure:
+    """Turn a user exception into a message naming the notebook cell and line."""
+    where: tuple[int, int | None] | None = None
+    if isinstance(exc, SyntaxError) and exc.filename is not None and exc.filename in cells:
+        where = (cells[exc.filename], exc.lineno)
+    for frame, lineno in traceback.walk_tb(exc.__traceback__):
+        filename = frame.f_code.co_filename
+        if filename in cells:
+            where = (cells[filename], lineno)
+    evalue = str(exc)
+    if isinstance(exc, SyntaxError):
+        evalue = exc.msg
+    elif isinstance(exc, SystemExit):
+        evalue = f"the step called sys.exit({exc.code!r})"
+    headline = f"{type(exc).__name__}: {evalue}" if evalue else type(exc).__name__
+    if where is not None:
+        cell, line = where
+        place = f"{Path(notebook).name}, cell {cell}" + (f", line {line}" if line else "")
+        headline += f" ({place})"
+    return _Failure(
+        message=headline,
+        traceback=_user_traceback(exc),
+        ename=type(exc).__name__,
+        evalue=evalue,
+        hint=exc.hint if isinstance(exc, CellpipeError) else None,
+    )
+
+
+# -- the warm namespace ----------------------------------------------------------------------
+
+
+@dataclass(slots=True, kw_only=True)
+class WarmState:
+    """A namespace in which the imports and functions cells have run.
+
+    Attributes:
+        key: the `StepJob.setup_key` it was made for.
+        module: the ``__main__`` module whose dict is the namespace.
+        cells: the preamble's executed cells (with outputs), copied into every step notebook.
+        failure: the preamble's error, if it raised; every step then fails with it.
+        files_read: absolute paths of files the preamble opened for reading.
+        execution_count: the last execution count used.
+    """
+
+    key: str
+    module: types.ModuleType
+    cells: list[dict[str, Any]] = field(default_factory=list)
+    failure: _Failure | None = None
+    files_read: list[str] = field(default_factory=list)
+    execution_count: int = 0
+
+
+def _fresh_main() -> types.ModuleType:
+    module = types.ModuleType("__main__")
+    module.__dict__["__builtins__"] = builtins
+    return module
+
+
+def _bind(namespace: dict[str, Any], params: Mapping[str, JsonValue]) -> None:
+    # A JSON round trip gives every step its own copy, whatever earlier code did to the values.
+    namespace.update(json.loads(json.dumps(dict(params))))
+
+
+def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
+    """Run the imports and functions cells in a fresh ``__main__`` namespace.
+
+    The shell is configured and ``sys.modules["__main__"]`` is replaced by the new module, so
+    classes and functions the notebook defines belong to ``__main__`` (as in Jupyter, and so
+    cloudpickle stores them by value).
+
+    Args:
+        job: any job of the run (its preamble, parameters and working directory are used).
+        log_fd: where the preamble's printed output goes.
+
+    Returns:
+        The warm state; its ``failure`` is set when a preamble cell raised.
+    """
+    shell = get_shell()
+    module = _fresh_main()
+    namespace = module.__dict__
+    namespace["get_ipython"] = shell.get_ipython
+    sys.modules["__main__"] = module
+    shell.user_module = module
+    shell.user_ns = namespace
+    state = WarmState(key=job.setup_key(), module=module)
+    _bind(namespace, job.params)
+    builder = NotebookBuilder()
+    names = {_cell_filename(job.notebook, c.cell): c.cell for c in job.preamble}
+    saved = sys.stdout, sys.stderr
+    sys.stdout = TeeStream("stdout", log_fd, None)
+    sys.stderr = TeeStream("stderr", log_fd, None)
+    try:
+        with capturing(builder), _recording_opens() as opened:
+            for chunk in job.preamble:
+                state.execution_count += 1
+                builder.add_cell(
+                    cell_id=f"cell-{chunk.cell}",
+                    source=chunk.source,
+                    execution_count=state.execution_count,
+                    metadata={"cellpipe": {"cell": chunk.cell, "role": "preamble"}},
+                )
+                try:
+                    filename = _cell_filename(job.notebook, chunk.cell)
+                    _run_cell(chunk, filename, namespace, builder, state.execution_count)
+                except (Exception, SystemExit) as exc:
+                    state.failure = _describe(exc, names, job.notebook)
+                    builder.error(
+                        state.failure.ename, state.failure.evalue, state.failure.traceback
+                    )
+                    break
+                finally:
+                    _flush_figures()
+        state.files_read = opened
+    finally:
+        sys.stdout, sys.stderr = saved
+    state.cells = builder.cells
+    return state
+
+
+# -- one step --------------------------------------------------------------------------------
+
+
+def _json_scalar(value: object) -> JsonValue | None:
+    if isinstance(value, bool | int | float | str):
+        return value
+    item = getattr(value, "item", None)
+    if callable(item) and getattr(value, "shape", ()) == ():
+        try:
+            converted = item()
+        except (TypeError, ValueError):
+            return None
+        if isinstance(converted, bool | int | float | str):
+            return converted
+    return None
+
+
+def _load_inputs(job: StepJob, namespace: dict[str, Any]) -> None:
+    store = LocalArtifactStore(Path(job.artifact_root))
+    for name, ref in job.inputs.items():
+        try:
+            namespace[name] = deserialize(ref.serializer, store.local_path(ref.digest))
+        except CellpipeError as exc:
+            raise type(exc)(
+                f"step '{job.step}' cannot load its input '{name}': {exc.message}", hint=exc.hint
+            ) from exc
+
+
+def _save_outputs(job: StepJob, namespace: dict[str, Any]) -> dict[str, ArtifactRef]:
+    store = LocalArtifactStore(Path(job.artifact_root))
+    refs: dict[str, ArtifactRef] = {}
+    for name in job.outputs:
+        if name not in namespace:
+            raise _MissingOutputError(
+                f"step '{job.step}' finished without defining '{name}', which it must output",
+                hint=f"assign '{name}' in the step's cells on every path through the code",
+            )
+        value = namespace[name]
+        serializer, path = serialize(value, store.scratch_dir(), variable=name, step=job.step)
+        size = path.stat().st_size
+        digest = store.put_file(path, move=True)
+        refs[name] = ArtifactRef(
+            digest=digest,
+            serializer=serializer.name,
+            serializer_version=serializer.version,
+            size=size,
+            type_name=type_name(value),
+        )
+    return refs
+
+
+class _MissingOutputError(CellpipeError):
+    """A declared output variable does not exist when the step ends."""
+
+
+def _cellpipe_failure(exc: CellpipeError) -> _Failure:
+    return _Failure(
+        message=exc.message,
+        traceback=f"{type(exc).__name__}: {exc}\n",
+        ename=type(exc).__name__,
+        evalue=exc.message,
+        hint=exc.hint,
+    )
+
+
+def _parameters_cell(params: Mapping[str, JsonValue]) -> str:
+    lines = ["# Parameters (set by cellpipe as values for this run)"]
+    lines.extend(f"{name} = {value!r}" for name, value in params.items())
+    return "\n".join(lines)
+
+
+@contextmanager
+def _captured_streams(log_fd: int, *, own_process: bool) -> Iterator[None]:
+    """Send stdout and stderr (and, in a step process, fds 1 and 2) to the log file."""
+    saved = sys.stdout, sys.stderr
+    if own_process:
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+    sys.stdout = TeeStream("stdout", log_fd, 1 if own_process else None)
+    sys.stderr = TeeStream("stderr", log_fd, 2 if own_process else None)
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
+
+
+def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
+    """Run one step in the warm namespace and return its result.
+
+    Args:
+        job: the step to run.
+        warm: the namespace after the imports and functions cells (from `warm_up`); it is
+            used directly, so a caller that needs it again must pass a fork's copy.
+        own_process: True in a step process (file descriptors 1 and 2 are redirected to the
+            log too); False in the in-process executor.
+
+    Returns:
+        The result; user errors are reported in it, never raised.
+
+    Raises:
+        KeyboardInterrupt: Ctrl-C is never swallowed.
+    """
+    start = time.perf_counter()
+    Path(job.scratch_dir).mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    builder = NotebookBuilder()
+    for cell in warm.cells:
+        builder.add_cell(
+            cell_id=cell["id"],
+            source=cell["source"],
+            execution_count=cell["execution_count"],
+            metadata=cell["metadata"],
+            outputs=json.loads(json.dumps(cell["outputs"])),
+        )
+    if job.params:
+        builder.add_cell(
+            cell_id="injected-parameters",
+            source=_parameters_cell(job.params),
+            execution_count=None,
+            metadata={"tags": ["injected-parameters"]},
+        )
+    namespace = warm.module.__dict__
+    names = {_cell_filename(job.notebook, c.cell): c.cell for c in (*job.preamble, *job.cells)}
+    context = StepContext(
+        step=job.step, run_id=job.run_id, notebook=job.notebook, workdir=job.workdir
+    )
+    failure = warm.failure
+    outputs: dict[str, ArtifactRef] = {}
+    opened: list[str] = []
+    count = warm.execution_count
+    try:
+        with (
+            _captured_streams(log_fd, own_process=own_process),
+            capturing(builder),
+            activate(context),
+            _recording_opens() as opened,
+        ):
+            pending = list(job.cells)
+            if failure is None:
+                _bind(namespace, job.params)
+                try:
+                    _load_inputs(job, namespace)
+                except CellpipeError as exc:
+                    failure = _cellpipe_failure(exc)
+            while pending and failure is None:
+                chunk = pending.pop(0)
+                count += 1
+                builder.add_cell(
+                    cell_id=f"cell-{chunk.cell}",
+                    source=chunk.source,
+                    execution_count=count,
+                    metadata={"cellpipe": {"cell": chunk.cell, "step": job.step}},
+                )
+                try:
+                    _run_cell(
+                        chunk, _cell_filename(job.notebook, chunk.cell), namespace, builder, count
+                    )
+                except (Exception, SystemExit) as exc:
+                    failure = _describe(exc, names, job.notebook)
+                    builder.error(failure.ename, failure.evalue, failure.traceback)
+                    # The log gets the traceback too, without doubling it in the notebook.
+                    os.write(log_fd, failure.traceback.encode("utf-8", "replace"))
+                finally:
+                    _flush_figures()
+            for chunk in pending:
+                builder.add_cell(
+                    cell_id=f"cell-{chunk.cell}",
+                    source=chunk.source,
+                    execution_count=None,
+                    metadata={"cellpipe": {"cell": chunk.cell, "step": job.step}},
+                )
+            if failure is None:
+                try:
+                    outputs = _save_outputs(job, namespace)
+                except (_MissingOutputError, SerializationError) as exc:
+                    failure = _cellpipe_failure(exc)
+                    sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+            if failure is not None and failure is warm.failure:
+                sys.stderr.write(failure.traceback)
+    finally:
+        os.close(log_fd)
+    status = StepStatus.SUCCEEDED if failure is None else StepStatus.FAILED
+    notebook = builder.to_notebook(
+        {"cellpipe": {"step": job.step, "run_id": job.run_id, "status": status.value}}
+    )
+    job.notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+    pipeline_metrics: dict[str, JsonValue] = {}
+    for name in job.metrics:
+        scalar = _json_scalar(namespace.get(name))
+        if scalar is not None:
+            pipeline_metrics[name] = scalar
+    return StepResult(
+        step=job.step,
+        status=status,
+        outputs=outputs,
+        metrics=context.metrics,
+        pipeline_metrics=pipeline_metrics,
+        error=None if failure is None else failure.message,
+        traceback=None if failure is None else failure.traceback,
+        hint=None if failure is None else failure.hint,
+        notebook_path=str(job.notebook_path),
+        log_path=str(job.log_path),
+        files_read=_workspace_files([*warm.files_read, *opened], job),
+        duration_s=time.perf_counter() - start,
+    )
+
+
+def prepare_process(workdir: str) -> None:
+    """Make this process look like a Jupyter kernel started in ``workdir``.
+
+    The working directory is the notebook's folder, it is first on ``sys.path`` (so local
+    modules import), and matplotlib uses the capturing backend unless the user chose one.
+    """
+    os.chdir(workdir)
+    if not sys.path or Path(sys.path[0] or ".").absolute() != Path(workdir).absolute():
+        sys.path.insert(0, workdir)
+    os.environ.setdefault("MPLBACKEND", MPL_BACKEND)
+
+
+def write_result(result: StepResult, path: Path) -> None:
+    """Write the result where the parent expects it (temp file + rename, never half-written)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(result.to_json()))
+    tmp.replace(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one job in this fresh process: ``python -m cellpipe.runner.child JOB.json``.
+
+    The result is written to the job's ``result_path``; the exit code is 0 whenever a result
+    was written (even for a failed step).
+    """
+    args = sys.argv[1:] if argv is None else argv
+    job = StepJob.from_json(json.loads(Path(args[0]).read_text()))
+    prepare_process(job.workdir)
+    Path(job.scratch_dir).mkdir(parents=True, exist_ok=True)
+    log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    try:
+        warm = warm_up(job, log_fd=log_fd)
+    finally:
+        os.close(log_fd)
+    result = run_job(job, warm, own_process=True)
+    write_result(result, job.result_path)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    shutil.rmtree(Path(job.scratch_dir) / "tmp", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    # Run the imported module's `main`, not this `__main__` copy's: the step replaces
+    # sys.modules["__main__"] with its own namespace, and module state must live in one place.
+    from cellpipe.runner import child as _child
+
+    sys.exit(_child.main())

@@ -1,0 +1,534 @@
+"""Executors: where and how a `StepJob` runs.
+
+Owns: the `Executor` protocol the scheduler drives, and three implementations:
+
+* `ForkServerExecutor` (the default on Linux): one warm server process per run
+  (``python -m cellpipe.runner.forkserver``, a clean interpreter) runs the imports and
+  functions cells once, then forks a child per step. Per-step start-up is a fork, not an
+  interpreter start plus imports.
+* `SpawnExecutor`: a fresh ``python -m cellpipe.runner.child`` per step; it pays the imports
+  every step but never forks a process that may hold threads or locks. For platforms or
+  libraries where fork is unsafe.
+* `InProcessExecutor`: runs the step in the calling process, one at a time; for debugging
+  and tests. No isolation of C-level state, no parallelism.
+
+Invariants: every step process runs in its own process group, and `Executor.cancel` kills
+every group and reaps every process before it returns; a step process that dies (kill -9,
+out-of-memory killer) is reported as a failed `StepResult` ("step process died (signal 9)"),
+never a hang; jobs and results cross the process boundary as JSON; step processes get
+``MPLBACKEND`` set to cellpipe's capturing backend.
+
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI. Imports nothing heavy:
+IPython is only imported by the in-process executor when it runs a step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Protocol, Self
+
+from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
+from cellpipe.storage.records import StepStatus
+
+__all__ = [
+    "MPL_BACKEND",
+    "Executor",
+    "ForkServerExecutor",
+    "InProcessExecutor",
+    "SpawnExecutor",
+    "default_executor",
+]
+
+logger = logging.getLogger(__name__)
+
+_CANCEL_TIMEOUT_S = 10.0
+
+
+class Executor(Protocol):
+    """Runs step jobs; the scheduler submits, polls, and cancels on Ctrl-C."""
+
+    def submit(self, job: StepJob) -> None:
+        """Start running ``job`` (returns at once, except for the in-process executor)."""
+        ...
+
+    def poll(self, timeout: float) -> list[StepResult]:
+        """Wait up to ``timeout`` seconds for steps to finish; return the finished ones."""
+        ...
+
+    def cancel(self) -> list[str]:
+        """Kill every running step process, reap it, and return the steps that were running."""
+        ...
+
+    def close(self) -> None:
+        """Release processes and pipes (cancelling whatever still runs)."""
+        ...
+
+
+def _step_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["MPLBACKEND"] = MPL_BACKEND
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+def _died(job: StepJob, status: int) -> StepResult:
+    """The result of a step process that ended without writing a result (or with an error)."""
+    if os.WIFSIGNALED(status):
+        number = os.WTERMSIG(status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:
+            name = f"signal {number}"
+        error = f"step process died (signal {number})"
+        hint = (
+            f"it was killed by {name} (kill -9 or the out-of-memory killer, for example); "
+            f"see its log {job.log_path}"
+        )
+    else:
+        code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
+        error = f"step process exited with code {code} without reporting a result"
+        hint = f"see its log {job.log_path}"
+    notebook = job.notebook_path
+    return StepResult(
+        step=job.step,
+        status=StepStatus.FAILED,
+        error=error,
+        hint=hint,
+        log_path=str(job.log_path),
+        notebook_path=str(notebook) if notebook.exists() else None,
+    )
+
+
+def _finished(job: StepJob, status: int) -> StepResult:
+    if os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0:
+        try:
+            return StepResult.from_json(json.loads(job.result_path.read_text()))
+        except (OSError, ValueError, KeyError):
+            logger.debug("no readable result for step %s", job.step, exc_info=True)
+    return _died(job, status)
+
+
+def _cancelled(job: StepJob) -> StepResult:
+    return StepResult(
+        step=job.step,
+        status=StepStatus.CANCELLED,
+        error="the run was cancelled",
+        log_path=str(job.log_path),
+    )
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    except PermissionError:  # not (yet) a group leader: kill the process itself
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+# -- fork server -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _ServerHandle:
+    proc: subprocess.Popen[bytes]
+    stdin: IO[bytes]
+    stdout_fd: int
+    log_path: Path
+    jobs: dict[str, StepJob] = field(default_factory=dict)  # running steps
+    pids: dict[str, int] = field(default_factory=dict)
+    buffer: bytes = b""
+    replies: list[dict[str, Any]] = field(default_factory=list)
+    dead: bool = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.stdin.write((json.dumps(message) + "\n").encode())
+        self.stdin.flush()
+
+    def read(self) -> None:
+        """Read what the server wrote (the fd is readable); sets ``dead`` on EOF."""
+        data = os.read(self.stdout_fd, 1 << 16)
+        if not data:
+            self.dead = True
+            return
+        self.buffer += data
+        while b"\n" in self.buffer:
+            line, self.buffer = self.buffer.split(b"\n", 1)
+            if line.strip():
+                self.replies.append(json.loads(line))
+
+
+class ForkServerExecutor:
+    """Runs each step in a child forked from a warm server (the default on Linux).
+
+    One server is started per distinct preamble/parameters/workdir (normally one per run) on
+    the first job; its log is ``forkserver.log`` beside the first job's scratch folder.
+
+    Args:
+        python: the interpreter for the server (default: this one).
+
+    Example::
+
+        with ForkServerExecutor() as executor:
+            outcome = run_steps(pipeline, prepare=prepare, executor=executor, sink=sink)
+    """
+
+    def __init__(self, *, python: str | None = None) -> None:
+        self._python = python or sys.executable
+        self._servers: dict[str, _ServerHandle] = {}
+        self._results: list[StepResult] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _server_for(self, job: StepJob) -> _ServerHandle:
+        key = job.setup_key()
+        server = self._servers.get(key)
+        if server is not None and not server.dead:
+            return server
+        log_dir = Path(job.scratch_dir).parent
+        log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = log_dir / f"forkserver-{key[:8]}.log"
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [self._python, "-m", "cellpipe.runner.forkserver"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                cwd=job.workdir,
+                env=_step_env(),
+                start_new_session=True,  # Ctrl-C in the terminal reaches the runner only
+            )
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        server = _ServerHandle(
+            proc=proc, stdin=proc.stdin, stdout_fd=proc.stdout.fileno(), log_path=log_path
+        )
+        self._servers[key] = server
+        server.send({"op": "init", "job": job.to_json()})
+        return server
+
+    def submit(self, job: StepJob) -> None:
+        """Ask the warm server to fork a child for ``job``."""
+        Path(job.scratch_dir).mkdir(parents=True, exist_ok=True)
+        job.result_path.unlink(missing_ok=True)
+        server = self._server_for(job)
+        server.jobs[job.step] = job
+        try:
+            server.send({"op": "run", "job": job.to_json()})
+        except BrokenPipeError:
+            server.dead = True
+            self._bury(server)
+
+    def _handle_replies(self, server: _ServerHandle) -> None:
+        replies, server.replies = server.replies, []
+        for reply in replies:
+            event = reply.get("event")
+            if event == "started":
+                server.pids[reply["step"]] = int(reply["pid"])
+            elif event == "exited":
+                step = reply["step"]
+                job = server.jobs.pop(step, None)
+                server.pids.pop(step, None)
+                if job is not None:
+                    self._results.append(_finished(job, int(reply["status"])))
+
+    def _bury(self, server: _ServerHandle) -> None:
+        """The server died: every step it was running failed."""
+        code = server.proc.wait()
+        for step, job in list(server.jobs.items()):
+            pid = server.pids.get(step)
+            if pid is not None:
+                _kill_group(pid)
+            self._results.append(
+                StepResult(
+                    step=step,
+                    status=StepStatus.FAILED,
+                    error=f"the fork server died (exit status {code}) while the step ran",
+                    hint=f"see {server.log_path}",
+                    log_path=str(job.log_path),
+                )
+            )
+        server.jobs.clear()
+        server.pids.clear()
+
+    def poll(self, timeout: float) -> list[StepResult]:
+        """Wait up to ``timeout`` seconds for a step to finish; return the finished steps."""
+        deadline = time.monotonic() + timeout
+        while not self._results:
+            live = {s.stdout_fd: s for s in self._servers.values() if s.jobs and not s.dead}
+            if not live:
+                break
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            poller = select.poll()
+            for fd in live:
+                poller.register(fd, select.POLLIN)
+            for fd, _ in poller.poll(remaining * 1000):
+                server = live[fd]
+                server.read()
+                self._handle_replies(server)
+                if server.dead:
+                    self._bury(server)
+        results, self._results = self._results, []
+        return results
+
+    def _wait_for(self, server: _ServerHandle, event: str, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while not server.dead:
+            if any(r.get("event") == event for r in server.replies):
+                return True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            ready, _, _ = select.select([server.stdout_fd], [], [], remaining)
+            if ready:
+                server.read()
+        return False
+
+    def cancel(self) -> list[str]:
+        """Kill every step process (their whole process groups) and reap them."""
+        cancelled: list[str] = []
+        for server in self._servers.values():
+            if not server.jobs:
+                continue
+            for pid in server.pids.values():
+                _kill_group(pid)
+            if not server.dead:
+                try:
+                    server.send({"op": "cancel"})
+                except BrokenPipeError:
+                    server.dead = True
+            if not self._wait_for(server, "cancelled", _CANCEL_TIMEOUT_S) and not server.dead:
+                _kill_group(server.proc.pid)  # unresponsive server: take it down with its group
+                server.dead = True
+            steps = list(server.jobs)
+            self._handle_replies(server)
+            cancelled.extend(steps)
+            server.jobs.clear()
+            server.pids.clear()
+        self._results = [r for r in self._results if r.step not in cancelled]
+        return cancelled
+
+    def close(self) -> None:
+        """Stop the servers: closing a server's stdin makes it kill its children and exit."""
+        for server in self._servers.values():
+            with contextlib.suppress(BrokenPipeError):
+                server.stdin.close()
+            try:
+                server.proc.wait(timeout=_CANCEL_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                _kill_group(server.proc.pid)
+                server.proc.wait()
+            assert server.proc.stdout is not None
+            server.proc.stdout.close()
+        self._servers.clear()
+
+
+# -- spawn -----------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Spawned:
+    job: StepJob
+    proc: subprocess.Popen[bytes]
+    pidfd: int | None
+
+
+class SpawnExecutor:
+    """Runs each step in a fresh interpreter (``python -m cellpipe.runner.child``).
+
+    Slower to start than the fork server (every step imports and runs the preamble), but it
+    never forks; use it where fork is unsafe.
+
+    Args:
+        python: the interpreter for step processes (default: this one).
+    """
+
+    def __init__(self, *, python: str | None = None) -> None:
+        self._python = python or sys.executable
+        self._running: dict[str, _Spawned] = {}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def submit(self, job: StepJob) -> None:
+        """Start a fresh step process for ``job``."""
+        scratch = Path(job.scratch_dir)
+        scratch.mkdir(parents=True, exist_ok=True)
+        job.result_path.unlink(missing_ok=True)
+        job_file = scratch / "job.json"
+        job_file.write_text(json.dumps(job.to_json()))
+        with job.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [self._python, "-m", "cellpipe.runner.child", str(job_file)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=job.workdir,
+                env=_step_env(),
+                start_new_session=True,
+            )
+        pidfd = os.pidfd_open(proc.pid) if hasattr(os, "pidfd_open") else None
+        self._running[job.step] = _Spawned(job=job, proc=proc, pidfd=pidfd)
+
+    def _reap(self, step: str) -> _Spawned:
+        spawned = self._running.pop(step)
+        spawned.proc.wait()
+        if spawned.pidfd is not None:
+            os.close(spawned.pidfd)
+        return spawned
+
+    def poll(self, timeout: float) -> list[StepResult]:
+        """Wait up to ``timeout`` seconds for a step process to exit; return finished steps."""
+        deadline = time.monotonic() + timeout
+        while self._running:
+            done = [s for s, r in self._running.items() if r.proc.poll() is not None]
+            if done:
+                results = []
+                for step in done:
+                    spawned = self._reap(step)
+                    status = spawned.proc.returncode
+                    # Popen reports a signal as a negative return code; rebuild a wait status.
+                    wait_status = -status if status < 0 else status << 8
+                    results.append(_finished(spawned.job, wait_status))
+                return results
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            fds = [r.pidfd for r in self._running.values() if r.pidfd is not None]
+            if fds:
+                select.select(fds, [], [], remaining)
+            else:
+                time.sleep(min(remaining, 0.005))
+        return []
+
+    def cancel(self) -> list[str]:
+        """Kill every step process group and reap the processes."""
+        steps = list(self._running)
+        for spawned in self._running.values():
+            _kill_group(spawned.proc.pid)
+        for step in steps:
+            self._reap(step)
+        return steps
+
+    def close(self) -> None:
+        """Kill whatever still runs."""
+        self.cancel()
+
+
+# -- in process ------------------------------------------------------------------------------
+
+
+class InProcessExecutor:
+    """Runs each step in this process, when it is submitted; for debugging and tests.
+
+    The working directory, ``sys.path``, ``sys.modules["__main__"]`` and the standard streams
+    are restored after each step. Steps run one after another; there is no isolation of
+    module-level state between steps (imported modules stay imported).
+    """
+
+    def __init__(self) -> None:
+        self._results: list[StepResult] = []
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def submit(self, job: StepJob) -> None:
+        """Run ``job`` now; its result is returned by the next `poll`."""
+        from cellpipe.runner import child
+
+        cwd = Path.cwd()
+        path = list(sys.path)
+        main = sys.modules.get("__main__")
+        backend = os.environ.get("MPLBACKEND")
+        try:
+            if "matplotlib" not in sys.modules:
+                os.environ["MPLBACKEND"] = MPL_BACKEND
+            child.prepare_process(job.workdir)
+            Path(job.scratch_dir).mkdir(parents=True, exist_ok=True)
+            log_fd = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            try:
+                warm = child.warm_up(job, log_fd=log_fd)
+            finally:
+                os.close(log_fd)
+            self._results.append(child.run_job(job, warm, own_process=False))
+        finally:
+            os.chdir(cwd)
+            sys.path[:] = path
+            if main is not None:
+                sys.modules["__main__"] = main
+            if backend is None:
+                os.environ.pop("MPLBACKEND", None)
+            else:
+                os.environ["MPLBACKEND"] = backend
+
+    def poll(self, timeout: float) -> list[StepResult]:
+        """Return the results of the steps run since the last poll."""
+        del timeout
+        results, self._results = self._results, []
+        return results
+
+    def cancel(self) -> list[str]:
+        """Nothing runs in the background; return no steps."""
+        return []
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+def default_executor(kind: str | None = None) -> Executor:
+    """Return an executor by name: ``fork`` (default where available), ``spawn`` or ``inprocess``.
+
+    Args:
+        kind: the executor's name; None picks ``fork`` on Linux and ``spawn`` elsewhere.
+
+    Raises:
+        ValueError: for an unknown name.
+    """
+    if kind is None:
+        kind = "fork" if sys.platform.startswith("linux") else "spawn"
+    if kind == "fork":
+        return ForkServerExecutor()
+    if kind == "spawn":
+        return SpawnExecutor()
+    if kind in ("inprocess", "in-process"):
+        return InProcessExecutor()
+    raise ValueError(f"unknown executor {kind!r}; choose fork, spawn or inprocess")

@@ -1,0 +1,177 @@
+"""The warm parent of step processes: ``python -m cellpipe.runner.forkserver``.
+
+Owns: the fork server's main loop. It runs the imports and functions cells once (with the
+parameters bound), then forks one child per step it is asked to run; the child runs the step
+(`cellpipe.runner.child.run_job`) and writes its result file, while the server reports when
+each child started and how it exited.
+
+Protocol (JSON lines; requests on stdin, replies on stdout)::
+
+    -> {"op": "init", "job": {...}}     warm up with this job's preamble and parameters
+    <- {"event": "ready", "failed": false}
+    -> {"op": "run", "job": {...}}      fork a child for the job
+    <- {"event": "started", "step": "train", "pid": 4242}
+    <- {"event": "exited", "step": "train", "pid": 4242, "status": 0}   (a waitpid status)
+    -> {"op": "cancel"}                 SIGKILL every child's process group and reap them
+    <- {"event": "cancelled"}
+    (EOF on stdin)                      kill the children, reap them and exit
+
+Invariants: the server is single-threaded and never starts threads itself, so fork is safe;
+each child gets its own process group (so killing the group also kills what the step
+started); every child is reaped by the server; the protocol descriptors are moved off fds 0
+and 1 before any user code runs, so stray output cannot corrupt the protocol; the server
+ignores SIGINT (the runner decides what Ctrl-C means) and children restore the default.
+
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import select
+import signal
+import sys
+import traceback
+from typing import Any
+
+from cellpipe.runner.child import WarmState, prepare_process, run_job, warm_up, write_result
+from cellpipe.runner.jobs import StepJob
+
+__all__ = ["main"]
+
+
+class _Server:
+    def __init__(self, proto_in: int, proto_out: int) -> None:
+        self.proto_in = proto_in
+        self.proto_out = proto_out
+        self.warm: WarmState | None = None
+        self.children: dict[int, tuple[str, int | None]] = {}  # pid -> (step, pidfd)
+        self.poller = select.poll()
+        self.poller.register(proto_in, select.POLLIN)
+        self.buffer = b""
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message) + "\n").encode()
+        while data:
+            written = os.write(self.proto_out, data)
+            data = data[written:]
+
+    def handle(self, message: dict[str, Any]) -> None:
+        op = message["op"]
+        if op == "init":
+            job = StepJob.from_json(message["job"])
+            prepare_process(job.workdir)
+            self.warm = warm_up(job, log_fd=2)
+            # Everything alive now is shared with every child: keep the collector away from
+            # it, so children do not copy pages just to update object headers.
+            gc.freeze()
+            self.send({"event": "ready", "failed": self.warm.failure is not None})
+        elif op == "run":
+            self.fork(StepJob.from_json(message["job"]))
+        elif op == "cancel":
+            self.kill_all()
+            self.send({"event": "cancelled"})
+
+    def fork(self, job: StepJob) -> None:
+        warm = self.warm
+        if warm is None:
+            raise RuntimeError("the fork server got a job before 'init'")
+        pid = os.fork()
+        if pid == 0:
+            self.run_child(job, warm)
+        with contextlib.suppress(OSError):  # the child does it too; either may run first
+            os.setpgid(pid, pid)
+        pidfd: int | None = None
+        if hasattr(os, "pidfd_open"):
+            pidfd = os.pidfd_open(pid)
+            self.poller.register(pidfd, select.POLLIN)
+        self.children[pid] = (job.step, pidfd)
+        self.send({"event": "started", "step": job.step, "pid": pid})
+
+    def run_child(self, job: StepJob, warm: WarmState) -> None:
+        code = 1
+        try:
+            os.setpgid(0, 0)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for fd in (self.proto_in, self.proto_out):
+                os.close(fd)
+            for _, pidfd in self.children.values():
+                if pidfd is not None:
+                    os.close(pidfd)
+            result = run_job(job, warm, own_process=True)
+            write_result(result, job.result_path)
+            code = 0
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.write(2, traceback.format_exc().encode("utf-8", "replace"))
+        finally:
+            os._exit(code)
+
+    def reap(self, pid: int, *, block: bool) -> bool:
+        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+        if done == 0:
+            return False
+        step, pidfd = self.children.pop(pid)
+        if pidfd is not None:
+            self.poller.unregister(pidfd)
+            os.close(pidfd)
+        self.send({"event": "exited", "step": step, "pid": pid, "status": status})
+        return True
+
+    def kill_all(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            except PermissionError:  # not yet in its own group: kill the process itself
+                os.kill(pid, signal.SIGKILL)
+        for pid in list(self.children):
+            self.reap(pid, block=True)
+
+    def serve(self) -> None:
+        timeout = None if hasattr(os, "pidfd_open") else 10
+        by_fd: dict[int, int] = {}
+        while True:
+            by_fd = {fd: pid for pid, (_, fd) in self.children.items() if fd is not None}
+            for fd, _ in self.poller.poll(timeout):
+                if fd == self.proto_in:
+                    data = os.read(self.proto_in, 1 << 16)
+                    if not data:
+                        self.kill_all()
+                        return
+                    self.buffer += data
+                    while b"\n" in self.buffer:
+                        line, self.buffer = self.buffer.split(b"\n", 1)
+                        if line.strip():
+                            self.handle(json.loads(line))
+                elif fd in by_fd:
+                    self.reap(by_fd[fd], block=True)
+            if timeout is not None:
+                for pid in list(self.children):
+                    self.reap(pid, block=False)
+
+
+def main() -> int:
+    """Serve until stdin closes."""
+    proto_in = os.dup(0)
+    proto_out = os.dup(1)
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(2, 1)  # stray output (C extensions, preamble) goes to the server log
+    os.close(devnull)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _Server(proto_in, proto_out).serve()
+    return 0
+
+
+if __name__ == "__main__":
+    # Use the imported module, not this `__main__` copy: the warm-up replaces
+    # sys.modules["__main__"] with the notebook's namespace.
+    from cellpipe.runner import forkserver as _forkserver
+
+    sys.exit(_forkserver.main())

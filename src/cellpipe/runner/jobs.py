@@ -1,0 +1,245 @@
+"""What a step process is given (`StepJob`) and what it hands back (`StepResult`).
+
+Owns: the two values that cross the process boundary between the scheduler and a step
+process, and their JSON form (the fork server and the spawn child read and write them as
+JSON; nothing is pickled across the boundary).
+
+Invariants: a `StepJob` is self-contained: the step's code, the imports and functions cells,
+every parameter value (values, never pasted into code), the input artifacts, the notebook
+path and working directory, the artifact store root and a scratch folder owned by this one
+step. Everything the step process writes goes under the scratch folder (log, executed
+notebook, result) or into the artifact store. A `StepResult` names only stored artifacts,
+never live values.
+
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from cellpipe.pipeline.model import CodeChunk, JsonValue
+from cellpipe.storage.records import ArtifactRef, StepStatus
+
+__all__ = ["LOG_NAME", "MPL_BACKEND", "NOTEBOOK_NAME", "RESULT_NAME", "StepJob", "StepResult"]
+
+LOG_NAME = "log.txt"
+"""The step's stdout and stderr, in its scratch folder."""
+NOTEBOOK_NAME = "executed.ipynb"
+"""The executed notebook of the step, in its scratch folder."""
+RESULT_NAME = "result.json"
+"""Where a step process writes its `StepResult`, in its scratch folder."""
+MPL_BACKEND = "module://cellpipe.runner._mpl_backend"
+"""``MPLBACKEND`` of step processes: Agg rendering, figures shown as PNG outputs."""
+
+
+def _chunk_to_json(chunk: CodeChunk) -> dict[str, Any]:
+    return {"cell": chunk.cell, "source": chunk.source, "python": chunk.python}
+
+
+def _chunk_from_json(data: Mapping[str, Any]) -> CodeChunk:
+    return CodeChunk(cell=int(data["cell"]), source=data["source"], python=data["python"])
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepJob:
+    """Everything one step process needs to run one step.
+
+    Attributes:
+        step: the step name.
+        cells: the step's code chunks, in notebook order.
+        preamble: the imports cells then the functions cells, run before the step's code
+            (once per run by the fork server, once per step by the spawn executor).
+        notebook: the notebook file (absolute path); its name appears in tracebacks.
+        workdir: the working directory of the step (the notebook's folder, as in Jupyter);
+            also the workspace whose files the step reads are recorded.
+        params: every pipeline parameter's value for this run.
+        inputs: variable name -> stored value to load before the step's code runs.
+        outputs: the variables to store after the step's code ran.
+        metrics: the pipeline-metrics names this step produces; their JSON-able values are
+            reported in `StepResult.pipeline_metrics`.
+        artifact_root: the artifact store folder (``.cellpipe/artifacts``).
+        scratch_dir: a folder private to this step run (log, executed notebook, result).
+        run_id: the run's id, available to user code through `cellpipe.runner.context`.
+    """
+
+    step: str
+    cells: tuple[CodeChunk, ...]
+    preamble: tuple[CodeChunk, ...]
+    notebook: str
+    workdir: str
+    params: Mapping[str, JsonValue]
+    inputs: Mapping[str, ArtifactRef]
+    outputs: tuple[str, ...]
+    artifact_root: str
+    scratch_dir: str
+    metrics: tuple[str, ...] = ()
+    run_id: str = ""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+        object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
+
+    @property
+    def log_path(self) -> Path:
+        """The step's stdout and stderr (appended to while it runs)."""
+        return Path(self.scratch_dir) / LOG_NAME
+
+    @property
+    def notebook_path(self) -> Path:
+        """The executed notebook of the step."""
+        return Path(self.scratch_dir) / NOTEBOOK_NAME
+
+    @property
+    def result_path(self) -> Path:
+        """Where the step process writes its result."""
+        return Path(self.scratch_dir) / RESULT_NAME
+
+    def setup_key(self) -> str:
+        """Return a digest of what a warm process shares between steps.
+
+        Two jobs with the same key can be forked from the same warm process: same preamble,
+        parameters, notebook, working directory and artifact store.
+        """
+        shared = {
+            "preamble": [_chunk_to_json(c) for c in self.preamble],
+            "params": dict(self.params),
+            "notebook": self.notebook,
+            "workdir": self.workdir,
+            "artifact_root": self.artifact_root,
+        }
+        text = json.dumps(shared, sort_keys=True, separators=(",", ":"), default=repr)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (what crosses the process boundary)."""
+        return {
+            "step": self.step,
+            "cells": [_chunk_to_json(c) for c in self.cells],
+            "preamble": [_chunk_to_json(c) for c in self.preamble],
+            "notebook": self.notebook,
+            "workdir": self.workdir,
+            "params": dict(self.params),
+            "inputs": {name: ref.to_json() for name, ref in self.inputs.items()},
+            "outputs": list(self.outputs),
+            "metrics": list(self.metrics),
+            "artifact_root": self.artifact_root,
+            "scratch_dir": self.scratch_dir,
+            "run_id": self.run_id,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepJob:
+        """Build from the dict `to_json` returns."""
+        return cls(
+            step=data["step"],
+            cells=tuple(_chunk_from_json(c) for c in data["cells"]),
+            preamble=tuple(_chunk_from_json(c) for c in data["preamble"]),
+            notebook=data["notebook"],
+            workdir=data["workdir"],
+            params=data["params"],
+            inputs={k: ArtifactRef.from_json(v) for k, v in data["inputs"].items()},
+            outputs=tuple(data["outputs"]),
+            metrics=tuple(data.get("metrics", ())),
+            artifact_root=data["artifact_root"],
+            scratch_dir=data["scratch_dir"],
+            run_id=data.get("run_id", ""),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StepResult:
+    """How one step ended.
+
+    Attributes:
+        step: the step name.
+        status: succeeded or failed when it ran; cached, skipped or cancelled otherwise.
+        outputs: output variable -> stored value (all declared outputs when it succeeded).
+        metrics: values the step passed to ``cellpipe.log_metric``.
+        pipeline_metrics: JSON-able values of the job's ``metrics`` names (numbers, strings,
+            booleans; numpy scalars converted), for the orchestrator's run metrics.
+        error: one line naming the error and where (notebook, cell, line), when failed; the
+            reason, when skipped or cached.
+        traceback: the traceback as the user should see it (cellpipe frames removed).
+        notebook_path: the executed notebook (.ipynb, nbformat v4) of the step, if written.
+        log_path: the step's stdout and stderr, if any.
+        files_read: workspace-relative paths of the files the step opened for reading.
+        duration_s: time spent in the step process (0 when it did not run).
+        hint: how to fix the error, when there is something to say.
+    """
+
+    step: str
+    status: StepStatus
+    outputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    metrics: Mapping[str, JsonValue] = field(default_factory=dict)
+    pipeline_metrics: Mapping[str, JsonValue] = field(default_factory=dict)
+    error: str | None = None
+    traceback: str | None = None
+    notebook_path: str | None = None
+    log_path: str | None = None
+    files_read: tuple[str, ...] = ()
+    duration_s: float = 0.0
+    hint: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("outputs", "metrics", "pipeline_metrics"):
+            object.__setattr__(self, name, MappingProxyType(dict(getattr(self, name))))
+
+    @property
+    def ok(self) -> bool:
+        """True when downstream steps may run (succeeded or cached)."""
+        return self.status in (StepStatus.SUCCEEDED, StepStatus.CACHED)
+
+    @classmethod
+    def cached(
+        cls, step: str, outputs: Mapping[str, ArtifactRef], *, reason: str = "hit"
+    ) -> StepResult:
+        """Return the result of a cache hit (what `prepare` returns instead of a job).
+
+        Args:
+            step: the step name.
+            outputs: the reused outputs.
+            reason: the cache decision in words, shown in the `StepCached` event.
+        """
+        return cls(step=step, status=StepStatus.CACHED, outputs=outputs, error=reason)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "step": self.step,
+            "status": self.status.value,
+            "outputs": {name: ref.to_json() for name, ref in self.outputs.items()},
+            "metrics": dict(self.metrics),
+            "pipeline_metrics": dict(self.pipeline_metrics),
+            "error": self.error,
+            "traceback": self.traceback,
+            "notebook_path": self.notebook_path,
+            "log_path": self.log_path,
+            "files_read": list(self.files_read),
+            "duration_s": self.duration_s,
+            "hint": self.hint,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> StepResult:
+        """Build from the dict `to_json` returns."""
+        return cls(
+            step=data["step"],
+            status=StepStatus(data["status"]),
+            outputs={k: ArtifactRef.from_json(v) for k, v in data["outputs"].items()},
+            metrics=data.get("metrics", {}),
+            pipeline_metrics=data.get("pipeline_metrics", {}),
+            error=data.get("error"),
+            traceback=data.get("traceback"),
+            notebook_path=data.get("notebook_path"),
+            log_path=data.get("log_path"),
+            files_read=tuple(data.get("files_read", ())),
+            duration_s=float(data.get("duration_s", 0.0)),
+            hint=data.get("hint"),
+        )

@@ -1,0 +1,548 @@
+"""One run of a pipeline: cache decisions, records, and the executed notebook of the run.
+
+Owns: `run_pipeline`, which ties the pieces together: it resolves the selection (``--from``,
+``--only``), decides per ready step whether its outputs are already known (the cache), hands
+the rest to the scheduler and executor, records every step run in the metadata store as soon
+as it ends (so a killed runner loses nothing that finished), and assembles the run's metrics
+and executed notebook.
+
+Invariants:
+    * a step's cache key covers its normalised code, the imports and functions cells, the
+      parameters it reads, its input digests and the serializer versions
+      (`cellpipe.pipeline.fingerprint`); the files it read last time must be unchanged too;
+    * a hit is only taken when every output artifact is still in the store;
+    * every selected step gets exactly one record with a final status, and the run record
+      ends succeeded, failed or cancelled (or is found interrupted if this process dies);
+    * the cache reason says, in words, why a step ran (``miss: parameter LR changed 0.1 →
+      0.2``) or did not (``hit: same code, parameters and inputs as run X``).
+
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cellpipe.pipeline.fingerprint import cache_key, explain_difference, step_cache_fields
+from cellpipe.pipeline.model import JsonValue, Pipeline, Step
+from cellpipe.runner.events import (
+    Event,
+    EventSink,
+    StepCached,
+    StepCancelled,
+    StepFailed,
+    StepSkipped,
+    StepStarted,
+    StepSucceeded,
+    to_sink,
+)
+from cellpipe.runner.execute import Executor, default_executor
+from cellpipe.runner.jobs import StepJob, StepResult
+from cellpipe.runner.scheduler import run_steps
+from cellpipe.storage.artifacts import LocalArtifactStore, digest_file
+from cellpipe.storage.protocols import ArtifactDigest
+from cellpipe.storage.records import (
+    MetadataStore,
+    RunRecord,
+    RunStatus,
+    StepRunRecord,
+    StepStatus,
+)
+from cellpipe.storage.serializers import serializer_versions
+
+__all__ = ["RunOptions", "RunReport", "run_pipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunOptions:
+    """How to run.
+
+    Attributes:
+        jobs: how many steps may run at once (default: all cores).
+        use_cache: False re-runs every step (``--no-cache``).
+        from_step: re-run this step and everything downstream of it; reuse the rest.
+        only: run just these steps; their upstream outputs must be in the cache.
+        executor: ``fork`` (default on Linux), ``spawn`` or ``inprocess``.
+    """
+
+    jobs: int | None = None
+    use_cache: bool = True
+    from_step: str | None = None
+    only: tuple[str, ...] = ()
+    executor: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunReport:
+    """What a finished run produced.
+
+    Attributes:
+        run: the run's record (final status, parameters, metrics).
+        steps: step name -> its record, in topological order.
+        run_dir: the folder with the run's logs and executed notebooks.
+        notebook: the executed notebook of the whole run.
+        failures: the failed steps' results (traceback, log path).
+    """
+
+    run: RunRecord
+    steps: Mapping[str, StepRunRecord]
+    run_dir: Path
+    notebook: Path | None
+    failures: tuple[StepResult, ...] = field(default_factory=tuple)
+
+
+def new_run_id(pipeline: Pipeline, now: datetime) -> str:
+    """Return ``<pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>``: sortable, readable, unique."""
+    return f"{pipeline.name}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+class _FileDigests:
+    """Content digests of workspace files, re-hashed only when size or mtime changed."""
+
+    def __init__(self, root: Path, cache_file: Path) -> None:
+        self.root = root
+        self.cache_file = cache_file
+        self.entries: dict[str, list[Any]] = {}
+        self.dirty = False
+        try:
+            self.entries = json.loads(cache_file.read_text())
+        except (OSError, ValueError):
+            self.entries = {}
+
+    def digest(self, relative: str) -> str:
+        path = self.root / relative
+        try:
+            stat = path.stat()
+        except OSError:
+            return "missing"
+        entry = self.entries.get(relative)
+        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
+            return str(entry[2])
+        value = digest_file(path)
+        self.entries[relative] = [stat.st_size, stat.st_mtime_ns, value]
+        self.dirty = True
+        return value
+
+    def save(self) -> None:
+        if not self.dirty:
+            return
+        tmp = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.entries))
+        tmp.replace(self.cache_file)
+        self.dirty = False
+
+
+class _Run:
+    """The mutable state of one run, private to this module."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        params: Mapping[str, JsonValue],
+        options: RunOptions,
+        artifacts: LocalArtifactStore,
+        metadata: MetadataStore,
+        state_dir: Path,
+        run_id: str,
+        sink: EventSink,
+    ) -> None:
+        self.pipeline = pipeline
+        self.params = dict(params)
+        self.options = options
+        self.artifacts = artifacts
+        self.metadata = metadata
+        self.run_id = run_id
+        self.sink = sink
+        self.notebook = str(Path(pipeline.path).resolve())
+        self.workdir = Path(self.notebook).parent
+        self.run_dir = state_dir / "runs" / run_id
+        self.files = _FileDigests(self.workdir, state_dir / "file-digests.json")
+        self.versions = serializer_versions()
+        self.forced = self._forced()
+        self.cache_only = self._cache_only()
+        self.fields: dict[str, dict[str, str]] = {}
+        self.reasons: dict[str, str] = {}
+        self.started: dict[str, datetime] = {}
+        self.records: dict[str, StepRunRecord] = {}
+        self.results: dict[str, StepResult] = {}
+
+    # -- selection -------------------------------------------------------------------------
+
+    def _forced(self) -> set[str]:
+        if self.options.only:
+            return set(self.options.only)
+        if self.options.from_step:
+            return {self.options.from_step, *self.pipeline.downstream(self.options.from_step)}
+        return set()
+
+    def _cache_only(self) -> set[str]:
+        # With --only, the upstream steps may not run: their outputs must come from the cache.
+        if not self.options.only:
+            return set()
+        upstream: set[str] = set()
+        for name in self.options.only:
+            upstream.update(self.pipeline.upstream_closure(name))
+        return upstream - set(self.options.only)
+
+    def selected(self) -> list[str]:
+        if not self.options.only:
+            return list(self.pipeline.step_names)
+        keep = self.cache_only | set(self.options.only)
+        return [n for n in self.pipeline.step_names if n in keep]
+
+    # -- the scheduler's prepare callback --------------------------------------------------
+
+    def prepare(self, step: Step, upstream: Mapping[str, StepResult]) -> StepJob | StepResult:
+        inputs = {}
+        for ref in step.inputs:
+            inputs[ref.name] = upstream[ref.producer].outputs[ref.name]
+        fields = step_cache_fields(
+            step,
+            imports=self.pipeline.imports,
+            functions=self.pipeline.functions,
+            parameters=self.params,
+            input_digests={name: ref.digest for name, ref in inputs.items()},
+            serializer_versions=self.versions,
+        )
+        self.fields[step.name] = fields
+        key = cache_key(fields)
+        hit, reason = self._lookup(step, key, fields)
+        now = datetime.now(UTC)
+        if hit is not None:
+            record = StepRunRecord(
+                run_id=self.run_id,
+                step=step.name,
+                status=StepStatus.CACHED,
+                cache_key=key,
+                cache_fields=fields,
+                cache_reason=reason,
+                source_run=hit.source_run or hit.run_id,
+                started_at=now,
+                finished_at=now,
+                inputs=inputs,
+                outputs=hit.outputs,
+                metrics=hit.metrics,
+                files_read=hit.files_read,
+                log_digest=hit.log_digest,
+                notebook_digest=hit.notebook_digest,
+            )
+            self.records[step.name] = record
+            self.metadata.record_step_run(record)
+            return StepResult(
+                step=step.name,
+                status=StepStatus.CACHED,
+                outputs=hit.outputs,
+                metrics=_logged(hit.metrics),
+                pipeline_metrics={k: v for k, v in hit.metrics.items() if ":" not in k},
+                error=reason,
+                files_read=tuple(hit.files_read),
+            )
+        if step.name in self.cache_only:
+            return StepResult(
+                step=step.name,
+                status=StepStatus.FAILED,
+                error=f"step '{step.name}' has no cached result for the current code, "
+                "parameters and inputs, and --only does not run it",
+                hint="run the whole pipeline once (without --only), then use --only",
+            )
+        self.reasons[step.name] = reason
+        self.started[step.name] = now
+        scratch = self.run_dir / "steps" / step.name
+        scratch.mkdir(parents=True, exist_ok=True)
+        self.metadata.record_step_run(
+            StepRunRecord(
+                run_id=self.run_id,
+                step=step.name,
+                status=StepStatus.RUNNING,
+                cache_key=key,
+                cache_fields=fields,
+                cache_reason=reason,
+                started_at=now,
+                inputs=inputs,
+            )
+        )
+        return StepJob(
+            step=step.name,
+            cells=step.code,
+            preamble=(*self.pipeline.imports, *self.pipeline.functions),
+            notebook=self.notebook,
+            workdir=str(self.workdir),
+            params=self.params,
+            inputs=inputs,
+            outputs=step.outputs,
+            metrics=tuple(m.name for m in self.pipeline.metrics if m.producer == step.name),
+            artifact_root=str(self.artifacts.root),
+            scratch_dir=str(scratch),
+            run_id=self.run_id,
+        )
+
+    def _lookup(
+        self, step: Step, key: str, fields: Mapping[str, str]
+    ) -> tuple[StepRunRecord | None, str]:
+        if step.name in self.forced:
+            flag = "--only" if self.options.only else "--from"
+            return None, f"miss: selected to re-run with {flag}"
+        if not self.options.use_cache:
+            return None, "miss: caching switched off (--no-cache)"
+        if step.settings.cache is False:
+            return None, "miss: caching is off for this step (cache:false tag)"
+        found = self.metadata.find_cached(step.name, key)
+        if found is not None:
+            changed = [p for p, d in found.files_read.items() if self.files.digest(p) != d]
+            missing = [v for v, r in found.outputs.items() if not self.artifacts.exists(r.digest)]
+            if changed:
+                return None, "miss: file " + ", ".join(sorted(changed)) + " changed"
+            if missing:
+                return None, "miss: outputs no longer in the artifact store: " + ", ".join(missing)
+            source = found.source_run or found.run_id
+            return found, f"hit: same code, parameters and inputs as run {source}"
+        previous = self.metadata.previous_step_run(step.name, self.notebook, self.run_id)
+        if previous is None or not previous.cache_fields:
+            return None, "miss: first run of this step"
+        reasons = explain_difference(
+            previous.cache_fields,
+            fields,
+            step=step,
+            imports=self.pipeline.imports,
+            functions=self.pipeline.functions,
+        )
+        if reasons:
+            return None, "miss: " + "; ".join(reasons)
+        return None, f"miss: the previous run of this step ended {previous.status.value}"
+
+    # -- records as steps end ----------------------------------------------------------------
+
+    def on_event(self, event: Event) -> None:
+        if isinstance(event, StepStarted):
+            self.started.setdefault(event.step, datetime.now(UTC))
+        if isinstance(event, StepSucceeded | StepFailed | StepSkipped | StepCancelled):
+            self._record_end(event.result)
+        if isinstance(event, StepCached):
+            self.results[event.step] = event.result
+        self.sink.emit(event)
+
+    def _record_end(self, result: StepResult) -> None:
+        self.results[result.step] = result
+        step = self.pipeline.step(result.step)
+        fields = self.fields.get(result.step, {})
+        log_digest = self._store(result.log_path)
+        notebook_digest = self._store(result.notebook_path)
+        files = {p: self.files.digest(p) for p in result.files_read}
+        metrics: dict[str, Any] = dict(result.pipeline_metrics)
+        for name, value in result.metrics.items():
+            metrics[f"log:{name}"] = value
+        error = result.error
+        if result.traceback:
+            error = f"{result.error}\n{result.traceback}" if result.error else result.traceback
+        record = StepRunRecord(
+            run_id=self.run_id,
+            step=result.step,
+            status=result.status,
+            cache_key=cache_key(fields) if fields else None,
+            cache_fields=fields,
+            cache_reason=self.reasons.get(result.step, result.error or ""),
+            started_at=self.started.get(result.step),
+            finished_at=datetime.now(UTC),
+            inputs=self._inputs(step),
+            outputs=result.outputs,
+            metrics=metrics,
+            files_read=files,
+            log_digest=log_digest,
+            notebook_digest=notebook_digest,
+            error=error if result.status is StepStatus.FAILED else None,
+        )
+        self.records[result.step] = record
+        self.metadata.record_step_run(record)
+
+    def _inputs(self, step: Step) -> dict[str, Any]:
+        found = {}
+        for ref in step.inputs:
+            upstream = self.results.get(ref.producer)
+            if upstream is not None and ref.name in upstream.outputs:
+                found[ref.name] = upstream.outputs[ref.name]
+        return found
+
+    def _store(self, path: str | None) -> ArtifactDigest | None:
+        if not path or not Path(path).exists():
+            return None
+        return self.artifacts.put_file(Path(path))
+
+    # -- the end ----------------------------------------------------------------------------
+
+    def metrics(self) -> dict[str, Any]:
+        values: dict[str, Any] = {}
+        for metric in self.pipeline.metrics:
+            result = self.results.get(metric.producer)
+            if result is not None and metric.name in result.pipeline_metrics:
+                values[metric.name] = result.pipeline_metrics[metric.name]
+        for name in self.pipeline.step_names:
+            result = self.results.get(name)
+            if result is not None:
+                values.update(result.metrics)
+        return values
+
+
+def _logged(metrics: Mapping[str, Any]) -> dict[str, Any]:
+    return {k.removeprefix("log:"): v for k, v in metrics.items() if k.startswith("log:")}
+
+
+def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    params: Mapping[str, JsonValue],
+    artifacts: LocalArtifactStore,
+    metadata: MetadataStore,
+    state_dir: Path,
+    options: RunOptions | None = None,
+    sink: EventSink | Callable[[Event], None] | None = None,
+    executor: Executor | None = None,
+) -> RunReport:
+    """Run ``pipeline`` with ``params``, reusing every step whose outputs are already known.
+
+    Args:
+        pipeline: the pipeline to run.
+        params: every parameter's value (see `cellpipe.pipeline.parameters`).
+        artifacts: the artifact store.
+        metadata: the metadata store.
+        state_dir: the project's ``.cellpipe`` folder (run folders go in ``runs/``).
+        options: selection, caching, parallelism, executor.
+        sink: receives progress events.
+        executor: the executor to use (default: by ``options.executor``); closed by the caller
+            when given, here otherwise.
+
+    Returns:
+        The run's report. A failed run is a report with status failed, not an exception.
+
+    Raises:
+        KeyboardInterrupt: after the run was recorded as cancelled.
+        KeyError: when ``options`` names an unknown step.
+    """
+    opts = options or RunOptions()
+    for name in (*opts.only, *([opts.from_step] if opts.from_step else [])):
+        pipeline.step(name)
+    now = datetime.now(UTC)
+    run_id = new_run_id(pipeline, now)
+    state = _Run(
+        pipeline,
+        params=params,
+        options=opts,
+        artifacts=artifacts,
+        metadata=metadata,
+        state_dir=state_dir,
+        run_id=run_id,
+        sink=to_sink(sink),
+    )
+    state.run_dir.mkdir(parents=True, exist_ok=True)
+    metadata.start_run(
+        RunRecord(
+            run_id=run_id,
+            pipeline=pipeline.name,
+            notebook=state.notebook,
+            notebook_digest=digest_file(Path(state.notebook)),
+            status=RunStatus.RUNNING,
+            started_at=now,
+            parameters=dict(params),
+            pid=os.getpid(),
+        )
+    )
+    logger.debug("run %s started on %s", run_id, socket.gethostname())
+    own_executor = executor is None
+    runner = executor or default_executor(opts.executor)
+    status = RunStatus.FAILED
+    error: str | None = None
+    try:
+        outcome = run_steps(
+            pipeline,
+            prepare=state.prepare,
+            executor=runner,
+            sink=state.on_event,
+            steps=state.selected(),
+            jobs=opts.jobs,
+            run_id=run_id,
+        )
+        status = outcome.status
+        if outcome.failed:
+            error = "; ".join(f"{r.step}: {r.error}" for r in outcome.failed)
+    except KeyboardInterrupt:
+        status = RunStatus.CANCELLED
+        error = "cancelled (Ctrl-C)"
+        raise
+    finally:
+        if own_executor:
+            runner.close()
+        state.files.save()
+        notebook = _write_run_notebook(state)
+        metadata.finish_run(
+            run_id,
+            status=status,
+            finished_at=datetime.now(UTC),
+            metrics=state.metrics(),
+            error=error,
+        )
+    return RunReport(
+        run=metadata.get_run(run_id),
+        steps={n: state.records[n] for n in pipeline.step_names if n in state.records},
+        run_dir=state.run_dir,
+        notebook=notebook,
+        failures=tuple(r for r in state.results.values() if r.status is StepStatus.FAILED),
+    )
+
+
+def _write_run_notebook(state: _Run) -> Path | None:
+    """Join the steps' executed notebooks into one the user can open in Jupyter.
+
+    The step notebooks were written (and validated) by the step processes, so they are joined
+    as plain JSON: nbformat's validation would cost more than the rest of a cached run.
+    """
+    cells: list[dict[str, Any]] = []
+    metadata: dict[str, Any] = {}
+    preamble_done = False
+    for name in state.pipeline.step_names:
+        record = state.records.get(name)
+        if record is None:
+            continue
+        step_nb: dict[str, Any] | None = None
+        if record.notebook_digest is not None and state.artifacts.exists(record.notebook_digest):
+            path = state.artifacts.local_path(record.notebook_digest)
+            step_nb = json.loads(path.read_text(encoding="utf-8"))
+        if step_nb is not None and not preamble_done:
+            # The imports, functions and parameters ran identically before every step: show
+            # them once, from the first step that ran them.
+            metadata = dict(step_nb.get("metadata", {}))
+            cells.extend(c for c in step_nb["cells"] if _role(c) == "preamble")
+            preamble_done = True
+        heading = f"## step `{name}`: {record.status.value}"
+        if record.cache_reason:
+            heading += f"\n\n{record.cache_reason}"
+        cells.append(
+            {"cell_type": "markdown", "id": f"{name}-heading", "metadata": {}, "source": heading}
+        )
+        for cell in (step_nb or {}).get("cells", []):
+            if _role(cell) == "step":
+                cell["id"] = f"{name}-{cell.get('id', len(cells))}"[:64]
+                cells.append(cell)
+    metadata["cellpipe"] = {"run_id": state.run_id, "notebook": state.notebook}
+    document = {"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
+    target = state.run_dir / "run.ipynb"
+    target.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
+    return target
+
+
+def _role(cell: Any) -> str:
+    meta = cell.get("metadata", {})
+    if "injected-parameters" in meta.get("tags", ()):
+        return "preamble"
+    info = meta.get("cellpipe", {})
+    return str(info.get("role", "step" if "step" in info else "other"))
