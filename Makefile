@@ -4,7 +4,6 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
-EXAMPLE := examples/wine/wine.ipynb
 
 .PHONY: demo test check lint format typecheck imports unit e2e quick golden bench clean
 
@@ -22,12 +21,7 @@ $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
 
 ## demo: set up and run the whole product on the bundled example
 demo: $(VENV)/.installed-examples
-	@echo "== cellpipe check: steps, data edges, parameters, metrics, packages"
-	$(BIN)/cellpipe check $(EXAMPLE)
-	@echo "== cellpipe graph: the pipeline as a mermaid diagram"
-	$(BIN)/cellpipe graph $(EXAMPLE) --format mermaid
-	@echo "== cellpipe check on a notebook with mistakes: every error, with cell and line"
-	-$(BIN)/cellpipe check examples/mistakes/mistakes.ipynb
+	bash scripts/demo.sh
 
 ## test: set up and run lint, types, layering and the whole test suite
 test: $(VENV)/.installed-dev check
@@ -61,4 +55,4 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python benchmarks/run_all.py
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache

@@ -51,7 +51,12 @@ class Problem:
     hint: str | None = None
 
     def where(self) -> str:
-        """Return ``cell 4, line 2`` (or the part that is known)."""
+        """Return ``cell 4, line 2`` (or the part that is known).
+
+        Empty when the message already names its cell, so the location is never shown twice.
+        """
+        if self.cell is not None and f"cell {self.cell}" in self.message:
+            return ""
         parts = []
         if self.cell is not None:
             parts.append(f"cell {self.cell}")
