@@ -21,16 +21,18 @@ __all__ = [
     "CellpipeError",
     "Run",
     "__version__",
+    "data",
     "load",
     "load_pipeline",
     "log_metric",
+    "restore",
     "run",
 ]
 
 if TYPE_CHECKING:
-    from cellpipe.api import Run, load, load_pipeline, log_metric, run
+    from cellpipe.api import Run, data, load, load_pipeline, log_metric, restore, run
 
-_API = {"Run", "load", "load_pipeline", "log_metric", "run"}
+_API = {"Run", "data", "load", "load_pipeline", "log_metric", "restore", "run"}
 
 
 def __getattr__(name: str) -> Any:

@@ -60,24 +60,52 @@ class Project:
 def open_project(settings: Settings, *, create: bool = True) -> Iterator[Project]:
     """Open the project's artifact and metadata stores, and close them afterwards.
 
+    The stores come from the backend table (`cellpipe.storage.backends`), by the URL
+    schemes of ``settings.db_url`` and ``settings.artifacts_url``.
+
     Args:
         settings: where the stores are.
         create: create ``.cellpipe/`` when it does not exist yet (a first run).
 
     Raises:
-        StorageError: when the project has no ``.cellpipe`` folder and ``create`` is False.
+        StorageError: when the project has neither a ``.cellpipe`` folder nor a
+            ``cellpipe.toml`` and ``create`` is False; when a URL's scheme is unknown or its
+            store cannot be reached; when the artifact store is not local (the runner reads
+            and writes artifacts as local files for now).
     """
+    from cellpipe.config import CONFIG_FILE
     from cellpipe.storage.artifacts import LocalArtifactStore
-    from cellpipe.storage.metadata import SqlMetadataStore
+    from cellpipe.storage.backends import open_artifact_store, open_metadata_store
 
-    if not create and not settings.state_dir.is_dir():
+    if (
+        not create
+        and not settings.state_dir.is_dir()
+        and not (settings.root / CONFIG_FILE).is_file()
+    ):
         raise StorageError(
             f"no cellpipe project in {settings.root} (no .cellpipe folder)",
             hint="run a notebook first: cellpipe run NOTEBOOK",
         )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    artifacts = LocalArtifactStore(Path(settings.artifacts_url))
-    metadata = SqlMetadataStore(settings.db_url)
+    store = open_artifact_store(
+        settings.artifacts_url,
+        cache_dir=settings.cache_dir,
+        storage_options=settings.storage_options(),
+    )
+    if not isinstance(store, LocalArtifactStore):
+        store.close()
+        raise StorageError(
+            f"the artifact store {settings.artifacts_url} is not a local folder, which "
+            "the local runner needs for now",
+            hint="unset CELLPIPE_ARTIFACTS_URL (or artifacts_url in cellpipe.toml) to use "
+            ".cellpipe/artifacts; S3 artifacts work through cellpipe.storage for now",
+        )
+    artifacts = store
+    try:
+        metadata = open_metadata_store(settings.db_url)
+    except BaseException:
+        artifacts.close()
+        raise
     try:
         yield Project(settings=settings, artifacts=artifacts, metadata=metadata)
     finally:
@@ -300,3 +328,106 @@ def log_metric(name: str, value: object) -> None:
     from cellpipe.runner.context import log_metric as _log
 
     _log(name, value)
+
+
+def restore(
+    run_id: str,
+    step: str,
+    *,
+    project: str | Path = ".",
+    namespace: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Load exactly a step's inputs and the run's parameters into the live namespace.
+
+    Use it to debug a step interactively: run the step's cells afterwards and they see what
+    they saw in the run. The values go into IPython's user namespace when called in IPython
+    (Jupyter), else into the caller's module globals.
+
+    Args:
+        run_id: the run's id (or a unique prefix of it).
+        step: the step's name.
+        project: a folder inside the project (default: the working directory).
+        namespace: where to put the values instead (a dict you pass in).
+
+    Returns:
+        Name -> value: the parameters, then the step's inputs.
+
+    Raises:
+        RunNotFoundError: for an unknown run or step, or a step that never started.
+
+    Example::
+
+        cellpipe.restore("wine-2026", "train_forest")   # then run the step's cells
+    """
+    import sys
+
+    from cellpipe.storage.serializers import deserialize
+
+    settings = find_project(Path(project))
+    with open_project(settings, create=False) as store:
+        run_record, record = step_record(store, run_id, step)
+        if record.started_at is None and not record.inputs:
+            raise RunNotFoundError(
+                f"step '{step}' of run {run_record.run_id} never started "
+                f"({record.status.value}), so its inputs were never assembled",
+                hint="restore the step in a run where it ran or failed: `cellpipe runs`",
+            )
+        values: dict[str, Any] = dict(run_record.parameters)
+        for name, ref in record.inputs.items():
+            values[name] = deserialize(ref.serializer, store.artifacts.local_path(ref.digest))
+    if namespace is None:
+        namespace = sys._getframe(1).f_globals
+        if "IPython" in sys.modules:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            # A real front end (Jupyter kernel, IPython terminal), not a bare InteractiveShell
+            # such as the one cellpipe's own step capture creates.
+            if shell is not None and type(shell).__name__ != "InteractiveShell":
+                namespace = shell.user_ns
+    namespace.update(values)
+    return values
+
+
+def data(
+    url: str | Path,
+    *,
+    refresh: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path:
+    """Return a local, read-only copy of an external file, fetched once per source version.
+
+    Inside a step the read is recorded as an input of the step (``cellpipe lineage``). The
+    source's version (ETag, or size and modification time) is asked for with one metadata
+    request (HEAD over HTTP); when it is known, nothing is downloaded. When the source cannot
+    be reached the last stored copy is used, with a warning, so offline re-runs work.
+
+    Args:
+        url: any fsspec URL (``https://``, ``s3://``, ``file://``) or a local path.
+        refresh: download again even when the stored version looks current.
+        storage_options: passed to fsspec (credentials, ``endpoint_url``).
+
+    Returns:
+        A local file path; ``pd.read_csv(cellpipe.data(url))`` works.
+
+    Raises:
+        CellpipeError: when the source cannot be read and no copy is stored.
+
+    Example::
+
+        wine = pd.read_csv(cellpipe.data("https://example.org/wine.csv"))
+    """
+    from cellpipe.runner.context import current_step
+    from cellpipe.runner.data import data as _data
+
+    if current_step() is not None:
+        return _data(url, refresh=refresh, storage_options=storage_options)
+    settings = Settings.discover(Path.cwd()) or Settings.for_notebook(Path.cwd() / "_")
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    return _data(
+        url,
+        refresh=refresh,
+        state_dir=settings.state_dir,
+        artifact_root=Path(settings.artifacts_url),
+        storage_options=storage_options,
+    )

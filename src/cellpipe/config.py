@@ -1,9 +1,30 @@
 """Settings read once by the CLI and the UI and passed down explicitly.
 
-Owns: where a project's state lives (``.cellpipe/`` beside the notebook) and the backend URLs
-(``CELLPIPE_DB_URL``, ``CELLPIPE_ARTIFACTS_URL``).
+Owns: where a project's state lives (``.cellpipe/`` beside the notebook), the backend URLs and
+the project file ``cellpipe.toml`` that can set them.
 
-Invariants: reading settings has no side effect (no directory is created here).
+Where a setting comes from, first match wins:
+
+1. the environment: ``CELLPIPE_DB_URL``, ``CELLPIPE_ARTIFACTS_URL``, and for S3-compatible
+   servers ``CELLPIPE_S3_ENDPOINT_URL`` (or the AWS tools' ``AWS_ENDPOINT_URL``);
+2. ``cellpipe.toml`` in the project root (the notebook's folder)::
+
+       [storage]
+       db_url = "postgresql://cellpipe@db.example.com/cellpipe"
+       artifacts_url = "s3://team-bucket/cellpipe"
+       s3_endpoint_url = "https://minio.example.com"   # optional
+
+   Relative local paths in the file (``artifacts_url = "store"``,
+   ``db_url = "sqlite:///meta.db"``) are relative to the project root, so the file means
+   the same from any working directory; in environment variables they are relative to the
+   working directory, as a shell user expects;
+3. the defaults: ``sqlite:///<root>/.cellpipe/cellpipe.db`` and ``<root>/.cellpipe/artifacts``.
+
+Credentials never belong in ``cellpipe.toml`` (it is meant to be committed): PostgreSQL reads
+``~/.pgpass`` or ``PGPASSWORD``, S3 the usual AWS variables and profiles.
+
+Invariants: reading settings has no side effect (no directory is created here); a malformed
+``cellpipe.toml`` or an unknown key in it is an error naming the file, never silently ignored.
 
 Must not depend on: cli, ui.
 """
@@ -11,11 +32,23 @@ Must not depend on: cli, ui.
 from __future__ import annotations
 
 import os
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from cellpipe.errors import CellpipeError
 
 STATE_DIR = ".cellpipe"
+CONFIG_FILE = "cellpipe.toml"
+
+_STORAGE_KEYS = {
+    # key in [storage] -> environment variables that override it, strongest first
+    "db_url": ("CELLPIPE_DB_URL",),
+    "artifacts_url": ("CELLPIPE_ARTIFACTS_URL",),
+    "s3_endpoint_url": ("CELLPIPE_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL"),
+}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -24,13 +57,16 @@ class Settings:
 
     Attributes:
         root: the project folder (the notebook's folder).
-        db_url: SQLAlchemy URL of the metadata store.
-        artifacts_url: fsspec URL or local folder of the artifact store.
+        db_url: URL of the metadata store (``sqlite:///...`` or ``postgresql://...``).
+        artifacts_url: local folder or ``s3://bucket/prefix`` of the artifact store.
+        s3_endpoint_url: endpoint of an S3-compatible server (MinIO, Ceph, ...), or None for
+            AWS itself.
     """
 
     root: Path
     db_url: str
     artifacts_url: str
+    s3_endpoint_url: str | None = None
 
     @classmethod
     def for_notebook(cls, notebook: Path, env: Mapping[str, str] | None = None) -> Settings:
@@ -39,14 +75,32 @@ class Settings:
         Args:
             notebook: the notebook file; its folder is the project root.
             env: the environment to read overrides from (default: ``os.environ``).
+
+        Raises:
+            CellpipeError: if the project's ``cellpipe.toml`` is malformed.
         """
         environ = os.environ if env is None else env
         root = notebook.resolve().parent
         state = root / STATE_DIR
+        values: dict[str, str | None] = {
+            "db_url": f"sqlite:///{state / 'cellpipe.db'}",
+            "artifacts_url": str(state / "artifacts"),
+            "s3_endpoint_url": None,
+        }
+        values.update(_read_project_file(root))
+        for key, names in _STORAGE_KEYS.items():
+            for name in names:
+                if environ.get(name):
+                    values[key] = environ[name]
+                    break
+        db_url, artifacts_url = values["db_url"], values["artifacts_url"]
+        assert db_url is not None  # the defaults above
+        assert artifacts_url is not None
         return cls(
             root=root,
-            db_url=environ.get("CELLPIPE_DB_URL") or f"sqlite:///{state / 'cellpipe.db'}",
-            artifacts_url=environ.get("CELLPIPE_ARTIFACTS_URL") or str(state / "artifacts"),
+            db_url=db_url,
+            artifacts_url=artifacts_url,
+            s3_endpoint_url=values["s3_endpoint_url"],
         )
 
     @classmethod
@@ -59,11 +113,11 @@ class Settings:
 
         Returns:
             The settings of the nearest folder at or above ``start`` that has a ``.cellpipe``
-            folder, or None when there is none.
+            folder or a ``cellpipe.toml`` file, or None when there is none.
         """
         folder = start.resolve()
         for candidate in (folder, *folder.parents):
-            if (candidate / STATE_DIR).is_dir():
+            if (candidate / STATE_DIR).is_dir() or (candidate / CONFIG_FILE).is_file():
                 return cls.for_notebook(candidate / "_", env)
         return None
 
@@ -71,3 +125,59 @@ class Settings:
     def state_dir(self) -> Path:
         """The project's ``.cellpipe`` folder."""
         return self.root / STATE_DIR
+
+    @property
+    def cache_dir(self) -> Path:
+        """Where a remote artifact store keeps verified local copies."""
+        return self.state_dir / "cache" / "artifacts"
+
+    def storage_options(self) -> dict[str, Any]:
+        """Return the options for a remote artifact store's file system (fsspec)."""
+        if self.s3_endpoint_url:
+            return {"endpoint_url": self.s3_endpoint_url}
+        return {}
+
+
+def _read_project_file(root: Path) -> dict[str, str]:
+    """Return the ``[storage]`` values of ``root/cellpipe.toml`` (empty when there is none)."""
+    path = root / CONFIG_FILE
+    try:
+        with path.open("rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise CellpipeError(
+            f"cannot read {path}: {exc}", hint="fix the file's TOML syntax"
+        ) from exc
+    storage = doc.get("storage", {})
+    if not isinstance(storage, dict):
+        raise CellpipeError(f"{path}: [storage] must be a table", hint=_KEYS_HINT)
+    unknown = sorted(set(storage) - set(_STORAGE_KEYS))
+    if unknown:
+        raise CellpipeError(
+            f"{path}: unknown key(s) in [storage]: {', '.join(unknown)}", hint=_KEYS_HINT
+        )
+    values: dict[str, str] = {}
+    for key, value in storage.items():
+        if not isinstance(value, str) or not value:
+            raise CellpipeError(
+                f"{path}: [storage] {key} must be a non-empty string, not {value!r}",
+                hint=_KEYS_HINT,
+            )
+        values[key] = _anchor(key, value, root)
+    return values
+
+
+_KEYS_HINT = "[storage] accepts " + ", ".join(_STORAGE_KEYS) + " (all strings)"
+
+
+def _anchor(key: str, value: str, root: Path) -> str:
+    """Make a relative local path in the project file relative to the project root."""
+    if key == "artifacts_url" and "://" not in value and not Path(value).is_absolute():
+        return str(root / value)
+    if key == "db_url" and value.startswith("sqlite:///"):
+        path = value.removeprefix("sqlite:///")
+        if path and path != ":memory:" and not path.startswith("/"):
+            return f"sqlite:///{root / path}"
+    return value

@@ -1,4 +1,7 @@
-"""One suite, every ArtifactStore backend. A new backend is one more entry in BACKENDS."""
+"""One suite, every ArtifactStore backend. A new backend is one more entry in BACKENDS.
+
+The S3 backend runs against moto's S3 server on 127.0.0.1 (the `s3_service` fixture).
+"""
 
 import os
 import threading
@@ -16,7 +19,9 @@ from cellpipe.storage.artifacts import (
     digest_bytes,
     digest_file,
 )
+from cellpipe.storage.backends import open_artifact_store
 from cellpipe.storage.protocols import ArtifactDigest
+from cellpipe.storage.remote import FsspecArtifactStore
 
 
 def _corrupt_local(store: Any, digest: ArtifactDigest, data: bytes) -> None:
@@ -29,27 +34,44 @@ def _corrupt_memory(store: Any, digest: ArtifactDigest, data: bytes) -> None:
     store.blobs[digest] = data
 
 
+def _corrupt_s3(store: Any, digest: ArtifactDigest, data: bytes) -> None:
+    store.fs.pipe_file(store.key_for(digest), data)  # the remote object...
+    _corrupt_local(store.cache, digest, data)  # ...and the local cached copy
+
+
+def _open_s3(request: pytest.FixtureRequest, tmp: Path) -> FsspecArtifactStore:
+    service = request.getfixturevalue("s3_service")
+    url = request.getfixturevalue("s3_url")
+    store = open_artifact_store(
+        url, cache_dir=tmp / "cache", storage_options=service.storage_options
+    )
+    assert isinstance(store, FsspecArtifactStore)
+    return store
+
+
 @dataclass(frozen=True)
 class Backend:
     name: str
-    make: Callable[[Path], Any]
+    make: Callable[[pytest.FixtureRequest, Path], Any]  # (request for fixtures, tmp_path)
     corrupt: Callable[[Any, ArtifactDigest, bytes], None]  # replace the stored bytes
+    marks: tuple[pytest.MarkDecorator, ...] = ()
 
 
 BACKENDS = [
-    Backend("memory", lambda tmp: MemoryArtifactStore(), _corrupt_memory),
-    Backend("local", lambda tmp: LocalArtifactStore(tmp / "artifacts"), _corrupt_local),
+    Backend("memory", lambda req, tmp: MemoryArtifactStore(), _corrupt_memory),
+    Backend("local", lambda req, tmp: LocalArtifactStore(tmp / "artifacts"), _corrupt_local),
+    Backend("s3", _open_s3, _corrupt_s3, marks=(pytest.mark.s3,)),
 ]
 
 
-@pytest.fixture(params=BACKENDS, ids=[b.name for b in BACKENDS])
+@pytest.fixture(params=[pytest.param(b, id=b.name, marks=b.marks) for b in BACKENDS])
 def backend(request: pytest.FixtureRequest) -> Backend:
     return request.param  # type: ignore[no-any-return]
 
 
 @pytest.fixture
-def store(backend: Backend, tmp_path: Path) -> Iterator[Any]:
-    s = backend.make(tmp_path)
+def store(backend: Backend, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Any]:
+    s = backend.make(request, tmp_path)
     yield s
     s.close()
 

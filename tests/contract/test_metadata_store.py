@@ -1,4 +1,8 @@
-"""One suite, every MetadataStore backend. A new backend is one more entry in BACKENDS."""
+"""One suite, every MetadataStore backend. A new backend is one more entry in BACKENDS.
+
+The PostgreSQL backend runs against a server the tests start (the `postgres_server` fixture);
+each test gets a new database.
+"""
 
 import json
 import multiprocessing
@@ -14,6 +18,7 @@ from typing import Any
 import pytest
 
 from cellpipe.errors import RunNotFoundError, SchemaVersionError, StorageError
+from cellpipe.storage.backends import open_metadata_store
 from cellpipe.storage.metadata import (
     SCHEMA_VERSION,
     MemoryMetadataStore,
@@ -23,20 +28,27 @@ from cellpipe.storage.metadata import (
 from cellpipe.storage.protocols import ArtifactDigest
 from cellpipe.storage.records import ArtifactRef, RunRecord, RunStatus, StepRunRecord, StepStatus
 
-BACKENDS: dict[str, Callable[[Path], Any]] = {
-    "memory": lambda tmp: MemoryMetadataStore(),
-    "sqlite": lambda tmp: SqlMetadataStore(f"sqlite:///{tmp / 'cellpipe.db'}"),
+# name -> (make(request, tmp_path), marks). `request.getfixturevalue` reaches servers; a
+# function-scoped fixture value is shared by every store a test makes, so a reopened store
+# sees the same database.
+BACKENDS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], Any], tuple[Any, ...]]] = {
+    "memory": (lambda req, tmp: MemoryMetadataStore(), ()),
+    "sqlite": (lambda req, tmp: SqlMetadataStore(f"sqlite:///{tmp / 'cellpipe.db'}"), ()),
+    "postgresql": (
+        lambda req, tmp: open_metadata_store(req.getfixturevalue("postgres_url")),
+        (pytest.mark.postgres,),
+    ),
 }
 
 T0 = datetime(2026, 1, 14, 9, 12, tzinfo=UTC)
 
 
-@pytest.fixture(params=list(BACKENDS))
+@pytest.fixture(params=[pytest.param(n, id=n, marks=m) for n, (_, m) in BACKENDS.items()])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     opened: list[Any] = []
 
     def make() -> Any:
-        store = BACKENDS[request.param](tmp_path)
+        store = BACKENDS[request.param][0](request, tmp_path)
         opened.append(store)
         return store
 
@@ -393,7 +405,7 @@ def test_newer_schema_is_refused_untouched(tmp_path: Path) -> None:
 
 def _record_many(args: tuple[str, int, int]) -> int:
     url, worker, count = args
-    store = SqlMetadataStore(url)
+    store = open_metadata_store(url)
     try:
         run_id = f"run-{worker}"
         store.start_run(make_run(run_id, minutes=worker))
@@ -408,14 +420,22 @@ def _record_many(args: tuple[str, int, int]) -> int:
 
 
 @pytest.mark.slow
-def test_eight_processes_write_one_sqlite_file(tmp_path: Path) -> None:
-    url = sqlite_url(tmp_path / "shared.db")
+@pytest.mark.parametrize(
+    "engine", ["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def test_eight_processes_write_one_store(
+    engine: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if engine == "sqlite":
+        url = sqlite_url(tmp_path / "shared.db")
+    else:
+        url = request.getfixturevalue("postgres_url")
     ctx = multiprocessing.get_context("spawn")
     with ctx.Pool(8) as pool:
         # Each worker opens the brand-new database itself, so migration races are covered too.
         counts = pool.map(_record_many, [(url, w, 50) for w in range(8)])
     assert counts == [50] * 8
-    store = SqlMetadataStore(url)
+    store = open_metadata_store(url)
     try:
         runs = store.list_runs()
         assert len(runs) == 8

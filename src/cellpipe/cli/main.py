@@ -35,6 +35,11 @@ COMMANDS = (
     "cellpipe.cli.graph",
     "cellpipe.cli.run",
     "cellpipe.cli.runs",
+    "cellpipe.cli.lineage",
+    "cellpipe.cli.snapshot",
+    "cellpipe.cli.compile",
+    "cellpipe.cli.image",
+    "cellpipe.cli.submit",
 )
 
 BUG_REPORT = (

@@ -75,7 +75,11 @@ def register(
         help="override a pipeline parameter (repeatable); parsed to the declared type",
     )
     parser.add_argument(
-        "-j", "--jobs", type=int, default=None, help="steps to run at once (default: all cores)"
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        default=None,
+        help="steps to run at once (default: all cores)",
     )
     parser.add_argument("--no-cache", action="store_true", help="re-run every step")
     parser.add_argument(
@@ -101,15 +105,22 @@ def register(
     parser.set_defaults(handler=run_cmd)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def run_cmd(args: argparse.Namespace) -> int:
     """Run the notebook and render the progress and the outcome."""
     from cellpipe.api import run_notebook
+    from cellpipe.runner.orchestrate import RunCancelled
 
     check_path(args.notebook)
-    if args.jobs is not None and args.jobs < 1:
-        from cellpipe.errors import CellpipeError
-
-        raise CellpipeError(f"--jobs must be at least 1, not {args.jobs}")
     view: _JsonView | _TextView = (
         _JsonView(sys.stdout) if args.json else _TextView(sys.stdout, sys.stderr)
     )
@@ -124,6 +135,11 @@ def run_cmd(args: argparse.Namespace) -> int:
             executor=args.executor,
             sink=view.on_event,
         )
+    except RunCancelled as cancelled:
+        view.close()
+        view.summary(cancelled.report)
+        sys.stderr.write("cancelled (Ctrl-C): run the same command again to resume\n")
+        return 130
     finally:
         view.close()
     view.summary(report)
@@ -149,9 +165,19 @@ def _event_document(event: Event) -> dict[str, Any] | None:
         outputs = getattr(event, "outputs", None)
         if outputs:
             doc["outputs"] = {k: v.digest for k, v in outputs.items()}
+        result = getattr(event, "result", None)
+        if doc["status"] == "failed" and result is not None:
+            doc["traceback"] = result.traceback
+            doc["hint"] = result.hint
         return doc
     if kind == "RunStarted":
-        return {"event": "run", "status": "running", "run_id": getattr(event, "run_id", "")}
+        return {
+            "event": "run",
+            "step": None,
+            "status": "running",
+            "run_id": getattr(event, "run_id", ""),
+            "steps": list(getattr(event, "steps", ())),
+        }
     return None
 
 
@@ -172,6 +198,7 @@ class _JsonView:
         run = report.run
         doc = {
             "event": "summary",
+            "step": None,
             "run_id": run.run_id,
             "status": run.status.value,
             "metrics": dict(run.metrics),
@@ -182,10 +209,18 @@ class _JsonView:
             },
             "notebook": str(report.notebook) if report.notebook else None,
             "failures": [
-                {"step": f.step, "error": f.error, "log_path": f.log_path} for f in report.failures
+                {
+                    "step": f.step,
+                    "error": f.error,
+                    "traceback": f.traceback,
+                    "hint": f.hint,
+                    "log_path": f.log_path,
+                }
+                for f in report.failures
             ],
         }
         self.stream.write(json.dumps(doc, default=str) + "\n")
+        self.stream.flush()
 
 
 class _TextView:

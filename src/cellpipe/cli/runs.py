@@ -36,7 +36,8 @@ def register(
         parents=parents,
         help="list the runs recorded in this project, newest first",
         description="List the runs recorded in this project's .cellpipe folder, newest first.",
-        epilog="examples:\n  cellpipe runs\n  cellpipe runs --status failed --limit 5 --json",
+        epilog="examples:\n  cellpipe runs\n  cellpipe runs --status failed --limit 5 --json"
+        "\n  cellpipe runs --param MAX_DEPTH=6 --metric 'forest_acc>=0.9'",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     runs.add_argument("--notebook", help="only runs of this notebook")
@@ -46,6 +47,20 @@ def register(
         help="only runs that ended so",
     )
     runs.add_argument("-n", "--limit", type=int, default=20, help="at most N runs (default 20)")
+    runs.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="only runs with this parameter value (repeatable)",
+    )
+    runs.add_argument(
+        "--metric",
+        action="append",
+        default=[],
+        metavar="NAME<OP>NUMBER",
+        help="only runs whose metric compares so, e.g. 'acc>0.9' (> >= < <= == !=; repeatable)",
+    )
     runs.add_argument("--project", default=".", help=PROJECT_HELP)
     runs.add_argument("--json", action="store_true", help="print one JSON document")
     runs.set_defaults(handler=runs_cmd)
@@ -137,8 +152,14 @@ def runs_cmd(args: argparse.Namespace) -> int:
     settings = find_project(Path(args.project))
     notebook = str(Path(args.notebook).resolve()) if args.notebook else None
     status = RunStatus(args.status) if args.status else None
+    from cellpipe.storage.lineage import RunFilter
+
+    keep = RunFilter.parse(params=args.param, metrics=args.metric)
     with open_project(settings, create=False) as project:
-        found = project.metadata.list_runs(notebook=notebook, status=status, limit=args.limit)
+        limit = None if keep else args.limit  # filter first, then cut to --limit
+        found = project.metadata.list_runs(notebook=notebook, status=status, limit=limit)
+    if keep:
+        found = [r for r in found if keep.matches(r)][: args.limit]
     if args.json:
         render.write_json({"runs": [run_document(r) for r in found]}, sys.stdout)
         return 0

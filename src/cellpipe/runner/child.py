@@ -431,7 +431,12 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
     namespace = warm.module.__dict__
     names = {_cell_filename(job.notebook, c.cell): c.cell for c in (*job.preamble, *job.cells)}
     context = StepContext(
-        step=job.step, run_id=job.run_id, notebook=job.notebook, workdir=job.workdir
+        step=job.step,
+        run_id=job.run_id,
+        notebook=job.notebook,
+        workdir=job.workdir,
+        artifact_root=job.artifact_root,
+        scratch_dir=job.scratch_dir,
     )
     failure = warm.failure
     outputs: dict[str, ArtifactRef] = {}

@@ -33,6 +33,8 @@ class StepContext:
         notebook: the notebook file.
         workdir: the step's working directory.
         metrics: values logged with `log_metric` so far (filled in while the step runs).
+        artifact_root: the artifact store folder (``cellpipe.data`` keeps files there).
+        scratch_dir: the step run's private folder (``cellpipe.data`` records its reads there).
     """
 
     step: str
@@ -40,6 +42,8 @@ class StepContext:
     notebook: str
     workdir: str
     metrics: dict[str, JsonValue] = field(default_factory=dict)
+    artifact_root: str = ""
+    scratch_dir: str = ""
 
 
 _current: StepContext | None = None

@@ -25,15 +25,17 @@ import json
 import logging
 import os
 import secrets
-import socket
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from cellpipe.errors import ArtifactCorruptedError, ArtifactNotFoundError, CellpipeError
 from cellpipe.pipeline.fingerprint import cache_key, explain_difference, step_cache_fields
 from cellpipe.pipeline.model import JsonValue, Pipeline, Step
+from cellpipe.runner._history import RunHistory
 from cellpipe.runner.events import (
     Event,
     EventSink,
@@ -45,7 +47,6 @@ from cellpipe.runner.events import (
     StepSucceeded,
     to_sink,
 )
-from cellpipe.runner.execute import Executor, default_executor
 from cellpipe.runner.jobs import StepJob, StepResult
 from cellpipe.runner.scheduler import run_steps
 from cellpipe.storage.artifacts import LocalArtifactStore, digest_file
@@ -59,7 +60,10 @@ from cellpipe.storage.records import (
 )
 from cellpipe.storage.serializers import serializer_versions
 
-__all__ = ["RunOptions", "RunReport", "run_pipeline"]
+if TYPE_CHECKING:
+    from cellpipe.runner.execute import Executor
+
+__all__ = ["RunCancelled", "RunOptions", "RunReport", "run_pipeline"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,8 +107,13 @@ class RunReport:
 
 
 def new_run_id(pipeline: Pipeline, now: datetime) -> str:
-    """Return ``<pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>``: sortable, readable, unique."""
-    return f"{pipeline.name}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+    """Return ``<pipeline>-<YYYYmmdd-HHMMSS>-<6 hex>``: sortable, readable, unique."""
+    return f"{pipeline.name}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+
+
+# A file modified within this many nanoseconds of being hashed may change again without its
+# mtime moving (coarse file system clocks): its digest is not remembered (git's "racy" rule).
+_RACY_NS = 2_000_000_000
 
 
 class _FileDigests:
@@ -130,16 +139,20 @@ class _FileDigests:
         if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
             return str(entry[2])
         value = digest_file(path)
-        self.entries[relative] = [stat.st_size, stat.st_mtime_ns, value]
-        self.dirty = True
+        if time.time_ns() - stat.st_mtime_ns > _RACY_NS:
+            self.entries[relative] = [stat.st_size, stat.st_mtime_ns, value]
+            self.dirty = True
         return value
 
     def save(self) -> None:
         if not self.dirty:
             return
         tmp = self.cache_file.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.entries))
-        tmp.replace(self.cache_file)
+        try:
+            tmp.write_text(json.dumps(self.entries))
+            tmp.replace(self.cache_file)
+        except OSError:  # only an optimisation: the files are hashed again next time
+            logger.debug("could not save %s", self.cache_file, exc_info=True)
         self.dirty = False
 
 
@@ -169,6 +182,9 @@ class _Run:
         self.workdir = Path(self.notebook).parent
         self.run_dir = state_dir / "runs" / run_id
         self.files = _FileDigests(self.workdir, state_dir / "file-digests.json")
+        self.history = RunHistory(
+            self.workdir, artifacts, metadata, run_id=run_id, state_dir=state_dir
+        )
         self.versions = serializer_versions()
         self.forced = self._forced()
         self.cache_only = self._cache_only()
@@ -250,12 +266,12 @@ class _Run:
                 files_read=tuple(hit.files_read),
             )
         if step.name in self.cache_only:
-            return StepResult(
-                step=step.name,
-                status=StepStatus.FAILED,
-                error=f"step '{step.name}' has no cached result for the current code, "
-                "parameters and inputs, and --only does not run it",
-                hint="run the whole pipeline once (without --only), then use --only",
+            only = ", ".join(self.options.only)
+            raise CellpipeError(
+                f"--only {only} needs the outputs of step '{step.name}', but they are not in "
+                f"the cache ({reason.removeprefix('miss: ')})",
+                hint=f"run the pipeline without --only first, or use --from {step.name} to "
+                f"re-run '{step.name}' and the steps after it",
             )
         self.reasons[step.name] = reason
         self.started[step.name] = now
@@ -273,6 +289,7 @@ class _Run:
                 inputs=inputs,
             )
         )
+        self.history.before(step.name, inputs)
         return StepJob(
             step=step.name,
             cells=step.code,
@@ -301,11 +318,12 @@ class _Run:
         found = self.metadata.find_cached(step.name, key)
         if found is not None:
             changed = [p for p, d in found.files_read.items() if self.files.digest(p) != d]
-            missing = [v for v, r in found.outputs.items() if not self.artifacts.exists(r.digest)]
             if changed:
-                return None, "miss: file " + ", ".join(sorted(changed)) + " changed"
-            if missing:
-                return None, "miss: outputs no longer in the artifact store: " + ", ".join(missing)
+                noun = "file" if len(changed) == 1 else "files"
+                return None, f"miss: {noun} " + ", ".join(sorted(changed)) + " changed"
+            problem = self._outputs_problem(found)
+            if problem:
+                return None, f"miss: {problem}"
             source = found.source_run or found.run_id
             return found, f"hit: same code, parameters and inputs as run {source}"
         previous = self.metadata.previous_step_run(step.name, self.notebook, self.run_id)
@@ -321,6 +339,25 @@ class _Run:
         if reasons:
             return None, "miss: " + "; ".join(reasons)
         return None, f"miss: the previous run of this step ended {previous.status.value}"
+
+    def _outputs_problem(self, found: StepRunRecord) -> str | None:
+        """Say why the recorded outputs cannot be reused (None when every one is intact)."""
+        missing, corrupted = [], []
+        for variable, ref in sorted(found.outputs.items()):
+            try:
+                # Cheap while the artifact's stat matches its stamp; a full hash otherwise.
+                self.artifacts.local_path(ref.digest)
+            except ArtifactNotFoundError:
+                missing.append(variable)
+            except ArtifactCorruptedError:
+                corrupted.append(variable)
+        if corrupted:
+            noun = "output" if len(corrupted) == 1 else "outputs"
+            return f"{noun} {', '.join(corrupted)} corrupted in the artifact store"
+        if missing:
+            noun = "output" if len(missing) == 1 else "outputs"
+            return f"{noun} {', '.join(missing)} no longer in the artifact store"
+        return None
 
     # -- records as steps end ----------------------------------------------------------------
 
@@ -365,6 +402,7 @@ class _Run:
         )
         self.records[result.step] = record
         self.metadata.record_step_run(record)
+        self.history.after(result, record.inputs, self.run_dir / "steps" / result.step)
 
     def _inputs(self, step: Step) -> dict[str, Any]:
         found = {}
@@ -398,6 +436,49 @@ def _logged(metrics: Mapping[str, Any]) -> dict[str, Any]:
     return {k.removeprefix("log:"): v for k, v in metrics.items() if k.startswith("log:")}
 
 
+class RunCancelled(KeyboardInterrupt):
+    """Ctrl-C stopped a run; raised after every step process was killed and the run recorded.
+
+    A `KeyboardInterrupt`, so code that does not know about it still stops; callers that
+    want to show what was done catch it and read `report`.
+
+    Attributes:
+        report: the run's report (status cancelled).
+    """
+
+    def __init__(self, report: RunReport) -> None:
+        super().__init__(f"run {report.run.run_id} was cancelled")
+        self.report = report
+
+
+class _LazyExecutor:
+    """Creates the executor on the first job, so a fully cached run never imports it."""
+
+    def __init__(self, kind: str | None) -> None:
+        self._kind = kind
+        self._executor: Executor | None = None
+
+    def _get(self) -> Executor:
+        if self._executor is None:
+            from cellpipe.runner.execute import default_executor
+
+            self._executor = default_executor(self._kind)
+        return self._executor
+
+    def submit(self, job: StepJob) -> None:
+        self._get().submit(job)
+
+    def poll(self, timeout: float) -> list[StepResult]:
+        return [] if self._executor is None else self._executor.poll(timeout)
+
+    def cancel(self) -> list[str]:
+        return [] if self._executor is None else self._executor.cancel()
+
+    def close(self) -> None:
+        if self._executor is not None:
+            self._executor.close()
+
+
 def run_pipeline(
     pipeline: Pipeline,
     *,
@@ -419,19 +500,26 @@ def run_pipeline(
         state_dir: the project's ``.cellpipe`` folder (run folders go in ``runs/``).
         options: selection, caching, parallelism, executor.
         sink: receives progress events.
-        executor: the executor to use (default: by ``options.executor``); closed by the caller
-            when given, here otherwise.
+        executor: the executor to use (default: by ``options.executor``, created when the
+            first step must run); closed by the caller when given, here otherwise.
 
     Returns:
         The run's report. A failed run is a report with status failed, not an exception.
 
     Raises:
-        KeyboardInterrupt: after the run was recorded as cancelled.
+        RunCancelled: (a KeyboardInterrupt) on Ctrl-C, after every step process was killed
+            and the run was recorded as cancelled; it carries the report.
+        CellpipeError: when ``--only`` needs an upstream output that is not in the cache
+            (the run is recorded as failed).
         KeyError: when ``options`` names an unknown step.
     """
     opts = options or RunOptions()
     for name in (*opts.only, *([opts.from_step] if opts.from_step else [])):
         pipeline.step(name)
+    if opts.executor is not None and opts.executor not in _EXECUTORS:
+        raise CellpipeError(
+            f"unknown executor '{opts.executor}'", hint="choose one of " + ", ".join(_EXECUTORS)
+        )
     now = datetime.now(UTC)
     run_id = new_run_id(pipeline, now)
     state = _Run(
@@ -445,6 +533,7 @@ def run_pipeline(
         sink=to_sink(sink),
     )
     state.run_dir.mkdir(parents=True, exist_ok=True)
+    start_snapshot = state.history.take_start(Path(state.notebook))  # may refuse: too large
     metadata.start_run(
         RunRecord(
             run_id=run_id,
@@ -457,11 +546,12 @@ def run_pipeline(
             pid=os.getpid(),
         )
     )
-    logger.debug("run %s started on %s", run_id, socket.gethostname())
-    own_executor = executor is None
-    runner = executor or default_executor(opts.executor)
+    state.history.record(start_snapshot)
+    logger.debug("run %s started", run_id)
+    runner: Executor | _LazyExecutor = executor or _LazyExecutor(opts.executor)
     status = RunStatus.FAILED
     error: str | None = None
+    cancelled = False
     try:
         outcome = run_steps(
             pipeline,
@@ -478,11 +568,15 @@ def run_pipeline(
     except KeyboardInterrupt:
         status = RunStatus.CANCELLED
         error = "cancelled (Ctrl-C)"
+        cancelled = True
+    except CellpipeError as exc:
+        error = exc.message
         raise
     finally:
-        if own_executor:
+        if executor is None:
             runner.close()
         state.files.save()
+        state.history.close()
         notebook = _write_run_notebook(state)
         metadata.finish_run(
             run_id,
@@ -491,13 +585,19 @@ def run_pipeline(
             metrics=state.metrics(),
             error=error,
         )
-    return RunReport(
+    report = RunReport(
         run=metadata.get_run(run_id),
         steps={n: state.records[n] for n in pipeline.step_names if n in state.records},
         run_dir=state.run_dir,
         notebook=notebook,
         failures=tuple(r for r in state.results.values() if r.status is StepStatus.FAILED),
     )
+    if cancelled:
+        raise RunCancelled(report)
+    return report
+
+
+_EXECUTORS = ("fork", "spawn", "inprocess")
 
 
 def _write_run_notebook(state: _Run) -> Path | None:
@@ -514,9 +614,13 @@ def _write_run_notebook(state: _Run) -> Path | None:
         if record is None:
             continue
         step_nb: dict[str, Any] | None = None
-        if record.notebook_digest is not None and state.artifacts.exists(record.notebook_digest):
-            path = state.artifacts.local_path(record.notebook_digest)
-            step_nb = json.loads(path.read_text(encoding="utf-8"))
+        if record.notebook_digest is not None:
+            try:
+                path = state.artifacts.local_path(record.notebook_digest)
+                step_nb = json.loads(path.read_text(encoding="utf-8"))
+            except (CellpipeError, OSError, ValueError):
+                # A lost step notebook only costs its cells in the run notebook.
+                logger.warning("step %s: executed notebook unreadable", name, exc_info=True)
         if step_nb is not None and not preamble_done:
             # The imports, functions and parameters ran identically before every step: show
             # them once, from the first step that ran them.

@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import IO, TypeAlias
+from typing import IO, TYPE_CHECKING, TypeAlias
 
 from cellpipe.pipeline.model import Pipeline, Step
 from cellpipe.runner.events import (
@@ -47,9 +47,11 @@ from cellpipe.runner.events import (
     StepSucceeded,
     to_sink,
 )
-from cellpipe.runner.execute import Executor
 from cellpipe.runner.jobs import StepJob, StepResult
 from cellpipe.storage.records import RunStatus, StepStatus
+
+if TYPE_CHECKING:  # the executors are only needed once a step runs
+    from cellpipe.runner.execute import Executor
 
 __all__ = ["Prepare", "RunOutcome", "run_steps"]
 

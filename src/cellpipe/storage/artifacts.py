@@ -16,6 +16,8 @@ Invariants:
       existing file) or, where hard links are unsupported, ``os.replace`` after an existence
       check (a racing writer has the same bytes, so the replacement is harmless);
     * a reader never sees a half-written artifact;
+    * storing bytes whose artifact file exists but no longer matches its digest (a corrupted
+      file) replaces that file: the new bytes are known good, the old ones are not;
     * ``local_path`` and ``open`` return bytes that match the digest. Verification hashes the
       whole file, which for a 1 GiB array costs about half a second, so a stamp beside the
       artifact records the file's size, mtime, ctime and inode when it was last known good (we
@@ -172,7 +174,7 @@ class LocalArtifactStore:
     def put_bytes(self, data: bytes) -> ArtifactDigest:
         """Store ``data`` (idempotent) and return its digest."""
         digest = digest_bytes(data)
-        if self.exists(digest):
+        if self._has_good(digest):
             return digest
         fd, tmp_name = tempfile.mkstemp(dir=self.scratch_dir(), prefix="put-")
         tmp = Path(tmp_name)
@@ -199,7 +201,7 @@ class LocalArtifactStore:
         src = Path(path)
         if move and self._same_device(src):
             digest = digest_file(src)
-            if self.exists(digest):
+            if self._has_good(digest):
                 src.unlink()
                 return digest
             try:
@@ -212,7 +214,7 @@ class LocalArtifactStore:
         try:
             with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
                 digest = ArtifactDigest(f"{_ALGORITHM}:{_copy_hashing(fin, fout)}")
-            if not self.exists(digest):
+            if not self._has_good(digest):
                 self._publish(tmp, digest)
         finally:
             tmp.unlink(missing_ok=True)
@@ -220,11 +222,48 @@ class LocalArtifactStore:
             src.unlink()
         return digest
 
+    def adopt(self, path: Path, digest: ArtifactDigest) -> None:
+        """Move a file whose bytes the caller has just hashed into place as ``digest``.
+
+        For stores that fill this one as a cache (`FsspecArtifactStore` hashes while it
+        downloads), so a large file is not read a second time. The caller vouches for the
+        digest; ``path`` must be in `scratch_dir` and is gone afterwards.
+
+        Args:
+            path: a file in `scratch_dir` whose bytes hash to ``digest``.
+            digest: the digest the caller computed.
+        """
+        parse_digest(digest)
+        try:
+            if not self.exists(digest):
+                self._publish(Path(path), digest)
+        finally:
+            Path(path).unlink(missing_ok=True)
+
+    def remove(self, digest: ArtifactDigest) -> None:
+        """Delete the artifact and its stamp if present (to drop a bad cached copy)."""
+        path = self.path_for(digest)
+        self._stamp_path(path).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
+
     def _same_device(self, src: Path) -> bool:
         try:
             return src.stat().st_dev == self.scratch_dir().stat().st_dev
         except OSError:
             return False
+
+    def _has_good(self, digest: ArtifactDigest) -> bool:
+        """Return whether the artifact exists with the right bytes; remove it if corrupted."""
+        try:
+            self.local_path(digest)
+        except ArtifactNotFoundError:
+            return False
+        except ArtifactCorruptedError:
+            path = self.path_for(digest)
+            logger.warning("replacing corrupted artifact %s", path)
+            path.unlink(missing_ok=True)  # missing: another writer repaired it first
+            return False
+        return True
 
     def _publish(self, tmp: Path, digest: ArtifactDigest) -> None:
         """Make ``tmp`` visible as the artifact ``digest``; never replaces an existing one."""

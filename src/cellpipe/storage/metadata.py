@@ -1,4 +1,4 @@
-"""Metadata stores: run records on SQLAlchemy Core (SQLite now, PostgreSQL next) or in memory.
+"""Metadata stores: run records on SQLAlchemy Core (SQLite or PostgreSQL) or in memory.
 
 Owns: `SqlMetadataStore`, `MemoryMetadataStore`, the schema migrations runner
 (``migrations/NNNN_*.sql``, version kept in the ``schema_version`` table) and
@@ -8,6 +8,14 @@ Invariants:
     * every write is one transaction; on SQLite it starts with ``BEGIN IMMEDIATE`` so
       concurrent writers queue on the busy timeout (30 s) instead of failing with "database
       is locked" when a read transaction tries to upgrade; WAL lets readers run meanwhile;
+    * on PostgreSQL writes run at READ COMMITTED and serialise per run by locking the run's
+      row (``SELECT ... FOR UPDATE``) first, so two writers of one run queue instead of racing
+      on its step runs, and writers of different runs never wait for each other except on a
+      shared artifact row (inserted in digest order, so they cannot deadlock). Reads run at
+      REPEATABLE READ, so a record assembled from several queries is one consistent
+      snapshot. Migrations hold a transaction-level advisory lock, so processes opening a new
+      database at once apply each migration exactly once. No SQLite pragma is sent to
+      PostgreSQL;
     * foreign keys are enforced; the migration SQL is portable (SQLite and PostgreSQL);
     * a database with a newer schema than `SCHEMA_VERSION` is refused, never modified;
     * interrupted runs: a run still RUNNING whose runner process (same host, by pid) is gone
@@ -62,6 +70,8 @@ logger = logging.getLogger(__name__)
 BUSY_TIMEOUT_S = 30.0
 """How long a SQLite writer waits for another writer before failing."""
 
+_MIGRATION_LOCK = 0x63656C6C  # "cell": the PostgreSQL advisory lock key held while migrating
+
 _HOST = socket.gethostname()
 
 
@@ -76,7 +86,7 @@ def migrations() -> list[tuple[int, str]]:
     return found
 
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The newest metadata schema this cellpipe can read and write (the last migration's number;
 a test checks they agree, so importing this module reads no files)."""
 
@@ -225,6 +235,13 @@ def _configure_sqlite(engine: Engine) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def _safe_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(unparseable URL)"
+
+
 def _dispose_after_fork(ref: weakref.ref[SqlMetadataStore]) -> None:
     store = ref()
     if store is not None:
@@ -237,10 +254,13 @@ class SqlMetadataStore:
 
     Args:
         url: a SQLAlchemy URL, ``sqlite:///path/to/cellpipe.db`` (the parent folder must
-            exist) or, with issue 5, ``postgresql+psycopg://...``.
+            exist) or ``postgresql+psycopg://user:password@host:port/database``. Use
+            `cellpipe.storage.backends.open_metadata_store` to accept plain
+            ``postgresql://`` URLs too.
 
     Raises:
         SchemaVersionError: if the database was written by a newer cellpipe.
+        StorageError: if the driver is missing or the database cannot be reached.
 
     Example::
 
@@ -253,8 +273,18 @@ class SqlMetadataStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._engine = sa.create_engine(url, future=True)
+        try:
+            dialect = sa.engine.make_url(url).get_backend_name()
+            # pre_ping: a team server restarts now and then; a pooled connection may be stale.
+            options: dict[str, Any] = {} if dialect == "sqlite" else {"pool_pre_ping": True}
+            self._engine = sa.create_engine(url, **options)
+        except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
+            raise StorageError(
+                f"cannot open the metadata store {_safe_url(url)}: {exc}",
+                hint="for PostgreSQL install the team storage extras: pip install 'cellpipe[team]'",
+            ) from exc
         self._sqlite = self._engine.dialect.name == "sqlite"
+        self._postgresql = self._engine.dialect.name == "postgresql"
         if self._sqlite:
             _configure_sqlite(self._engine)
         if hasattr(os, "register_at_fork"):
@@ -262,12 +292,22 @@ class SqlMetadataStore:
             os.register_at_fork(after_in_child=lambda: _dispose_after_fork(ref))
         try:
             self._migrate()
+        except sa.exc.OperationalError as exc:
+            self._engine.dispose()
+            raise StorageError(
+                f"cannot open the metadata store {self._safe_url()}: {exc.orig or exc}",
+                hint="check CELLPIPE_DB_URL (or db_url in cellpipe.toml) and that the "
+                "database server is running",
+            ) from exc
         except BaseException:
             self._engine.dispose()
             raise
 
     def __repr__(self) -> str:
-        return f"SqlMetadataStore({self._engine.url.render_as_string(hide_password=True)!r})"
+        return f"SqlMetadataStore({self._safe_url()!r})"
+
+    def _safe_url(self) -> str:
+        return self._engine.url.render_as_string(hide_password=True)
 
     def close(self) -> None:
         """Close every pooled connection."""
@@ -290,8 +330,24 @@ class SqlMetadataStore:
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn, conn.begin():
-            yield conn
+        with self._engine.connect() as conn:
+            if self._postgresql:
+                # One snapshot for the whole read; read-only transactions never fail to
+                # serialise at this level on PostgreSQL.
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                yield conn
+
+    def _lock_run(self, conn: Connection, run_id: str) -> bool:
+        """Lock the run's row until the transaction ends; return whether the run exists.
+
+        SQLite's ``BEGIN IMMEDIATE`` already serialises writers, so only PostgreSQL needs it.
+        """
+        lock = " FOR UPDATE" if self._postgresql else ""
+        row = conn.execute(
+            text(f"SELECT 1 FROM runs WHERE run_id = :run_id{lock}"), {"run_id": run_id}
+        ).first()
+        return row is not None
 
     def _version(self, conn: Connection) -> int:
         if not sa.inspect(conn).has_table("schema_version"):
@@ -311,6 +367,8 @@ class SqlMetadataStore:
         if current == SCHEMA_VERSION:
             return
         with self._write() as conn:
+            if self._postgresql:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
             current = self._version(conn)  # another process may have migrated meanwhile
             self._check_version(current)
             for version, sql in migrations():
@@ -329,7 +387,7 @@ class SqlMetadataStore:
             raise SchemaVersionError(
                 f"database schema is v{current}; this cellpipe supports up to "
                 f"v{SCHEMA_VERSION}, so upgrade cellpipe",
-                hint=f"the database is {self._engine.url.render_as_string(hide_password=True)}",
+                hint=f"the database is {self._safe_url()}",
             )
 
     # -- writes ---------------------------------------------------------------------------
@@ -474,16 +532,13 @@ class SqlMetadataStore:
         key = {"run_id": record.run_id, "step": record.step}
         metrics = _json_map(record.metrics, what=f"a metric of step {record.step}")
         with self._write() as conn:
+            if not self._lock_run(conn, record.run_id):
+                raise _not_found(record.run_id)
             seq = conn.execute(
                 text("SELECT seq FROM step_runs WHERE run_id = :run_id AND step = :step"),
                 key,
             ).scalar()
             if seq is None:
-                if (
-                    conn.execute(text("SELECT 1 FROM runs WHERE run_id = :run_id"), key).first()
-                    is None
-                ):
-                    raise _not_found(record.run_id)
                 seq = conn.execute(
                     text("SELECT COALESCE(MAX(seq), 0) + 1 FROM step_runs WHERE run_id = :run_id"),
                     key,
@@ -557,6 +612,7 @@ class SqlMetadataStore:
     def _insert_artifacts(self, conn: Connection, refs: Sequence[ArtifactRef]) -> None:
         now = _ts(datetime.now(UTC))
         # ON CONFLICT DO NOTHING: the bytes are immutable; the first description stays.
+        # Digest order: concurrent PostgreSQL writers of shared artifacts wait, never deadlock.
         conn.execute(
             text(
                 "INSERT INTO artifacts (digest, serializer, serializer_version, size, type_name,"
@@ -572,7 +628,7 @@ class SqlMetadataStore:
                     "type_name": r.type_name,
                     "created_at": now,
                 }
-                for r in {r.digest: r for r in refs}.values()
+                for _, r in sorted({r.digest: r for r in refs}.items())
             ],
         )
 
@@ -589,7 +645,8 @@ class SqlMetadataStore:
                 text("SELECT run_id, pid FROM runs WHERE status = :s AND hostname = :h"),
                 {"s": str(RunStatus.RUNNING), "h": _HOST},
             ).all()
-        dead = [(r, p) for r, p in rows if p is not None and not is_process_alive(p)]
+        # Sorted: two processes marking the same runs lock their rows in the same order.
+        dead = sorted((r, p) for r, p in rows if p is not None and not is_process_alive(p))
         if not dead:
             return []
         now = _ts(datetime.now(UTC))

@@ -91,7 +91,7 @@ class RunRecord:
     """One run of a pipeline.
 
     Attributes:
-        run_id: unique id, ``<pipeline>-<YYYYmmdd-HHMMSS>-<4 hex>``.
+        run_id: unique id, ``<pipeline>-<YYYYmmdd-HHMMSS>-<6 hex>``.
         pipeline: the pipeline name.
         notebook: the notebook path (resolved, absolute).
         notebook_digest: digest of the notebook file's bytes at run start.

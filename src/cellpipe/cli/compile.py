@@ -1,0 +1,106 @@
+"""``cellpipe compile``: write a notebook's pipeline as Kubeflow Pipelines v2 IR YAML.
+
+Owns: the ``compile`` command's arguments, where the YAML goes and its ``--json`` summary.
+
+Invariants: the YAML is validated before it is written (nothing is written otherwise); the
+same notebook and options give byte-identical files. Exit 0 ok, 2 definition or parameter
+errors, 1 compile errors.
+
+Must not depend on: the runner, other command modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from cellpipe.cli import render
+from cellpipe.cli._kfp import add_compile_options, compile_notebook
+from cellpipe.cli._loading import NOTEBOOK_HELP
+
+DESCRIPTION = """\
+Compile a notebook's pipeline to Kubeflow Pipelines v2 IR YAML.
+
+Each step becomes a lightweight Python component that carries the step's cells, the imports
+and functions cells and a small runtime: pods need only Python, the step's pinned packages and
+kfp's executor, never cellpipe or Jupyter. Without --image the pods install the step's packages
+(pinned to the versions installed here) when they start; with --image nothing is installed.
+"""
+
+EPILOG = """\
+examples:
+  cellpipe compile train.ipynb                       writes train.yaml beside the notebook
+  cellpipe compile train.ipynb -o - | less           the YAML on stdout
+  cellpipe compile train.ipynb --image registry/train:1 -p EPOCHS=20
+  cellpipe compile train.ipynb --image-from-context  after `cellpipe image train.ipynb --build`
+
+exit status: 0 compiled, 2 definition or parameter errors, 1 unsupported for KFP"""
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """Add the ``compile`` command to the CLI.
+
+    Args:
+        subparsers: the top-level parser's subcommands.
+        parents: parsers carrying the options every command accepts.
+    """
+    parser = subparsers.add_parser(
+        "compile",
+        parents=parents,
+        help="write the pipeline as Kubeflow Pipelines v2 YAML",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("notebook", metavar="NOTEBOOK", help=NOTEBOOK_HELP)
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="FILE.yaml",
+        help="where to write the YAML ('-' for stdout; default: NOTEBOOK with .yaml)",
+    )
+    add_compile_options(parser)
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    parser.set_defaults(handler=compile_cmd)
+
+
+def compile_cmd(args: argparse.Namespace) -> int:
+    """Run ``cellpipe compile``.
+
+    Args:
+        args: the parsed arguments.
+
+    Returns:
+        0 when the YAML was written.
+
+    Raises:
+        CellpipeError: for definition, parameter or compile errors.
+    """
+    compiled = compile_notebook(args)
+    output: str = args.output or str(Path(args.notebook).with_suffix(".yaml"))
+    if output == "-":
+        sys.stdout.write(compiled.text)
+        return 0
+    Path(output).write_text(compiled.text, encoding="utf-8")
+    steps = len(compiled.pipeline.steps)
+    if args.json:
+        render.write_json(
+            {
+                "ok": True,
+                "output": output,
+                "pipeline": compiled.name,
+                "steps": steps,
+                "documents": len(compiled.documents),
+                "bytes": len(compiled.text.encode()),
+                "image": compiled.image,
+                "parameters": compiled.parameters,
+            },
+            sys.stdout,
+        )
+    else:
+        print(f"compiled {compiled.name} ({steps} steps) to {output}")
+    return 0

@@ -1,0 +1,112 @@
+"""What the orchestrator records besides step runs: snapshots and external data inputs.
+
+Owns: `RunHistory`, the orchestrator's one handle on the run's snapshots (start, before and
+after each step that runs) and on the ``cellpipe.data`` reads its steps recorded.
+
+Invariants: only the start snapshot may fail a run (the workspace is over the size limit),
+and it fails before the run is recorded; any later snapshot or data-input problem is logged
+and the run goes on. Cache hits get no snapshots: they did not run.
+
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from pathlib import Path
+
+from cellpipe.errors import CellpipeError
+from cellpipe.runner.data import read_data_inputs
+from cellpipe.runner.jobs import StepResult
+from cellpipe.storage.lineage import DataInputRecord, SnapshotKind, SnapshotRecord, history_for
+from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
+from cellpipe.storage.records import ArtifactRef, MetadataStore, StepStatus
+from cellpipe.storage.snapshots import SnapshotRecorder
+
+__all__ = ["RunHistory"]
+
+logger = logging.getLogger(__name__)
+
+_RAN = (StepStatus.SUCCEEDED, StepStatus.FAILED)
+
+
+class RunHistory:
+    """Snapshots and data inputs of one run.
+
+    Args:
+        workdir: the workspace (the notebook's folder).
+        artifacts: the artifact store.
+        metadata: the metadata store (snapshots are recorded beside it).
+        run_id: the run.
+        state_dir: the project's ``.cellpipe`` folder.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        artifacts: ArtifactStore,
+        metadata: MetadataStore,
+        *,
+        run_id: str,
+        state_dir: Path,
+    ) -> None:
+        self.run_id = run_id
+        self.history = history_for(metadata)
+        self.recorder = SnapshotRecorder(
+            workdir, artifacts, self.history, run_id=run_id, state_dir=state_dir
+        )
+
+    def take_start(self, notebook: Path) -> SnapshotRecord:
+        """Snapshot the notebook, environment and workspace; call before the run record.
+
+        Raises:
+            WorkspaceTooLargeError: the workspace is over the size limit.
+        """
+        return self.recorder.take_start(notebook)
+
+    def record(self, snapshot: SnapshotRecord) -> None:
+        """Record the start snapshot (after the run record exists)."""
+        try:
+            self.recorder.record(snapshot)
+        except CellpipeError as exc:
+            logger.warning("start snapshot of run %s not recorded: %s", self.run_id, exc)
+
+    def before(self, step: str, inputs: Mapping[str, ArtifactRef]) -> None:
+        """Snapshot the workspace and the step's inputs just before it runs."""
+        self.recorder.step_snapshot(step, SnapshotKind.BEFORE, inputs=inputs)
+
+    def after(
+        self, result: StepResult, inputs: Mapping[str, ArtifactRef], scratch_dir: Path
+    ) -> None:
+        """Snapshot the workspace and values after a step ran; record its data inputs."""
+        if result.status not in _RAN:
+            return
+        self.recorder.step_snapshot(
+            result.step, SnapshotKind.AFTER, inputs=inputs, outputs=result.outputs
+        )
+        if self.history is None:
+            return
+        try:
+            found = read_data_inputs(scratch_dir)
+            self.history.record_data_inputs(
+                [
+                    DataInputRecord(
+                        run_id=self.run_id,
+                        step=result.step,
+                        url=item["url"],
+                        version=item["version"],
+                        digest=ArtifactDigest(item["digest"]),
+                        size=int(item["size"]),
+                        fetched_at=datetime.fromisoformat(item["fetched_at"]),
+                    )
+                    for item in found
+                ]
+            )
+        except (CellpipeError, OSError, ValueError, KeyError) as exc:
+            logger.warning("data inputs of step %s not recorded: %s", result.step, exc)
+
+    def close(self) -> None:
+        """Persist the snapshot stat cache."""
+        self.recorder.close()

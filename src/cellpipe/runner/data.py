@@ -1,0 +1,342 @@
+"""External data for steps: ``cellpipe.data(url)`` fetches a file once and keeps it in the store.
+
+Owns: `fetch_data` (the one function ``cellpipe.data`` calls), the per-project source index
+(``.cellpipe/data/sources.json``: url -> the versions seen, each with the digest of its bytes),
+`DATA_INPUTS_NAME` (where a step records what it fetched, in its scratch folder, for the
+orchestrator to put in the run record) and `DataSourceWarning`.
+
+How a call goes:
+
+1. Unless ``refresh=True``, ask the source for its version with fsspec ``info()`` (a HEAD
+   request over HTTP, a ``stat`` for local files, a HEAD object on S3): the ETag when there is
+   one, otherwise size and modification time. When that version is already in the index and
+   its bytes are in the store, nothing is downloaded.
+2. Otherwise download the bytes (a GET) into the artifact store, and add the version.
+3. When the source cannot be reached, the newest recorded version is used, with a
+   `DataSourceWarning`: offline re-runs work from the store.
+4. The returned path is a read-only file with the source's name (a symlink into the store),
+   so tools that look at the suffix (``pd.read_csv("x.csv.gz")``) work.
+
+Invariants: the bytes behind a returned path never change (content-addressed, mode 0444); the
+index is updated under a file lock, so parallel steps can fetch at once; a source without an
+ETag, a modification time or a size is fetched every time (nothing identifies its version).
+
+Must not depend on: notebooks, the KFP compiler, config, the CLI or the UI. fsspec is imported
+on first use.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from cellpipe.errors import CellpipeError
+from cellpipe.runner.context import current_step
+from cellpipe.storage.artifacts import LocalArtifactStore, parse_digest
+from cellpipe.storage.protocols import ArtifactDigest
+
+__all__ = ["DATA_INPUTS_NAME", "DataInput", "DataSourceWarning", "fetch_data", "read_data_inputs"]
+
+logger = logging.getLogger(__name__)
+
+DATA_INPUTS_NAME = "data-inputs.jsonl"
+"""One JSON line per ``cellpipe.data`` call of a step, in the step's scratch folder."""
+_INDEX = Path("data") / "sources.json"
+_FILES = Path("data") / "files"
+
+
+class DataSourceWarning(UserWarning):
+    """A data source could not be reached; the stored copy was used instead."""
+
+
+class DataError(CellpipeError):
+    """An external data file could not be fetched, and there is no stored copy."""
+
+    headline = "cannot fetch data"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DataInput:
+    """One fetched (or reused) external file.
+
+    Attributes:
+        url: the source, as the step named it (local paths made absolute).
+        version: ``etag:...``, ``size:N,mtime:T`` or ``unversioned:<digest>``.
+        digest: the stored bytes.
+        size: their size.
+        fetched_at: when they were downloaded (UTC).
+        path: a local read-only file with the bytes.
+    """
+
+    url: str
+    version: str
+    digest: ArtifactDigest
+    size: int
+    fetched_at: datetime
+    path: Path
+
+    def to_json(self) -> dict[str, Any]:
+        """Return the JSON line recorded for the orchestrator."""
+        return {
+            "url": self.url,
+            "version": self.version,
+            "digest": self.digest,
+            "size": self.size,
+            "fetched_at": self.fetched_at.isoformat(),
+        }
+
+
+def _normalise(url: str | os.PathLike[str]) -> str:
+    text = os.fspath(url)
+    if "://" not in text:
+        return str(Path(text).expanduser().resolve())
+    return text
+
+
+def _version(info: Mapping[str, Any]) -> str | None:
+    for key in ("ETag", "etag", "Etag", "e_tag"):
+        value = info.get(key)
+        if value:
+            return f"etag:{str(value).strip()}"
+    for key in ("Content-MD5", "Digest", "md5", "checksum"):
+        value = info.get(key)
+        if value:
+            return f"checksum:{value}"
+    mtime = None
+    for key in ("mtime", "LastModified", "last_modified", "Last-Modified", "modified", "updated"):
+        if info.get(key) is not None:
+            mtime = info[key]
+            break
+    size = info.get("size")
+    if mtime is None or size is None:
+        return None
+    if isinstance(mtime, datetime):
+        mtime = mtime.isoformat()
+    return f"size:{size},mtime:{mtime}"
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except ImportError:  # no flock (Windows): last writer wins, entries are only hints
+            pass
+        yield
+    finally:
+        os.close(fd)
+
+
+def _read_index(path: Path) -> dict[str, list[dict[str, Any]]]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_index(path: Path, index: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(index, indent=1, sort_keys=True))
+    tmp.replace(path)
+
+
+def _local_file(state_dir: Path, store: LocalArtifactStore, url: str, digest: str) -> Path:
+    """Return a read-only path with the source's file name pointing at the stored bytes."""
+    target = store.local_path(ArtifactDigest(digest))
+    name = Path(urlsplit(url).path).name or "data"
+    link = state_dir / _FILES / parse_digest(digest)[:16] / name
+    try:
+        if link.resolve() == target.resolve() and link.exists():
+            return link
+        link.parent.mkdir(parents=True, exist_ok=True)
+        tmp = link.with_name(f".{name}.{os.getpid()}.tmp")
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(target)
+        tmp.replace(link)
+    except OSError:  # no symlinks here: the store's own file is read-only too
+        return target
+    return link
+
+
+def _download(
+    fs: Any, path: str, store: LocalArtifactStore, url: str
+) -> tuple[ArtifactDigest, int]:
+    fd, tmp_name = tempfile.mkstemp(dir=store.scratch_dir(), prefix="data-")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out, fs.open(path, "rb") as src:
+            while chunk := src.read(1024 * 1024):
+                out.write(chunk)
+        size = tmp.stat().st_size
+        return store.put_file(tmp, move=True), size
+    except CellpipeError:
+        raise
+    except Exception as exc:
+        raise DataError(
+            f"cannot download {url}: {type(exc).__name__}: {exc}",
+            hint="check the URL and your network; pass refresh=False to use a stored copy",
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fetch_data(
+    url: str | os.PathLike[str],
+    *,
+    refresh: bool = False,
+    artifact_root: Path,
+    state_dir: Path,
+    storage_options: Mapping[str, Any] | None = None,
+) -> DataInput:
+    """Return a local copy of ``url``, fetched once per source version.
+
+    Args:
+        url: any fsspec URL (``https://...``, ``s3://bucket/key``, ``file:///...``) or a
+            local path.
+        refresh: download again even when the recorded version looks current.
+        artifact_root: the artifact store folder.
+        state_dir: the project's ``.cellpipe`` folder (the source index lives there).
+        storage_options: passed to fsspec (credentials, endpoint URL).
+
+    Returns:
+        What was fetched or reused; ``.path`` is a read-only local file.
+
+    Raises:
+        DataError: when the source cannot be read and no copy is stored.
+    """
+    import fsspec
+
+    key = _normalise(url)
+    store = LocalArtifactStore(artifact_root)
+    index_path = state_dir / _INDEX
+    try:
+        fs, path = fsspec.core.url_to_fs(key, **dict(storage_options or {}))
+    except (ImportError, ValueError) as exc:
+        raise DataError(
+            f"cannot open {key}: {exc}",
+            hint="install the fsspec implementation for this URL scheme (s3fs for s3://, "
+            "aiohttp for http://)",
+        ) from exc
+    with _locked(index_path):
+        known = _read_index(index_path).get(key, [])
+    version: str | None = None
+    try:
+        version = _version(fs.info(path))
+    except Exception as exc:  # network errors come in many types (aiohttp, botocore, OSError)
+        usable = [k for k in known if store.exists(ArtifactDigest(k["digest"]))]
+        if not usable:
+            raise DataError(
+                f"cannot reach {key} ({type(exc).__name__}: {exc}) and no copy is stored",
+                hint="check the URL and the network; once fetched, a copy is kept for offline runs",
+            ) from exc
+        last = usable[-1]
+        message = (
+            f"cellpipe.data: cannot reach {key} ({type(exc).__name__}); using the copy of "
+            f"version {last['version']} fetched at {last['fetched_at']}"
+        )
+        logger.warning("%s", message)
+        warnings.warn(message, DataSourceWarning, stacklevel=3)
+        return _result(key, last, _local_file(state_dir, store, key, last["digest"]))
+    if not refresh and version is not None:
+        for entry in reversed(known):
+            if entry["version"] == version and store.exists(ArtifactDigest(entry["digest"])):
+                return _result(key, entry, _local_file(state_dir, store, key, entry["digest"]))
+    digest, size = _download(fs, path, store, key)
+    entry = {
+        "version": version or f"unversioned:{digest}",
+        "digest": digest,
+        "size": size,
+        "fetched_at": datetime.now(UTC).isoformat(),
+    }
+    with _locked(index_path):
+        index = _read_index(index_path)
+        versions = [e for e in index.get(key, []) if e.get("version") != entry["version"]]
+        index[key] = [*versions, entry]
+        _write_index(index_path, index)
+    return _result(key, entry, _local_file(state_dir, store, key, digest))
+
+
+def _result(url: str, entry: Mapping[str, Any], path: Path) -> DataInput:
+    return DataInput(
+        url=url,
+        version=str(entry["version"]),
+        digest=ArtifactDigest(entry["digest"]),
+        size=int(entry["size"]),
+        fetched_at=datetime.fromisoformat(entry["fetched_at"]),
+        path=path,
+    )
+
+
+def data(
+    url: str | os.PathLike[str],
+    *,
+    refresh: bool = False,
+    state_dir: Path | None = None,
+    artifact_root: Path | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> Path:
+    """Fetch ``url`` once and return a read-only local path; inside a step, record it.
+
+    Args:
+        url: any fsspec URL or local path.
+        refresh: download again even when the recorded version looks current.
+        state_dir: the project's ``.cellpipe`` folder, required outside a step (inside a step
+            it is the one beside the notebook).
+        artifact_root: the artifact store folder outside a step (default:
+            ``state_dir/artifacts``).
+        storage_options: passed to fsspec.
+
+    Returns:
+        A local file with the bytes.
+
+    Raises:
+        DataError: when the source cannot be read and no copy is stored.
+        ValueError: outside a step without ``state_dir``.
+    """
+    context = current_step()
+    if context is not None and context.artifact_root:
+        state = Path(context.workdir) / ".cellpipe"
+        root = Path(context.artifact_root)
+    elif state_dir is not None:
+        state = Path(state_dir)
+        root = Path(artifact_root) if artifact_root is not None else state / "artifacts"
+    else:
+        raise ValueError("cellpipe.data outside a step needs the project's state_dir")
+    found = fetch_data(
+        url, refresh=refresh, artifact_root=root, state_dir=state, storage_options=storage_options
+    )
+    if context is not None and context.scratch_dir:
+        line = json.dumps(found.to_json()) + "\n"
+        with (Path(context.scratch_dir) / DATA_INPUTS_NAME).open("a", encoding="utf-8") as f:
+            f.write(line)
+    return found.path
+
+
+def read_data_inputs(scratch_dir: Path) -> list[dict[str, Any]]:
+    """Return what a step recorded with ``cellpipe.data`` (last call per URL wins)."""
+    path = Path(scratch_dir) / DATA_INPUTS_NAME
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return []
+    found: dict[str, dict[str, Any]] = {}
+    for line in lines:
+        if line.strip():
+            item = json.loads(line)
+            found[item["url"]] = item
+    return list(found.values())

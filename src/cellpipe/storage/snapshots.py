@@ -1,0 +1,740 @@
+"""Workspace snapshots: what the notebook's folder, the environment and a step's values were.
+
+Owns: `IgnoreRules` (``.cellpipeignore``, the common subset of .gitignore syntax),
+`WorkspaceScanner` (the workspace as ``path -> FileEntry``, hashing only files whose size,
+mtime or inode changed since its last scan), `environment` (Python and installed
+distributions), the manifest format (`store_manifest`, `read_manifest`, `manifest_files`),
+`restore_files`, and `SnapshotRecorder`, which the runner calls at the run start and before
+and after each step.
+
+A snapshot is two artifacts, both JSON with sorted keys, so identical content is stored once:
+
+* the *tree*: ``{"files": {path: [digest, size, mode]}}``: an unchanged workspace is the same
+  tree, and an unchanged file is the same file artifact, so both cost nothing to store again;
+* the *manifest*: format, run, step, kind, the tree digest, counts, the notebook's path, the
+  environment artifact's digest, and the step's input/output values (``ArtifactRef`` JSON).
+
+Invariants:
+    * ``.cellpipe/``, ``.git/``, ``__pycache__/`` and ``.ipynb_checkpoints/`` are never
+      scanned, whatever ``.cellpipeignore`` says; directories are never followed through
+      symlinks (no loops), symlinked files are stored by content;
+    * the size limit is checked from ``stat`` alone, before anything is hashed or copied;
+    * a file is re-hashed when its size, mtime or inode differ from the cached entry, or when
+      its mtime is within `RACY_WINDOW_NS` of the scan (a same-tick rewrite could keep size
+      and mtime, as with git's "racy clean" problem);
+    * restoring never writes into a non-empty folder unless asked to (``force``).
+
+Must not depend on: notebooks, the pipeline model, the runner.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.metadata
+import json
+import logging
+import os
+import platform
+import re
+import shutil
+import stat as stat_module
+import sys
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cellpipe.errors import CellpipeError, StorageError
+from cellpipe.storage.lineage import HistoryStore, SnapshotKind, SnapshotRecord
+from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
+from cellpipe.storage.records import ArtifactRef
+
+__all__ = [
+    "ALWAYS_IGNORED",
+    "DEFAULT_MAX_BYTES",
+    "IGNORE_FILE",
+    "FileEntry",
+    "IgnoreRules",
+    "SnapshotRecorder",
+    "WorkspaceScanner",
+    "WorkspaceTooLargeError",
+    "environment",
+    "manifest_files",
+    "parse_size",
+    "read_manifest",
+    "restore_files",
+    "store_manifest",
+]
+
+logger = logging.getLogger(__name__)
+
+IGNORE_FILE = ".cellpipeignore"
+"""The ignore file in the workspace root (.gitignore syntax)."""
+ALWAYS_IGNORED = (".cellpipe/", ".git/", "__pycache__/", ".ipynb_checkpoints/")
+"""Folders never snapshotted, at any depth."""
+DEFAULT_MAX_BYTES = 2 * 1024**3
+"""The workspace size limit (2 GiB); ``CELLPIPE_SNAPSHOT_MAX_BYTES`` overrides it."""
+MANIFEST_FORMAT = "cellpipe-snapshot/1"
+RACY_WINDOW_NS = 2_000_000_000
+"""Files modified this recently before a scan are hashed again at the next scan."""
+_CACHE_FORMAT = 1
+
+
+class WorkspaceTooLargeError(StorageError):
+    """The workspace is bigger than the snapshot size limit."""
+
+    headline = "workspace too large to snapshot"
+
+
+def parse_size(text: str) -> int:
+    """Return bytes for ``1000``, ``500M``, ``2GiB``, ``1.5G`` (binary units).
+
+    Raises:
+        CellpipeError: for any other text.
+    """
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([kmgt]?)(?:i?b)?\s*", text, re.IGNORECASE)
+    if match is None:
+        raise CellpipeError(
+            f"CELLPIPE_SNAPSHOT_MAX_BYTES={text!r} is not a size",
+            hint="use bytes or a unit: 500M, 2G, 10GiB (0 turns workspace snapshots off)",
+        )
+    power = " kmgt".index(match.group(2).lower() or " ")
+    return int(float(match.group(1)) * 1024**power)
+
+
+def _human(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{size} B"
+
+
+# -- ignore rules -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    regex: re.Pattern[str]
+    negated: bool
+    dir_only: bool
+
+
+def _glob_regex(pattern: str, *, anchored: bool) -> re.Pattern[str]:
+    """Translate a gitignore glob (``*``, ``?``, ``[...]``, ``**``) to a regex on paths."""
+    out = []
+    i = 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out.append("(?:.*/)?")
+            i += 3
+        elif pattern.startswith("/**", i) and i + 3 == len(pattern):
+            out.append("/.*")
+            i += 3
+        elif pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+        elif pattern[i] == "*":
+            out.append("[^/]*")
+            i += 1
+        elif pattern[i] == "?":
+            out.append("[^/]")
+            i += 1
+        elif pattern[i] == "[":
+            end = pattern.find("]", i + 1)
+            if end == -1:
+                out.append(re.escape("["))
+                i += 1
+            else:
+                body = pattern[i + 1 : end]
+                if body.startswith("!"):
+                    body = "^" + body[1:]
+                out.append(f"[{body}]")
+                i = end + 1
+        elif pattern[i] == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 2
+        else:
+            out.append(re.escape(pattern[i]))
+            i += 1
+    prefix = "" if anchored else "(?:.*/)?"
+    return re.compile(prefix + "".join(out) + r"\Z")
+
+
+class IgnoreRules:
+    """Which workspace paths a snapshot leaves out: .gitignore syntax, common subset.
+
+    Supported: ``#`` comments and blank lines, globs (``*``, ``?``, ``[abc]``, ``**``), a
+    pattern with a slash anchored at the workspace root (a leading ``/`` too), a trailing
+    ``/`` for folders only, and ``!`` to re-include; the last matching rule wins, and a file
+    inside an ignored folder stays ignored (as in git). `ALWAYS_IGNORED` comes first and
+    cannot be negated.
+
+    Args:
+        lines: the rules, one per line.
+
+    Example::
+
+        rules = IgnoreRules(["data/", "*.tmp", "!keep.tmp"])
+        rules.ignored("data", is_dir=True)   # True
+    """
+
+    def __init__(self, lines: Iterable[str] = ()) -> None:
+        self._fixed = [r for r in (self._parse(p) for p in ALWAYS_IGNORED) if r is not None]
+        self._rules = [r for r in (self._parse(line) for line in lines) if r is not None]
+
+    @classmethod
+    def for_workspace(cls, root: Path) -> IgnoreRules:
+        """Return the rules of ``root/.cellpipeignore`` (none when it does not exist)."""
+        try:
+            text = (root / IGNORE_FILE).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return cls()
+        except OSError as exc:
+            raise StorageError(
+                f"cannot read {root / IGNORE_FILE}: {exc}", hint="fix its permissions"
+            ) from exc
+        return cls(text.splitlines())
+
+    @staticmethod
+    def _parse(line: str) -> _Rule | None:
+        text = line.rstrip("\n")
+        if not text.strip() or text.startswith("#"):
+            return None
+        if not text.endswith("\\ "):
+            text = text.rstrip()
+        negated = text.startswith("!")
+        if negated or text.startswith("\\#") or text.startswith("\\!"):
+            text = text[1:]
+        dir_only = text.endswith("/")
+        text = text.rstrip("/")
+        anchored = "/" in text
+        text = text.lstrip("/")
+        if not text:
+            return None
+        return _Rule(_glob_regex(text, anchored=anchored), negated, dir_only)
+
+    def ignored(self, path: str, *, is_dir: bool) -> bool:
+        """Return whether ``path`` (relative, ``/``-separated) is left out.
+
+        The caller walks top-down and does not descend into an ignored folder, which is what
+        makes a file inside one ignored.
+        """
+        for rule in self._fixed:
+            if rule.regex.match(path) and (is_dir or not rule.dir_only):
+                return True
+        result = False
+        for rule in self._rules:
+            if rule.dir_only and not is_dir:
+                continue
+            if rule.regex.match(path):
+                result = not rule.negated
+        return result
+
+
+# -- scanning ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One workspace file in a snapshot: content digest, size in bytes, permission bits."""
+
+    digest: ArtifactDigest
+    size: int
+    mode: int
+
+    def to_json(self) -> list[Any]:
+        """Return the compact JSON form ``[digest, size, mode]``."""
+        return [self.digest, self.size, self.mode]
+
+
+class WorkspaceScanner:
+    """The workspace's files by content, stored in the artifact store as it goes.
+
+    Args:
+        root: the workspace (the notebook's folder).
+        store: where file contents go.
+        cache_file: where the ``stat -> digest`` cache persists between runs (optional).
+        max_bytes: the size limit; 0 or less means no limit.
+        ignore: the rules (default: ``root/.cellpipeignore``).
+
+    Thread-safe: scans run one at a time.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        store: ArtifactStore,
+        *,
+        cache_file: Path | None = None,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        ignore: IgnoreRules | None = None,
+    ) -> None:
+        self.root = Path(root).resolve()
+        self.store = store
+        self.cache_file = cache_file
+        self.max_bytes = max_bytes
+        self.ignore = ignore if ignore is not None else IgnoreRules.for_workspace(self.root)
+        self._lock = threading.Lock()
+        self._cache: dict[str, list[Any]] = self._load_cache()
+        self._dirty = False
+        self.hashed = 0
+        """Files hashed by the last scan (the rest came from the cache)."""
+
+    def _store_id(self) -> str:
+        return repr(self.store)
+
+    def _load_cache(self) -> dict[str, list[Any]]:
+        if self.cache_file is None:
+            return {}
+        try:
+            data = json.loads(self.cache_file.read_text())
+        except (OSError, ValueError):
+            return {}
+        if data.get("format") != _CACHE_FORMAT or data.get("store") != self._store_id():
+            return {}  # a different store may not have these digests
+        entries = data.get("entries")
+        return entries if isinstance(entries, dict) else {}
+
+    def save_cache(self) -> None:
+        """Write the stat cache (temp file + rename); a no-op when nothing changed."""
+        if self.cache_file is None or not self._dirty:
+            return
+        with self._lock:
+            data = {"format": _CACHE_FORMAT, "store": self._store_id(), "entries": self._cache}
+            tmp = self.cache_file.with_name(f"{self.cache_file.name}.{os.getpid()}.tmp")
+            try:
+                tmp.write_text(json.dumps(data, separators=(",", ":")))
+                tmp.replace(self.cache_file)
+            except OSError:  # the cache only saves time; a run never fails for it
+                logger.debug("could not write %s", self.cache_file, exc_info=True)
+            self._dirty = False
+
+    def _walk(self) -> list[tuple[str, os.stat_result]]:
+        found: list[tuple[str, os.stat_result]] = []
+        stack: list[tuple[str, str]] = [("", str(self.root))]
+        while stack:
+            prefix, folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except OSError as exc:
+                logger.warning("snapshot: cannot list %s: %s", folder, exc)
+                continue
+            for entry in entries:
+                rel = prefix + entry.name
+                try:
+                    if entry.is_dir(follow_symlinks=False):
+                        if not self.ignore.ignored(rel, is_dir=True):
+                            stack.append((rel + "/", entry.path))
+                        continue
+                    if not entry.is_file() or self.ignore.ignored(rel, is_dir=False):
+                        continue
+                    found.append((rel, entry.stat()))
+                except OSError as exc:
+                    logger.warning("snapshot: cannot read %s: %s", entry.path, exc)
+        found.sort()
+        return found
+
+    def _check_size(self, files: list[tuple[str, os.stat_result]]) -> None:
+        total = sum(st.st_size for _, st in files)
+        if self.max_bytes <= 0 or total <= self.max_bytes:
+            return
+        biggest = sorted(files, key=lambda f: f[1].st_size, reverse=True)[:5]
+        listed = ", ".join(f"{rel} ({_human(st.st_size)})" for rel, st in biggest)
+        raise WorkspaceTooLargeError(
+            f"the workspace {self.root} holds {len(files)} files, {_human(total)} in total, "
+            f"over the snapshot limit of {_human(self.max_bytes)}; the biggest: {listed}",
+            hint=f"list what the notebook does not need in {self.root / IGNORE_FILE} "
+            f"(.gitignore syntax), e.g. `{biggest[0][0]}` or `{biggest[0][0].split('/')[0]}/`; "
+            "or raise the limit: CELLPIPE_SNAPSHOT_MAX_BYTES=10G (0 turns it off)",
+        )
+
+    def scan(self) -> dict[str, FileEntry]:
+        """Return the workspace as ``relative path -> FileEntry``, storing new contents.
+
+        Raises:
+            WorkspaceTooLargeError: when the files add up to more than ``max_bytes``.
+        """
+        with self._lock:
+            started = time.time_ns()
+            files = self._walk()
+            self._check_size(files)
+            result: dict[str, FileEntry] = {}
+            self.hashed = 0
+            for rel, st in files:
+                mode = stat_module.S_IMODE(st.st_mode)
+                cached = self._cache.get(rel)
+                if (
+                    cached is not None
+                    and cached[0] == st.st_size
+                    and cached[1] == st.st_mtime_ns
+                    and cached[2] == st.st_ino
+                ):
+                    result[rel] = FileEntry(ArtifactDigest(cached[3]), st.st_size, mode)
+                    continue
+                try:
+                    digest = self.store.put_file(self.root / rel)
+                except OSError as exc:  # vanished or unreadable since the walk
+                    logger.warning("snapshot: cannot read %s: %s", self.root / rel, exc)
+                    continue
+                self.hashed += 1
+                result[rel] = FileEntry(digest, st.st_size, mode)
+                if st.st_mtime_ns < started - RACY_WINDOW_NS:
+                    self._cache[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+                else:
+                    self._cache.pop(rel, None)
+                self._dirty = True
+            for rel in set(self._cache) - set(result):
+                del self._cache[rel]
+                self._dirty = True
+            return result
+
+
+# -- environment and manifests ----------------------------------------------------------------
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _installed_from_folders() -> dict[str, str]:
+    """Read ``name-version.dist-info`` folder names on ``sys.path``: no file is opened.
+
+    Reading every distribution's METADATA costs about 0.4 s in a large environment, which
+    would be paid by every run; the folder names carry the same two facts.
+    """
+    found: dict[str, str] = {}
+    for entry_path in sys.path:
+        try:
+            entries = os.scandir(entry_path or ".")
+        except OSError:
+            continue
+        with entries:
+            for entry in entries:
+                stem, dot, suffix = entry.name.rpartition(".")
+                if suffix not in ("dist-info", "egg-info") or not dot:
+                    continue
+                name, dash, version = stem.partition("-")
+                if dash and version:
+                    found.setdefault(_canonical(name), version.partition("-py")[0])
+    return found
+
+
+@functools.cache
+def environment() -> Mapping[str, Any]:
+    """Return the Python version, platform and installed distributions (name -> version).
+
+    Computed once per process: the environment does not change while a run goes.
+    """
+    packages = _installed_from_folders()
+    if not packages:  # unusual layouts (zip imports, editable finders only)
+        for dist in importlib.metadata.distributions():
+            name = dist.metadata["Name"]
+            if name:
+                packages[_canonical(name)] = dist.version
+    return {
+        "python": platform.python_version(),
+        "implementation": platform.python_implementation(),
+        "platform": platform.platform(),
+        "executable": sys.executable,
+        "packages": dict(sorted(packages.items())),
+    }
+
+
+def _put_json(store: ArtifactStore, value: Any) -> ArtifactDigest:
+    data = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return store.put_bytes(data.encode("utf-8"))
+
+
+def _get_json(store: ArtifactStore, digest: str) -> Any:
+    with store.open(ArtifactDigest(digest)) as f:
+        return json.loads(f.read().decode("utf-8"))
+
+
+def store_manifest(
+    store: ArtifactStore,
+    *,
+    files: Mapping[str, FileEntry],
+    run_id: str,
+    step: str,
+    kind: SnapshotKind,
+    notebook: str | None = None,
+    env: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, ArtifactRef] | None = None,
+    outputs: Mapping[str, ArtifactRef] | None = None,
+) -> tuple[ArtifactDigest, int, int]:
+    """Store a snapshot's tree and manifest.
+
+    Args:
+        store: the artifact store.
+        files: the workspace files.
+        run_id: the run.
+        step: the step, or ``""`` for the run start.
+        kind: start, before or after.
+        notebook: the notebook's path relative to the workspace (start snapshots).
+        env: the environment (start snapshots), stored as its own artifact.
+        inputs: the step's input values.
+        outputs: the step's output values.
+
+    Returns:
+        ``(manifest digest, file count, total size)``.
+    """
+    tree = _put_json(store, {"files": {p: e.to_json() for p, e in sorted(files.items())}})
+    return store_manifest_of_tree(
+        store,
+        tree=tree,
+        files=files,
+        run_id=run_id,
+        step=step,
+        kind=kind,
+        notebook=notebook,
+        env=env,
+        inputs=inputs,
+        outputs=outputs,
+    )
+
+
+def store_manifest_of_tree(
+    store: ArtifactStore,
+    *,
+    tree: ArtifactDigest,
+    files: Mapping[str, FileEntry],
+    run_id: str,
+    step: str,
+    kind: SnapshotKind,
+    notebook: str | None = None,
+    env: Mapping[str, Any] | None = None,
+    inputs: Mapping[str, ArtifactRef] | None = None,
+    outputs: Mapping[str, ArtifactRef] | None = None,
+) -> tuple[ArtifactDigest, int, int]:
+    """Like `store_manifest`, with the tree already stored (its digest given)."""
+    total = sum(e.size for e in files.values())
+    manifest: dict[str, Any] = {
+        "format": MANIFEST_FORMAT,
+        "run_id": run_id,
+        "step": step,
+        "kind": kind.value,
+        "tree": tree,
+        "file_count": len(files),
+        "total_size": total,
+        "notebook": notebook,
+        "environment": _put_json(store, dict(env)) if env is not None else None,
+        "inputs": {k: v.to_json() for k, v in (inputs or {}).items()},
+        "outputs": {k: v.to_json() for k, v in (outputs or {}).items()},
+    }
+    return _put_json(store, manifest), len(files), total
+
+
+def read_manifest(store: ArtifactStore, digest: str) -> dict[str, Any]:
+    """Return a manifest (with ``environment`` replaced by its content, when recorded).
+
+    Raises:
+        ArtifactNotFoundError: when the manifest is not in the store.
+        StorageError: when the artifact is not a snapshot manifest.
+    """
+    manifest = _get_json(store, digest)
+    if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
+        raise StorageError(
+            f"artifact {digest} is not a cellpipe snapshot manifest",
+            hint="`cellpipe snapshot list RUN` lists a run's snapshots",
+        )
+    if manifest.get("environment"):
+        manifest["environment"] = _get_json(store, manifest["environment"])
+    return manifest
+
+
+def manifest_files(store: ArtifactStore, manifest: Mapping[str, Any]) -> dict[str, FileEntry]:
+    """Return the files of a manifest (as `read_manifest` returns it)."""
+    tree = _get_json(store, manifest["tree"])
+    return {
+        path: FileEntry(ArtifactDigest(v[0]), int(v[1]), int(v[2]))
+        for path, v in tree["files"].items()
+    }
+
+
+def restore_files(
+    store: ArtifactStore, files: Mapping[str, FileEntry], target: Path, *, force: bool = False
+) -> int:
+    """Write the files into ``target`` with their permission bits; return how many.
+
+    Args:
+        store: the artifact store holding the contents.
+        files: what to write (`manifest_files`).
+        target: the folder; created when missing.
+        force: write into a non-empty folder (files of the same name are replaced, others
+            are left alone).
+
+    Raises:
+        CellpipeError: when ``target`` is a non-empty folder and ``force`` is False, or a
+            path would land outside it.
+        ArtifactNotFoundError: when a file's content is missing from the store.
+    """
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise CellpipeError(f"{target} is a file, not a folder", hint="give a folder with --to")
+    if target.is_dir() and any(target.iterdir()) and not force:
+        raise CellpipeError(
+            f"{target} is not empty; restoring would mix the snapshot with its files",
+            hint="choose a new or empty folder, or pass --force to write over it",
+        )
+    target.mkdir(parents=True, exist_ok=True)
+    root = target.resolve()
+    for rel, entry in sorted(files.items()):
+        dest = (root / rel).resolve()
+        if not dest.is_relative_to(root):
+            raise CellpipeError(
+                f"snapshot path {rel!r} points outside {root}", hint="the manifest is damaged"
+            )
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.cellpipe-tmp")
+        with store.open(entry.digest) as src, tmp.open("wb") as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        tmp.chmod(entry.mode or 0o644)
+        tmp.replace(dest)
+    return len(files)
+
+
+# -- the runner's side ------------------------------------------------------------------------
+
+
+class SnapshotRecorder:
+    """Takes and records the snapshots of one run.
+
+    Args:
+        root: the workspace (the notebook's folder).
+        store: the artifact store.
+        history: where snapshot rows go (None: store the manifests, record nothing).
+        run_id: the run.
+        state_dir: the project's ``.cellpipe`` folder (the stat cache lives there).
+        max_bytes: the workspace size limit (default: ``CELLPIPE_SNAPSHOT_MAX_BYTES`` from
+            ``env``, else `DEFAULT_MAX_BYTES`); 0 records no workspace files.
+        env: where to read ``CELLPIPE_SNAPSHOT_MAX_BYTES`` (default: ``os.environ``).
+
+    Example::
+
+        recorder = SnapshotRecorder(root, store, history, run_id=run_id, state_dir=state)
+        start = recorder.take_start(notebook)      # before the run record: may raise
+        ...start the run record...
+        recorder.record(start)
+        recorder.step_snapshot("train", SnapshotKind.BEFORE, inputs=refs)
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        store: ArtifactStore,
+        history: HistoryStore | None,
+        *,
+        run_id: str,
+        state_dir: Path,
+        max_bytes: int | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        environ = os.environ if env is None else env
+        if max_bytes is None:
+            raw = environ.get("CELLPIPE_SNAPSHOT_MAX_BYTES")
+            max_bytes = parse_size(raw) if raw else DEFAULT_MAX_BYTES
+        self.enabled = max_bytes > 0
+        self.history = history
+        self.run_id = run_id
+        self.store = store
+        self.scanner = WorkspaceScanner(
+            root, store, cache_file=state_dir / "snapshot-cache.json", max_bytes=max_bytes
+        )
+        # Unchanged workspace between snapshots: the same tree, not serialised again.
+        self._last_files: dict[str, FileEntry] = {}
+        self._last_tree: ArtifactDigest | None = None
+
+    def _scan(self) -> dict[str, FileEntry]:
+        return self.scanner.scan() if self.enabled else {}
+
+    def take_start(self, notebook: Path) -> SnapshotRecord:
+        """Snapshot the notebook, environment and workspace (not recorded yet).
+
+        Raises:
+            WorkspaceTooLargeError: over the size limit (nothing has been recorded).
+        """
+        files = self._scan()
+        nb = Path(notebook).resolve()
+        try:
+            rel = nb.relative_to(self.scanner.root).as_posix()
+        except ValueError:
+            rel = nb.name
+        if rel not in files:  # ignored or snapshots off: the notebook is always kept
+            st = nb.stat()
+            files[rel] = FileEntry(
+                self.store.put_file(nb), st.st_size, stat_module.S_IMODE(st.st_mode)
+            )
+        digest, count, size = store_manifest(
+            self.store,
+            files=files,
+            run_id=self.run_id,
+            step="",
+            kind=SnapshotKind.START,
+            notebook=rel,
+            env=environment(),
+        )
+        return self._record_of("", SnapshotKind.START, digest, count, size)
+
+    def _record_of(
+        self, step: str, kind: SnapshotKind, digest: ArtifactDigest, count: int, size: int
+    ) -> SnapshotRecord:
+        return SnapshotRecord(
+            run_id=self.run_id,
+            step=step,
+            kind=kind,
+            manifest=digest,
+            file_count=count,
+            total_size=size,
+            created_at=datetime.now(UTC),
+        )
+
+    def record(self, record: SnapshotRecord) -> None:
+        """Record a snapshot row (no-op without a history store)."""
+        if self.history is not None:
+            self.history.record_snapshot(record)
+
+    def step_snapshot(
+        self,
+        step: str,
+        kind: SnapshotKind,
+        *,
+        inputs: Mapping[str, ArtifactRef] | None = None,
+        outputs: Mapping[str, ArtifactRef] | None = None,
+    ) -> SnapshotRecord | None:
+        """Snapshot the workspace and the step's values, and record it.
+
+        A failure here (the workspace outgrew the limit during the run, a database hiccup)
+        is logged, never raised: the step's own result matters more than its snapshot.
+        """
+        try:
+            files = self._scan()
+            if files != self._last_files or self._last_tree is None:
+                tree = _put_json(
+                    self.store, {"files": {p: e.to_json() for p, e in sorted(files.items())}}
+                )
+                self._last_files, self._last_tree = files, tree
+            digest, count, size = store_manifest_of_tree(
+                self.store,
+                tree=self._last_tree,
+                files=files,
+                run_id=self.run_id,
+                step=step,
+                kind=kind,
+                inputs=inputs,
+                outputs=outputs,
+            )
+            record = self._record_of(step, kind, digest, count, size)
+            self.record(record)
+        except (CellpipeError, OSError) as exc:
+            logger.warning("snapshot %s of step %s not taken: %s", kind.value, step, exc)
+            return None
+        return record
+
+    def close(self) -> None:
+        """Persist the stat cache for the next run."""
+        self.scanner.save_cache()

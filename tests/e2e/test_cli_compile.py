@@ -1,0 +1,125 @@
+"""`cellpipe compile`, `image` and `submit` end to end, and the compiled YAML run by kfp.local.
+
+There is no Kubeflow cluster in these tests: the YAML is validated strictly, run under kfp's
+own local runner (SubprocessRunner, in this virtualenv, nothing installed: compiled with
+--image), and its metrics are compared with those of `cellpipe run`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from cellpipe.kfp.validate import validate_documents
+from cellpipe.kfp.yaml import load_yaml
+
+pytestmark = [pytest.mark.e2e, pytest.mark.kfp]
+
+BAD = '# %% tags=["step:a"]\n!ls\nx = 1\n'
+
+
+def test_compile_writes_valid_deterministic_yaml(run_cli, examples):
+    notebook = examples / "wine" / "wine.ipynb"
+    result = run_cli("compile", notebook, "-o", "one.yaml", "--json")
+    assert result.code == 0, result.err
+    summary = result.json()
+    assert summary["pipeline"] == "wine"
+    assert summary["steps"] == 5
+    assert run_cli("compile", notebook, "-o", "two.yaml").code == 0
+    first = Path("one.yaml").read_text()
+    assert first == Path("two.yaml").read_text()
+    assert validate_documents(load_yaml(first)) == []
+
+
+def test_compile_default_output_and_stdout(run_cli, examples):
+    notebook = examples / "diamond" / "diamond.ipynb"
+    assert run_cli("compile", notebook).code == 0
+    written = notebook.with_suffix(".yaml").read_text()
+    result = run_cli("compile", notebook, "-o", "-")
+    assert result.code == 0
+    assert result.out == written
+
+
+def test_compile_name_and_parameter_overrides(run_cli, examples):
+    notebook = examples / "diamond" / "diamond.ipynb"
+    result = run_cli("compile", notebook, "-o", "-", "--name", "My Diamond", "-p", "N=50")
+    assert result.code == 0, result.err
+    spec = load_yaml(result.out)[0]
+    assert spec["pipelineInfo"]["name"] == "my-diamond"
+    assert spec["root"]["inputDefinitions"]["parameters"]["N"]["defaultValue"] == 50
+
+
+def test_compile_bad_parameter_exits_2(run_cli, examples):
+    result = run_cli("compile", examples / "diamond" / "diamond.ipynb", "-p", "NN=3")
+    assert result.code == 2
+    assert "did you mean 'N'" in result.err
+
+
+def test_compile_unsupported_construct_exits_1(run_cli, tmp_path):
+    notebook = tmp_path / "bad.py"
+    notebook.write_text(BAD)
+    result = run_cli("compile", notebook)
+    assert result.code == 1
+    assert "step 'a'" in result.err
+    assert "'!ls'" in result.err
+    assert not notebook.with_suffix(".yaml").exists()
+
+
+def test_image_context_and_compile_from_it(run_cli, examples, monkeypatch, tmp_path):
+    notebook = examples / "wine" / "wine.ipynb"
+    result = run_cli("image", notebook, "-o", "ctx", "--json")
+    assert result.code == 0, result.err
+    tag = result.json()["tag"]
+    assert Path("ctx/Dockerfile").is_file()
+    assert "scikit-learn==" in Path("ctx/requirements.txt").read_text()
+    compiled = run_cli("compile", notebook, "-o", "-", "--image-from-context")
+    spec = load_yaml(compiled.out)[0]
+    images = {e["container"]["image"] for e in spec["deploymentSpec"]["executors"].values()}
+    assert images == {tag}
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))
+    built = run_cli("image", notebook, "-o", "ctx", "--build")
+    assert built.code == 1
+    assert "none of docker, podman or buildah is installed" in built.err
+
+
+def test_submit_unreachable_host_is_a_clean_error(run_cli, examples, monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("time.sleep", lambda _s: None)
+    notebook = examples / "diamond" / "diamond.ipynb"
+    result = run_cli("submit", notebook, "--host", "http://127.0.0.1:9", "--upload-only")
+    assert result.code == 1
+    assert "refused or did not answer" in result.err
+    assert "Traceback" not in result.err
+
+
+def _kfp_metrics(root: Path) -> dict[str, object]:
+    metrics: dict[str, object] = {}
+    for output in sorted(root.rglob("executor_output.json")):
+        artifacts = json.loads(output.read_text()).get("artifacts", {})
+        for artifact in artifacts.get("metrics", {}).get("artifacts", []):
+            metrics.update(artifact["metadata"])
+    return metrics
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["diamond/diamond.ipynb", "wine/wine.ipynb"])
+def test_compiled_yaml_runs_under_kfp_local_with_run_metrics(run_cli, examples, example, tmp_path):
+    from kfp import components, local
+
+    from cellpipe.api import run
+
+    notebook = examples / example
+    package = tmp_path / "pipeline.yaml"
+    # --image: nothing is pip-installed (no network); this virtualenv has every package.
+    result = run_cli("compile", notebook, "-o", package, "--image", "python:3.11")
+    assert result.code == 0, result.err
+    root = tmp_path / "kfp-root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    components.load_component_from_file(str(package))()
+    expected = run(notebook).metrics
+    assert expected
+    assert _kfp_metrics(root) == expected
+    reports = sorted(p.parent.name for p in root.rglob("report"))
+    assert reports  # every step wrote its HTML report

@@ -1,0 +1,95 @@
+"""Migrations: databases written by older schemas open, upgrade and read back (issue 5).
+
+Every ``tests/fixtures/lineage_db/schema_v*.sqlite`` was written by an older cellpipe and is
+never regenerated (see the README there). The same v1 database is also rebuilt on PostgreSQL
+from the first migration, so the later migrations are proven portable.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from backend_services import PostgresServer
+from cellpipe.storage.backends import open_metadata_store
+from cellpipe.storage.metadata import SCHEMA_VERSION, _statements, migrations
+from cellpipe.storage.records import RunStatus, StepStatus
+
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "lineage_db"
+OLD_DATABASES = sorted(FIXTURES.glob("schema_v*.sqlite"))
+
+
+def test_there_is_a_v1_fixture() -> None:
+    assert FIXTURES / "schema_v1.sqlite" in OLD_DATABASES
+
+
+def check_wine_runs(url: str) -> None:
+    store = open_metadata_store(url)
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        runs = store.list_runs()
+        assert [r.run_id for r in runs] == [
+            "wine-20260114-091201-ab11",
+            "wine-20260114-091200-ab10",
+        ]
+        assert [r.parameters["MAX_DEPTH"] for r in runs] == [6, 4]
+        assert [r.metrics["accuracy"] for r in runs] == [0.94, 0.91]
+        assert all(r.status == RunStatus.SUCCEEDED for r in runs)
+        load, train = store.step_runs("wine-20260114-091201-ab11")
+        assert load.status == StepStatus.CACHED
+        assert load.source_run == "wine-20260114-091200-ab10"
+        assert train.inputs["df"] == load.outputs["df"]
+        assert train.outputs["model"].type_name == "sklearn.tree.DecisionTreeClassifier"
+        assert dict(train.metrics) == {"accuracy": 0.94}
+        hit = store.find_cached("train", "key-train-4")
+        assert hit is not None
+        assert hit.run_id == "wine-20260114-091200-ab10"
+        assert store.get_run("wine-20260114-091200").run_id == "wine-20260114-091200-ab10"
+    finally:
+        store.close()
+
+
+@pytest.mark.parametrize("database", OLD_DATABASES, ids=[p.stem for p in OLD_DATABASES])
+def test_old_sqlite_database_upgrades_and_reads(database: Path, tmp_path: Path) -> None:
+    copy = tmp_path / database.name
+    shutil.copyfile(database, copy)
+    check_wine_runs(f"sqlite:///{copy}")
+    conn = sqlite3.connect(copy)
+    try:
+        versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
+    finally:
+        conn.close()
+    assert versions == list(range(1, SCHEMA_VERSION + 1))  # each migration applied once
+
+
+@pytest.mark.postgres
+def test_v1_database_upgrades_on_postgresql(
+    postgres_server: PostgresServer, postgres_url: str
+) -> None:
+    """Copy the v1 fixture's rows into a PostgreSQL database at v1, then open it."""
+    dbname = postgres_url.rsplit("/", 1)[1]
+    version, sql = migrations()[0]
+    assert version == 1
+    source = sqlite3.connect(FIXTURES / "schema_v1.sqlite")
+    try:
+        with postgres_server.connect(dbname) as pg:
+            for statement in _statements(sql):
+                pg.execute(statement)
+            # Parents before children, for the foreign keys.
+            for table in ("schema_version", "runs", "parameters", "step_runs", "metrics",
+                          "artifacts", "events", "files_read", "run_events"):  # fmt: skip
+                cursor = source.execute(f"SELECT * FROM {table}")
+                columns = [c[0] for c in cursor.description]
+                rows = cursor.fetchall()
+                if rows:
+                    marks = ", ".join(["%s"] * len(columns))
+                    with pg.cursor() as cur:
+                        cur.executemany(
+                            f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows
+                        )
+    finally:
+        source.close()
+    check_wine_runs(postgres_url)

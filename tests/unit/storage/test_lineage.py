@@ -1,0 +1,202 @@
+"""Lineage queries, snapshot and data-input records, and run filters, on every store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from cellpipe.errors import CellpipeError
+from cellpipe.storage.lineage import (
+    DataInputRecord,
+    HistoryStore,
+    RunFilter,
+    SnapshotKind,
+    SnapshotRecord,
+    artifact_lineage,
+    history_for,
+    run_lineage,
+)
+from cellpipe.storage.metadata import MemoryMetadataStore, SqlMetadataStore
+from cellpipe.storage.protocols import ArtifactDigest
+from cellpipe.storage.records import (
+    ArtifactRef,
+    MetadataStore,
+    RunRecord,
+    RunStatus,
+    StepRunRecord,
+    StepStatus,
+)
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _digest(n: int) -> ArtifactDigest:
+    return ArtifactDigest("sha256:" + f"{n:064x}")
+
+
+def _ref(n: int) -> ArtifactRef:
+    return ArtifactRef(
+        digest=_digest(n), serializer="json", serializer_version=1, size=n, type_name="int"
+    )
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request, tmp_path) -> Iterator[MetadataStore]:
+    if request.param == "memory":
+        yield MemoryMetadataStore()
+        return
+    sql = SqlMetadataStore(f"sqlite:///{tmp_path / 'cellpipe.db'}")
+    yield sql
+    sql.close()
+
+
+def _run(store: MetadataStore, run_id: str, minutes: int, params=None, metrics=None) -> None:
+    store.start_run(
+        RunRecord(
+            run_id=run_id,
+            pipeline="p",
+            notebook="/nb.ipynb",
+            notebook_digest="sha256:" + "0" * 64,
+            status=RunStatus.RUNNING,
+            started_at=T0 + timedelta(minutes=minutes),
+            parameters=params or {},
+        )
+    )
+    store.finish_run(
+        run_id,
+        status=RunStatus.SUCCEEDED,
+        finished_at=T0 + timedelta(minutes=minutes + 1),
+        metrics=metrics or {},
+    )
+
+
+def _step(store, run_id, step, status, inputs=(), outputs=(), minutes=0, source=None):
+    store.record_step_run(
+        StepRunRecord(
+            run_id=run_id,
+            step=step,
+            status=status,
+            started_at=T0 + timedelta(minutes=minutes),
+            finished_at=T0 + timedelta(minutes=minutes),
+            inputs={f"v{n}": _ref(n) for n in inputs},
+            outputs={f"v{n}": _ref(n) for n in outputs},
+            source_run=source,
+        )
+    )
+
+
+@pytest.fixture
+def history(store) -> HistoryStore:
+    found = history_for(store)
+    assert found is not None
+    return found
+
+
+@pytest.fixture
+def two_runs(store, history):
+    """r1: a -> v1 -> b -> v2 (b also reads data v9); r2: a cached, b re-ran -> v3."""
+    _run(store, "r1", 0, params={"LR": 0.1, "NAME": "x"}, metrics={"acc": 0.8})
+    _step(store, "r1", "a", StepStatus.SUCCEEDED, outputs=[1])
+    _step(store, "r1", "b", StepStatus.SUCCEEDED, inputs=[1], outputs=[2], minutes=1)
+    history.record_data_inputs(
+        [
+            DataInputRecord(
+                run_id="r1", step="b", url="https://x/d.csv", version="etag:1",
+                digest=_digest(9), size=9, fetched_at=T0,
+            )
+        ]
+    )  # fmt: skip
+    _run(store, "r2", 10, params={"LR": 0.2, "NAME": "x"}, metrics={"acc": 0.95})
+    _step(store, "r2", "a", StepStatus.CACHED, outputs=[1], minutes=10, source="r1")
+    _step(store, "r2", "b", StepStatus.SUCCEEDED, inputs=[1], outputs=[3], minutes=11)
+    return store
+
+
+def test_snapshot_records_round_trip(store, history):
+    _run(store, "r1", 0)
+    for minute, (step, kind) in enumerate(
+        [("", SnapshotKind.START), ("a", SnapshotKind.BEFORE), ("a", SnapshotKind.AFTER)]
+    ):
+        history.record_snapshot(
+            SnapshotRecord(
+                run_id="r1", step=step, kind=kind, manifest=_digest(minute), file_count=2,
+                total_size=10, created_at=T0 + timedelta(minutes=minute),
+            )
+        )  # fmt: skip
+    found = history.snapshots("r1")
+    assert [(s.step, s.kind) for s in found] == [
+        ("", SnapshotKind.START),
+        ("a", SnapshotKind.BEFORE),
+        ("a", SnapshotKind.AFTER),
+    ]
+    assert found[1].manifest == _digest(1)
+    assert history.snapshots("other") == []
+
+
+def test_data_inputs_by_run_and_digest(two_runs, history):
+    assert [d.url for d in history.data_inputs(run_id="r1")] == ["https://x/d.csv"]
+    assert [d.run_id for d in history.data_inputs(digest=_digest(9))] == ["r1"]
+    assert history.data_inputs(run_id="r2") == []
+
+
+def test_artifact_events_across_runs(two_runs, history):
+    events = history.artifact_events(_digest(1))
+    assert {(e.run_id, e.step, e.kind, e.status) for e in events} == {
+        ("r1", "a", "output", StepStatus.SUCCEEDED),
+        ("r1", "b", "input", StepStatus.SUCCEEDED),
+        ("r2", "a", "output", StepStatus.CACHED),
+        ("r2", "b", "input", StepStatus.SUCCEEDED),
+    }
+
+
+def test_run_lineage(two_runs, history):
+    graph = run_lineage(two_runs, history, "r1")
+    steps = [n.id for n in graph.nodes if n.kind == "step_run"]
+    assert steps == ["step:r1/a", "step:r1/b"]
+    edges = {(e.source, e.target, e.label) for e in graph.edges}
+    assert ("step:r1/a", f"artifact:{_digest(1)}", "v1") in edges
+    assert (f"artifact:{_digest(1)}", "step:r1/b", "v1") in edges
+    assert ("data:https://x/d.csv", f"artifact:{_digest(9)}", "etag:1") in edges
+    assert graph.to_json()["root_kind"] == "run"
+
+
+def test_artifact_lineage_follows_executed_step_runs(two_runs, history):
+    graph = artifact_lineage(two_runs, history, _digest(1))
+    steps = {n.id for n in graph.nodes if n.kind == "step_run"}
+    # Upstream: the run that computed it (not r2's cache hit); downstream: both readers.
+    assert steps == {"step:r1/a", "step:r1/b", "step:r2/b"}
+    node = next(n for n in graph.nodes if n.digest == _digest(1))
+    assert node.detail["reused_by"] == 1
+    downstream = artifact_lineage(two_runs, history, _digest(3))
+    # v3's producer read v1, which r1's a computed (r2's a was a cache hit).
+    assert {n.id for n in downstream.nodes if n.kind == "step_run"} == {"step:r1/a", "step:r2/b"}
+
+
+def test_artifact_lineage_of_unknown_digest(two_runs, history):
+    with pytest.raises(CellpipeError, match="no recorded step run"):
+        artifact_lineage(two_runs, history, _digest(77))
+
+
+def test_run_filters(two_runs):
+    runs = two_runs.list_runs()
+    pick = lambda **kw: [r.run_id for r in runs if RunFilter.parse(**kw).matches(r)]  # noqa: E731
+    assert pick(params=["LR=0.2"]) == ["r2"]
+    assert pick(params=["NAME=x"]) == ["r2", "r1"]
+    assert pick(metrics=["acc>0.9"]) == ["r2"]
+    assert pick(metrics=["acc<=0.8"]) == ["r1"]
+    assert pick(metrics=["missing>0"]) == []
+    assert pick(params=["LR=0.1"], metrics=["acc>=0.5"]) == ["r1"]
+
+
+@pytest.mark.parametrize("bad", ["acc", "acc>high", ">3"], ids=["no-op", "not-number", "no-name"])
+def test_metric_filter_errors(bad):
+    with pytest.raises(CellpipeError, match="is not NAME<OP>NUMBER") as info:
+        RunFilter.parse(metrics=[bad])
+    assert info.value.exit_code == 2
+
+
+def test_param_filter_error():
+    with pytest.raises(CellpipeError, match="is not NAME=VALUE"):
+        RunFilter.parse(params=["LR"])
