@@ -32,14 +32,38 @@ say "cellpipe run -p MAX_DEPTH=2: only the steps that read MAX_DEPTH, and their 
 $BIN/cellpipe run "$NB" -p MAX_DEPTH=2
 
 cd "$DEMO/wine"
-LAST=$(../../../$BIN/cellpipe runs --json --limit 1 | ../../../$BIN/python -c 'import json,sys; print(json.load(sys.stdin)["runs"][0]["run_id"])')
+CP=../../../$BIN/cellpipe
+run_ids() { $CP runs --json --limit "$1" | ../../../$BIN/python -c 'import json,sys; print(" ".join(r["run_id"] for r in json.load(sys.stdin)["runs"]))'; }
+LAST=$(run_ids 1)
+FIRST=$(run_ids 3 | awk '{print $3}')
 
 say "cellpipe why: why train_forest re-ran and split did not"
-../../../$BIN/cellpipe why "$LAST" train_forest
-../../../$BIN/cellpipe why "$LAST" split
+$CP why "$LAST" train_forest
+$CP why "$LAST" split
 
 say "cellpipe runs: the run history"
-../../../$BIN/cellpipe runs
+$CP runs
 
 say "cellpipe show: one run's parameters, metrics, steps and outputs"
-../../../$BIN/cellpipe show "$LAST"
+$CP show "$LAST"
+
+say "cellpipe compare: the first run and the MAX_DEPTH=2 run side by side"
+$CP compare "$FIRST" "$LAST"
+
+say "cellpipe lineage: where every value of the last run came from"
+$CP lineage "$LAST" --format mermaid
+
+say "cellpipe logs: what train_forest printed"
+$CP logs "$LAST" train_forest
+
+say "cellpipe snapshot list: the workspace at the start and before/after each step"
+$CP snapshot list "$LAST"
+
+say "cellpipe reproduce: restore the first run's start snapshot, run it again, compare every output"
+$CP reproduce "$FIRST"
+
+say "cellpipe compile: the same notebook as Kubeflow Pipelines v2 YAML, validated"
+$CP compile wine.ipynb -o wine.yaml
+echo "components: $(grep -c "^  comp-" wine.yaml) (one lightweight Python component per step)"
+$CP image wine.ipynb -o build-context
+ls build-context
