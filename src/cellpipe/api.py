@@ -24,8 +24,8 @@ from cellpipe.pipeline import Pipeline
 if TYPE_CHECKING:
     from cellpipe.runner.events import Event
     from cellpipe.runner.orchestrate import RunReport
-    from cellpipe.storage.artifacts import LocalArtifactStore
     from cellpipe.storage.metadata import SqlMetadataStore
+    from cellpipe.storage.protocols import ArtifactStore
     from cellpipe.storage.records import RunRecord, StepRunRecord
 
 
@@ -49,10 +49,16 @@ def load_pipeline(path: str | Path) -> Pipeline:
 
 @dataclass(frozen=True, slots=True)
 class Project:
-    """A project's open stores (the ``.cellpipe`` folder beside a notebook)."""
+    """A project's open stores (the ``.cellpipe`` folder beside a notebook).
+
+    Attributes:
+        settings: where the stores are.
+        artifacts: the artifact store: a local folder or a remote (``s3://``) store.
+        metadata: the metadata store (SQLite or PostgreSQL).
+    """
 
     settings: Settings
-    artifacts: LocalArtifactStore
+    artifacts: ArtifactStore
     metadata: SqlMetadataStore
 
 
@@ -69,12 +75,10 @@ def open_project(settings: Settings, *, create: bool = True) -> Iterator[Project
 
     Raises:
         StorageError: when the project has neither a ``.cellpipe`` folder nor a
-            ``cellpipe.toml`` and ``create`` is False; when a URL's scheme is unknown or its
-            store cannot be reached; when the artifact store is not local (the runner reads
-            and writes artifacts as local files for now).
+            ``cellpipe.toml`` and ``create`` is False; when a URL's scheme is unknown, its
+            package is not installed or its store cannot be reached.
     """
     from cellpipe.config import CONFIG_FILE
-    from cellpipe.storage.artifacts import LocalArtifactStore
     from cellpipe.storage.backends import open_artifact_store, open_metadata_store
 
     if (
@@ -87,20 +91,11 @@ def open_project(settings: Settings, *, create: bool = True) -> Iterator[Project
             hint="run a notebook first: cellpipe run NOTEBOOK",
         )
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    store = open_artifact_store(
+    artifacts = open_artifact_store(
         settings.artifacts_url,
         cache_dir=settings.cache_dir,
         storage_options=settings.storage_options(),
     )
-    if not isinstance(store, LocalArtifactStore):
-        store.close()
-        raise StorageError(
-            f"the artifact store {settings.artifacts_url} is not a local folder, which "
-            "the local runner needs for now",
-            hint="unset CELLPIPE_ARTIFACTS_URL (or artifacts_url in cellpipe.toml) to use "
-            ".cellpipe/artifacts; S3 artifacts work through cellpipe.storage for now",
-        )
-    artifacts = store
     try:
         metadata = open_metadata_store(settings.db_url)
     except BaseException:
@@ -147,6 +142,7 @@ def run_notebook(
     """
     from cellpipe.pipeline.parameters import parse_assignments, resolve_parameters
     from cellpipe.runner.orchestrate import RunOptions, run_pipeline
+    from cellpipe.storage.backends import sqlite_database_file
 
     pipeline = load_pipeline(path)
     values = resolve_parameters(
@@ -167,6 +163,7 @@ def run_notebook(
             state_dir=settings.state_dir,
             options=options,
             sink=sink,
+            database=sqlite_database_file(settings.db_url),
         )
 
 
@@ -422,12 +419,22 @@ def data(
 
     if current_step() is not None:
         return _data(url, refresh=refresh, storage_options=storage_options)
+    from cellpipe.storage.backends import open_artifact_store
+
     settings = Settings.discover(Path.cwd()) or Settings.for_notebook(Path.cwd() / "_")
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    return _data(
-        url,
-        refresh=refresh,
-        state_dir=settings.state_dir,
-        artifact_root=Path(settings.artifacts_url),
-        storage_options=storage_options,
+    store = open_artifact_store(
+        settings.artifacts_url,
+        cache_dir=settings.cache_dir,
+        storage_options=settings.storage_options(),
     )
+    try:
+        return _data(
+            url,
+            refresh=refresh,
+            state_dir=settings.state_dir,
+            store=store,
+            storage_options=storage_options,
+        )
+    finally:
+        store.close()

@@ -32,7 +32,6 @@ Must not depend on: cli, ui.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -143,10 +142,12 @@ def _read_project_file(root: Path) -> dict[str, str]:
     path = root / CONFIG_FILE
     try:
         with path.open("rb") as f:
+            import tomllib  # only for projects that have the file: keeps start-up short
+
             doc = tomllib.load(f)
     except FileNotFoundError:
         return {}
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # tomllib.TOMLDecodeError is a ValueError
         raise CellpipeError(
             f"cannot read {path}: {exc}", hint="fix the file's TOML syntax"
         ) from exc

@@ -170,15 +170,22 @@ def test_open_project_uses_postgresql_from_toml(tmp_path: Path, postgres_url: st
 
 
 @pytest.mark.s3
-def test_open_project_refuses_s3_artifacts_until_the_runner_supports_them(
-    tmp_path: Path, s3_service: S3Service, s3_url: str
+def test_open_project_opens_s3_artifacts_from_toml(
+    tmp_path: Path, s3_service: S3Service, s3_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # Credentials come from the environment, as for boto3; only the endpoint is a setting.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     notebook = write_toml(tmp_path, f'[storage]\nartifacts_url = "{s3_url}"\n')
     settings = Settings.for_notebook(
         notebook, env={"CELLPIPE_S3_ENDPOINT_URL": s3_service.endpoint_url}
     )
-    with pytest.raises(StorageError, match="not a local folder"), open_project(settings):
-        pass
+    with open_project(settings) as project:
+        assert isinstance(project.artifacts, FsspecArtifactStore)
+        digest = project.artifacts.put_bytes(b"team")
+        assert project.artifacts.local_path(digest).read_bytes() == b"team"
+    assert not (settings.state_dir / "artifacts").exists()
 
 
 # -- S3 specifics ----------------------------------------------------------------------------

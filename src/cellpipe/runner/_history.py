@@ -13,7 +13,7 @@ Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -41,6 +41,8 @@ class RunHistory:
         metadata: the metadata store (snapshots are recorded beside it).
         run_id: the run.
         state_dir: the project's ``.cellpipe`` folder.
+        private_files: files snapshots must never open (the metadata database, when it is a
+            SQLite file in the workspace); their journals are skipped too.
     """
 
     def __init__(
@@ -51,11 +53,17 @@ class RunHistory:
         *,
         run_id: str,
         state_dir: Path,
+        private_files: Iterable[Path] = (),
     ) -> None:
         self.run_id = run_id
         self.history = history_for(metadata)
         self.recorder = SnapshotRecorder(
-            workdir, artifacts, self.history, run_id=run_id, state_dir=state_dir
+            workdir,
+            artifacts,
+            self.history,
+            run_id=run_id,
+            state_dir=state_dir,
+            private_files=private_files,
         )
 
     def take_start(self, notebook: Path) -> SnapshotRecord:

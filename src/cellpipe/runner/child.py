@@ -17,6 +17,10 @@ Invariants:
       are collected per cell into an nbformat v4 notebook;
     * every workspace file opened for reading is recorded (an audit hook on ``open``), except
       the ``.cellpipe`` folder, the Python installation and anything outside the workspace;
+    * the artifact store is opened from the job's location (`open_job_store`) at most once per
+      process: a fork server opens a local store once for all its children and only imports
+      a remote store's packages, because fsspec file systems must not cross a fork; outputs
+      are written to the store's scratch folder and handed over with ``put_file(move=True)``;
     * user errors never escape `run_job`: they become a failed `StepResult`. Ctrl-C does.
 
 Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
@@ -38,18 +42,22 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cellpipe.errors import CellpipeError, SerializationError
+from cellpipe.errors import CellpipeError, SerializationError, StorageError
 from cellpipe.pipeline.model import CodeChunk, JsonValue
 from cellpipe.runner._capture import NotebookBuilder, TeeStream, capturing, get_shell
 from cellpipe.runner.context import StepContext, activate
 from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
 from cellpipe.storage.artifacts import LocalArtifactStore
+from cellpipe.storage.backends import preload_artifact_backend
 from cellpipe.storage.records import ArtifactRef, StepStatus
 from cellpipe.storage.serializers import deserialize, serialize, type_name
 
-__all__ = ["WarmState", "main", "run_job", "warm_up"]
+if TYPE_CHECKING:
+    from cellpipe.storage.remote import FsspecArtifactStore
+
+__all__ = ["WarmState", "main", "open_job_store", "run_job", "warm_up"]
 
 # Frames from files under this folder are cellpipe's own; they are hidden from tracebacks.
 _CELLPIPE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
@@ -99,12 +107,15 @@ def _workspace_files(opened: list[str], job: StepJob) -> tuple[str, ...]:
     root = Path(job.workdir).absolute()
     excluded = [
         root / ".cellpipe",
-        Path(job.artifact_root).absolute(),
         Path(job.scratch_dir).absolute(),
         Path(sys.prefix).absolute(),
         Path(sys.base_prefix).absolute(),
         Path(sys.exec_prefix).absolute(),
     ]
+    if job.artifact_cache:
+        excluded.append(Path(job.artifact_cache).absolute())
+    if not job.artifacts.remote:
+        excluded.append(Path(job.artifact_root.removeprefix("file://")).absolute())
     found: set[str] = set()
     for raw in set(opened):
         path = Path(os.path.normpath(raw))
@@ -117,6 +128,51 @@ def _workspace_files(opened: list[str], job: StepJob) -> tuple[str, ...]:
             continue
         found.add(rel.as_posix())
     return tuple(sorted(found))
+
+
+# -- the artifact store ----------------------------------------------------------------------
+
+_stores: dict[str, tuple[int, LocalArtifactStore | FsspecArtifactStore]] = {}
+
+
+def open_job_store(job: StepJob) -> LocalArtifactStore | FsspecArtifactStore:
+    """Return the job's artifact store, opened at most once per process.
+
+    A local store opened before a fork is reused by the forked children (it holds only
+    paths); a remote store is opened again in each process, because an fsspec file system
+    belongs to the process that created it (its event loop thread does not survive a fork).
+
+    Args:
+        job: the job whose store to open.
+
+    Raises:
+        StorageError: when the store cannot be opened (unknown scheme, missing package).
+    """
+    location = job.artifacts
+    key = json.dumps(
+        [location.url, location.cache_dir, dict(location.storage_options)],
+        sort_keys=True,
+        default=repr,
+    )
+    found = _stores.get(key)
+    if found is not None:
+        pid, store = found
+        if pid == os.getpid() or isinstance(store, LocalArtifactStore):
+            return store
+    store = location.open()
+    _stores[key] = (os.getpid(), store)
+    return store
+
+
+def _warm_store(job: StepJob) -> None:
+    """Open a local store, or import a remote store's packages, before steps are forked."""
+    try:
+        if job.artifacts.remote:
+            preload_artifact_backend(job.artifact_root)
+        else:
+            open_job_store(job)
+    except CellpipeError:
+        pass  # each step reports it when it opens the store itself
 
 
 # -- running cells ---------------------------------------------------------------------------
@@ -273,6 +329,7 @@ def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
     shell.user_module = module
     shell.user_ns = namespace
     state = WarmState(key=job.setup_key(), module=module)
+    _warm_store(job)
     _bind(namespace, job.params)
     builder = NotebookBuilder()
     names = {_cell_filename(job.notebook, c.cell): c.cell for c in job.preamble}
@@ -324,8 +381,9 @@ def _json_scalar(value: object) -> JsonValue | None:
     return None
 
 
-def _load_inputs(job: StepJob, namespace: dict[str, Any]) -> None:
-    store = LocalArtifactStore(Path(job.artifact_root))
+def _load_inputs(
+    job: StepJob, namespace: dict[str, Any], store: LocalArtifactStore | FsspecArtifactStore
+) -> None:
     for name, ref in job.inputs.items():
         try:
             namespace[name] = deserialize(ref.serializer, store.local_path(ref.digest))
@@ -335,8 +393,9 @@ def _load_inputs(job: StepJob, namespace: dict[str, Any]) -> None:
             ) from exc
 
 
-def _save_outputs(job: StepJob, namespace: dict[str, Any]) -> dict[str, ArtifactRef]:
-    store = LocalArtifactStore(Path(job.artifact_root))
+def _save_outputs(
+    job: StepJob, namespace: dict[str, Any], store: LocalArtifactStore | FsspecArtifactStore
+) -> dict[str, ArtifactRef]:
     refs: dict[str, ArtifactRef] = {}
     for name in job.outputs:
         if name not in namespace:
@@ -347,7 +406,14 @@ def _save_outputs(job: StepJob, namespace: dict[str, Any]) -> dict[str, Artifact
         value = namespace[name]
         serializer, path = serialize(value, store.scratch_dir(), variable=name, step=job.step)
         size = path.stat().st_size
-        digest = store.put_file(path, move=True)
+        try:
+            digest = store.put_file(path, move=True)
+        except CellpipeError as exc:
+            path.unlink(missing_ok=True)
+            raise type(exc)(
+                f"step '{job.step}' cannot store its output '{name}': {exc.message}",
+                hint=exc.hint,
+            ) from exc
         refs[name] = ArtifactRef(
             digest=digest,
             serializer=serializer.name,
@@ -430,6 +496,14 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         )
     namespace = warm.module.__dict__
     names = {_cell_filename(job.notebook, c.cell): c.cell for c in (*job.preamble, *job.cells)}
+    failure = warm.failure
+    store: LocalArtifactStore | FsspecArtifactStore | None = None
+    if failure is None:
+        try:
+            store = open_job_store(job)
+        except CellpipeError as exc:
+            failure = _cellpipe_failure(exc)
+    early_failure = failure  # the preamble's or the store's: shown in the log as it is
     context = StepContext(
         step=job.step,
         run_id=job.run_id,
@@ -437,8 +511,8 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         workdir=job.workdir,
         artifact_root=job.artifact_root,
         scratch_dir=job.scratch_dir,
+        artifacts=store,
     )
-    failure = warm.failure
     outputs: dict[str, ArtifactRef] = {}
     opened: list[str] = []
     count = warm.execution_count
@@ -450,10 +524,10 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
             _recording_opens() as opened,
         ):
             pending = list(job.cells)
-            if failure is None:
+            if failure is None and store is not None:
                 _bind(namespace, job.params)
                 try:
-                    _load_inputs(job, namespace)
+                    _load_inputs(job, namespace, store)
                 except CellpipeError as exc:
                     failure = _cellpipe_failure(exc)
             while pending and failure is None:
@@ -483,13 +557,13 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
                     execution_count=None,
                     metadata={"cellpipe": {"cell": chunk.cell, "step": job.step}},
                 )
-            if failure is None:
+            if failure is None and store is not None:
                 try:
-                    outputs = _save_outputs(job, namespace)
-                except (_MissingOutputError, SerializationError) as exc:
+                    outputs = _save_outputs(job, namespace, store)
+                except (_MissingOutputError, SerializationError, StorageError) as exc:
                     failure = _cellpipe_failure(exc)
                     sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
-            if failure is not None and failure is warm.failure:
+            if failure is not None and failure is early_failure:
                 sys.stderr.write(failure.traceback)
     finally:
         os.close(log_fd)

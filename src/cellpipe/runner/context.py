@@ -17,8 +17,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from cellpipe.pipeline.model import JsonValue
+
+if TYPE_CHECKING:
+    from cellpipe.storage.protocols import ArtifactStore
 
 __all__ = ["StepContext", "activate", "current_step", "log_metric", "metrics_outside_run"]
 
@@ -33,8 +37,10 @@ class StepContext:
         notebook: the notebook file.
         workdir: the step's working directory.
         metrics: values logged with `log_metric` so far (filled in while the step runs).
-        artifact_root: the artifact store folder (``cellpipe.data`` keeps files there).
+        artifact_root: the artifact store's URL (a local folder or ``s3://bucket/prefix``).
         scratch_dir: the step run's private folder (``cellpipe.data`` records its reads there).
+        artifacts: the step process's open artifact store (``cellpipe.data`` keeps files
+            there), or None when it could not be opened.
     """
 
     step: str
@@ -44,6 +50,7 @@ class StepContext:
     metrics: dict[str, JsonValue] = field(default_factory=dict)
     artifact_root: str = ""
     scratch_dir: str = ""
+    artifacts: ArtifactStore | None = None
 
 
 _current: StepContext | None = None

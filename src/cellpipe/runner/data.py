@@ -20,6 +20,9 @@ How a call goes:
 Invariants: the bytes behind a returned path never change (content-addressed, mode 0444); the
 index is updated under a file lock, so parallel steps can fetch at once; a source without an
 ETag, a modification time or a size is fetched every time (nothing identifies its version).
+The bytes go to the run's artifact store, whatever its kind: inside a step the step process's
+open store (a remote store keeps a verified copy in its local read cache, which the returned
+path points into); the index stays per machine, in the project's ``.cellpipe`` folder.
 
 Must not depend on: notebooks, the KFP compiler, config, the CLI or the UI. fsspec is imported
 on first use.
@@ -43,7 +46,8 @@ from urllib.parse import urlsplit
 from cellpipe.errors import CellpipeError
 from cellpipe.runner.context import current_step
 from cellpipe.storage.artifacts import LocalArtifactStore, parse_digest
-from cellpipe.storage.protocols import ArtifactDigest
+from cellpipe.storage.backends import is_remote_artifact_url
+from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
 
 __all__ = ["DATA_INPUTS_NAME", "DataInput", "DataSourceWarning", "fetch_data", "read_data_inputs"]
 
@@ -155,7 +159,7 @@ def _write_index(path: Path, index: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _local_file(state_dir: Path, store: LocalArtifactStore, url: str, digest: str) -> Path:
+def _local_file(state_dir: Path, store: ArtifactStore, url: str, digest: str) -> Path:
     """Return a read-only path with the source's file name pointing at the stored bytes."""
     target = store.local_path(ArtifactDigest(digest))
     name = Path(urlsplit(url).path).name or "data"
@@ -173,10 +177,24 @@ def _local_file(state_dir: Path, store: LocalArtifactStore, url: str, digest: st
     return link
 
 
+def _scratch_dir(store: ArtifactStore, state_dir: Path) -> Path:
+    """Return where a download is staged: the store's scratch folder, when it has one.
+
+    A file there is published by a rename (`LocalArtifactStore`) or lands in the read cache
+    by a rename after its upload (`FsspecArtifactStore`).
+    """
+    scratch = getattr(store, "scratch_dir", None)
+    if callable(scratch):
+        return Path(scratch())
+    folder = state_dir / "data" / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
 def _download(
-    fs: Any, path: str, store: LocalArtifactStore, url: str
+    fs: Any, path: str, store: ArtifactStore, url: str, scratch: Path
 ) -> tuple[ArtifactDigest, int]:
-    fd, tmp_name = tempfile.mkstemp(dir=store.scratch_dir(), prefix="data-")
+    fd, tmp_name = tempfile.mkstemp(dir=scratch, prefix="data-")
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out, fs.open(path, "rb") as src:
@@ -199,8 +217,9 @@ def fetch_data(
     url: str | os.PathLike[str],
     *,
     refresh: bool = False,
-    artifact_root: Path,
     state_dir: Path,
+    store: ArtifactStore | None = None,
+    artifact_root: Path | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> DataInput:
     """Return a local copy of ``url``, fetched once per source version.
@@ -209,20 +228,25 @@ def fetch_data(
         url: any fsspec URL (``https://...``, ``s3://bucket/key``, ``file:///...``) or a
             local path.
         refresh: download again even when the recorded version looks current.
-        artifact_root: the artifact store folder.
         state_dir: the project's ``.cellpipe`` folder (the source index lives there).
-        storage_options: passed to fsspec (credentials, endpoint URL).
+        store: the artifact store the bytes go to.
+        artifact_root: a local artifact store folder, when no ``store`` is given.
+        storage_options: passed to fsspec for the source (credentials, endpoint URL).
 
     Returns:
         What was fetched or reused; ``.path`` is a read-only local file.
 
     Raises:
         DataError: when the source cannot be read and no copy is stored.
+        ValueError: when neither ``store`` nor ``artifact_root`` is given.
     """
     import fsspec
 
+    if store is None:
+        if artifact_root is None:
+            raise ValueError("fetch_data needs the artifact store (store or artifact_root)")
+        store = LocalArtifactStore(Path(artifact_root))
     key = _normalise(url)
-    store = LocalArtifactStore(artifact_root)
     index_path = state_dir / _INDEX
     try:
         fs, path = fsspec.core.url_to_fs(key, **dict(storage_options or {}))
@@ -256,7 +280,7 @@ def fetch_data(
         for entry in reversed(known):
             if entry["version"] == version and store.exists(ArtifactDigest(entry["digest"])):
                 return _result(key, entry, _local_file(state_dir, store, key, entry["digest"]))
-    digest, size = _download(fs, path, store, key)
+    digest, size = _download(fs, path, store, key, _scratch_dir(store, state_dir))
     entry = {
         "version": version or f"unversioned:{digest}",
         "digest": digest,
@@ -287,6 +311,7 @@ def data(
     *,
     refresh: bool = False,
     state_dir: Path | None = None,
+    store: ArtifactStore | None = None,
     artifact_root: Path | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> Path:
@@ -297,9 +322,10 @@ def data(
         refresh: download again even when the recorded version looks current.
         state_dir: the project's ``.cellpipe`` folder, required outside a step (inside a step
             it is the one beside the notebook).
-        artifact_root: the artifact store folder outside a step (default:
-            ``state_dir/artifacts``).
-        storage_options: passed to fsspec.
+        store: the artifact store outside a step (inside a step: the step's store).
+        artifact_root: a local artifact store folder outside a step, when no ``store`` is
+            given (default: ``state_dir/artifacts``).
+        storage_options: passed to fsspec for the source.
 
     Returns:
         A local file with the bytes.
@@ -309,16 +335,30 @@ def data(
         ValueError: outside a step without ``state_dir``.
     """
     context = current_step()
-    if context is not None and context.artifact_root:
+    root: Path | None = None
+    if context is not None and (context.artifacts is not None or context.artifact_root):
         state = Path(context.workdir) / ".cellpipe"
-        root = Path(context.artifact_root)
+        store = context.artifacts
+        if store is None:
+            if is_remote_artifact_url(context.artifact_root):
+                raise DataError(
+                    f"step '{context.step}' has no open artifact store ({context.artifact_root})",
+                    hint="see the step's log for why the store could not be opened",
+                )
+            root = Path(context.artifact_root.removeprefix("file://"))
     elif state_dir is not None:
         state = Path(state_dir)
-        root = Path(artifact_root) if artifact_root is not None else state / "artifacts"
+        if store is None:
+            root = Path(artifact_root) if artifact_root is not None else state / "artifacts"
     else:
         raise ValueError("cellpipe.data outside a step needs the project's state_dir")
     found = fetch_data(
-        url, refresh=refresh, artifact_root=root, state_dir=state, storage_options=storage_options
+        url,
+        refresh=refresh,
+        store=store,
+        artifact_root=root,
+        state_dir=state,
+        storage_options=storage_options,
     )
     if context is not None and context.scratch_dir:
         line = json.dumps(found.to_json()) + "\n"

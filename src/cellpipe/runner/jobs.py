@@ -6,10 +6,11 @@ JSON; nothing is pickled across the boundary).
 
 Invariants: a `StepJob` is self-contained: the step's code, the imports and functions cells,
 every parameter value (values, never pasted into code), the input artifacts, the notebook
-path and working directory, the artifact store root and a scratch folder owned by this one
-step. Everything the step process writes goes under the scratch folder (log, executed
-notebook, result) or into the artifact store. A `StepResult` names only stored artifacts,
-never live values.
+path and working directory, where the artifact store is (its URL and non-secret options:
+credentials reach step processes through the inherited environment, never through a job) and
+a scratch folder owned by this one step. Everything the step process writes goes under the
+scratch folder (log, executed notebook, result) or into the artifact store. A `StepResult`
+names only stored artifacts, never live values.
 
 Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
 """
@@ -25,6 +26,7 @@ from types import MappingProxyType
 from typing import Any
 
 from cellpipe.pipeline.model import CodeChunk, JsonValue
+from cellpipe.storage.backends import ArtifactLocation
 from cellpipe.storage.records import ArtifactRef, StepStatus
 
 __all__ = ["LOG_NAME", "MPL_BACKEND", "NOTEBOOK_NAME", "RESULT_NAME", "StepJob", "StepResult"]
@@ -64,9 +66,12 @@ class StepJob:
         outputs: the variables to store after the step's code ran.
         metrics: the pipeline-metrics names this step produces; their JSON-able values are
             reported in `StepResult.pipeline_metrics`.
-        artifact_root: the artifact store folder (``.cellpipe/artifacts``).
+        artifact_root: the artifact store's URL: a local folder (``.cellpipe/artifacts``)
+            or ``s3://bucket/prefix``.
         scratch_dir: a folder private to this step run (log, executed notebook, result).
         run_id: the run's id, available to user code through `cellpipe.runner.context`.
+        artifact_cache: the local read cache of a remote artifact store (empty when local).
+        storage_options: a remote artifact store's non-secret options (``endpoint_url``).
     """
 
     step: str
@@ -81,10 +86,22 @@ class StepJob:
     scratch_dir: str
     metrics: tuple[str, ...] = ()
     run_id: str = ""
+    artifact_cache: str = ""
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
         object.__setattr__(self, "inputs", MappingProxyType(dict(self.inputs)))
+        object.__setattr__(self, "storage_options", MappingProxyType(dict(self.storage_options)))
+
+    @property
+    def artifacts(self) -> ArtifactLocation:
+        """Where the artifact store is (open it with ``.open()``)."""
+        return ArtifactLocation(
+            url=self.artifact_root,
+            cache_dir=self.artifact_cache,
+            storage_options=dict(self.storage_options),
+        )
 
     @property
     def log_path(self) -> Path:
@@ -113,6 +130,8 @@ class StepJob:
             "notebook": self.notebook,
             "workdir": self.workdir,
             "artifact_root": self.artifact_root,
+            "artifact_cache": self.artifact_cache,
+            "storage_options": dict(self.storage_options),
         }
         text = json.dumps(shared, sort_keys=True, separators=(",", ":"), default=repr)
         return hashlib.sha256(text.encode()).hexdigest()
@@ -130,6 +149,8 @@ class StepJob:
             "outputs": list(self.outputs),
             "metrics": list(self.metrics),
             "artifact_root": self.artifact_root,
+            "artifact_cache": self.artifact_cache,
+            "storage_options": dict(self.storage_options),
             "scratch_dir": self.scratch_dir,
             "run_id": self.run_id,
         }
@@ -150,6 +171,8 @@ class StepJob:
             artifact_root=data["artifact_root"],
             scratch_dir=data["scratch_dir"],
             run_id=data.get("run_id", ""),
+            artifact_cache=data.get("artifact_cache", ""),
+            storage_options=data.get("storage_options", {}),
         )
 
 

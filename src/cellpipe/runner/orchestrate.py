@@ -11,6 +11,12 @@ Invariants:
       parameters it reads, its input digests and the serializer versions
       (`cellpipe.pipeline.fingerprint`); the files it read last time must be unchanged too;
     * a hit is only taken when every output artifact is still in the store;
+    * the artifact store is any `ArtifactStore` that step processes can open again from its
+      `ArtifactLocation` (a local folder or ``s3://``); a local store is checked with a stat
+      per output, a remote one with one existence request per output (nothing downloaded);
+    * workspace snapshots never open the metadata database when it is a SQLite file inside
+      the workspace (nor its journals): closing any descriptor of that file drops this
+      process's SQLite locks on it;
     * every selected step gets exactly one record with a final status, and the run record
       ends succeeded, failed or cancelled (or is found interrupted if this process dies);
     * the cache reason says, in words, why a step ran (``miss: parameter LR changed 0.1 →
@@ -50,7 +56,8 @@ from cellpipe.runner.events import (
 from cellpipe.runner.jobs import StepJob, StepResult
 from cellpipe.runner.scheduler import run_steps
 from cellpipe.storage.artifacts import LocalArtifactStore, digest_file
-from cellpipe.storage.protocols import ArtifactDigest
+from cellpipe.storage.backends import ArtifactLocation, sqlite_database_file
+from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
 from cellpipe.storage.records import (
     MetadataStore,
     RunRecord,
@@ -165,11 +172,12 @@ class _Run:
         *,
         params: Mapping[str, JsonValue],
         options: RunOptions,
-        artifacts: LocalArtifactStore,
+        artifacts: ArtifactStore,
         metadata: MetadataStore,
         state_dir: Path,
         run_id: str,
         sink: EventSink,
+        database: Path | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.params = dict(params)
@@ -183,8 +191,14 @@ class _Run:
         self.run_dir = state_dir / "runs" / run_id
         self.files = _FileDigests(self.workdir, state_dir / "file-digests.json")
         self.history = RunHistory(
-            self.workdir, artifacts, metadata, run_id=run_id, state_dir=state_dir
+            self.workdir,
+            artifacts,
+            metadata,
+            run_id=run_id,
+            state_dir=state_dir,
+            private_files=[database] if database is not None else [],
         )
+        self._location: ArtifactLocation | None = None
         self.versions = serializer_versions()
         self.forced = self._forced()
         self.cache_only = self._cache_only()
@@ -290,6 +304,9 @@ class _Run:
             )
         )
         self.history.before(step.name, inputs)
+        if self._location is None:
+            self._location = ArtifactLocation.of(self.artifacts)
+        location = self._location
         return StepJob(
             step=step.name,
             cells=step.code,
@@ -300,7 +317,9 @@ class _Run:
             inputs=inputs,
             outputs=step.outputs,
             metrics=tuple(m.name for m in self.pipeline.metrics if m.producer == step.name),
-            artifact_root=str(self.artifacts.root),
+            artifact_root=location.url,
+            artifact_cache=location.cache_dir,
+            storage_options=location.storage_options,
             scratch_dir=str(scratch),
             run_id=self.run_id,
         )
@@ -343,10 +362,15 @@ class _Run:
     def _outputs_problem(self, found: StepRunRecord) -> str | None:
         """Say why the recorded outputs cannot be reused (None when every one is intact)."""
         missing, corrupted = [], []
+        local = isinstance(self.artifacts, LocalArtifactStore)
         for variable, ref in sorted(found.outputs.items()):
             try:
-                # Cheap while the artifact's stat matches its stamp; a full hash otherwise.
-                self.artifacts.local_path(ref.digest)
+                if local:
+                    # Cheap while the artifact's stat matches its stamp; a full hash otherwise.
+                    self.artifacts.local_path(ref.digest)
+                elif not self.artifacts.exists(ref.digest):
+                    # Remote: one existence request; the bytes are checked when read.
+                    missing.append(variable)
             except ArtifactNotFoundError:
                 missing.append(variable)
             except ArtifactCorruptedError:
@@ -483,25 +507,29 @@ def run_pipeline(
     pipeline: Pipeline,
     *,
     params: Mapping[str, JsonValue],
-    artifacts: LocalArtifactStore,
+    artifacts: ArtifactStore,
     metadata: MetadataStore,
     state_dir: Path,
     options: RunOptions | None = None,
     sink: EventSink | Callable[[Event], None] | None = None,
     executor: Executor | None = None,
+    database: Path | None = None,
 ) -> RunReport:
     """Run ``pipeline`` with ``params``, reusing every step whose outputs are already known.
 
     Args:
         pipeline: the pipeline to run.
         params: every parameter's value (see `cellpipe.pipeline.parameters`).
-        artifacts: the artifact store.
+        artifacts: the artifact store: a local or remote store that step processes can
+            open again (`ArtifactLocation.of`).
         metadata: the metadata store.
         state_dir: the project's ``.cellpipe`` folder (run folders go in ``runs/``).
         options: selection, caching, parallelism, executor.
         sink: receives progress events.
         executor: the executor to use (default: by ``options.executor``, created when the
             first step must run); closed by the caller when given, here otherwise.
+        database: the metadata store's SQLite file, which snapshots must never open
+            (default: taken from the store's ``url``, when it is a ``sqlite:///`` URL).
 
     Returns:
         The run's report. A failed run is a report with status failed, not an exception.
@@ -531,6 +559,7 @@ def run_pipeline(
         state_dir=state_dir,
         run_id=run_id,
         sink=to_sink(sink),
+        database=database if database is not None else _database_file(metadata),
     )
     state.run_dir.mkdir(parents=True, exist_ok=True)
     start_snapshot = state.history.take_start(Path(state.notebook))  # may refuse: too large
@@ -600,6 +629,12 @@ def run_pipeline(
 _EXECUTORS = ("fork", "spawn", "inprocess")
 
 
+def _database_file(metadata: MetadataStore) -> Path | None:
+    """Return the metadata store's SQLite file, when its ``url`` names one."""
+    url = getattr(metadata, "url", None)
+    return sqlite_database_file(url) if isinstance(url, str) else None
+
+
 def _write_run_notebook(state: _Run) -> Path | None:
     """Join the steps' executed notebooks into one the user can open in Jupyter.
 
@@ -616,7 +651,7 @@ def _write_run_notebook(state: _Run) -> Path | None:
         step_nb: dict[str, Any] | None = None
         if record.notebook_digest is not None:
             try:
-                path = state.artifacts.local_path(record.notebook_digest)
+                path = _step_notebook_file(state, name, record.notebook_digest)
                 step_nb = json.loads(path.read_text(encoding="utf-8"))
             except (CellpipeError, OSError, ValueError):
                 # A lost step notebook only costs its cells in the run notebook.
@@ -642,6 +677,20 @@ def _write_run_notebook(state: _Run) -> Path | None:
     target = state.run_dir / "run.ipynb"
     target.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n")
     return target
+
+
+def _step_notebook_file(state: _Run, step: str, digest: ArtifactDigest) -> Path:
+    """Return a local file with a step's executed notebook.
+
+    A step that ran in this run left it in the run folder: it is read there rather than
+    fetched back from a remote store; a cached step's comes from the store.
+    """
+    result = state.results.get(step)
+    if result is not None and result.status is not StepStatus.CACHED and result.notebook_path:
+        local = Path(result.notebook_path)
+        if local.is_file():
+            return local
+    return state.artifacts.local_path(digest)
 
 
 def _role(cell: Any) -> str:

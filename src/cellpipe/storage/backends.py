@@ -1,7 +1,9 @@
 """Which store implementation serves a URL: the one table of storage backends.
 
 Owns: `ARTIFACT_BACKENDS` and `METADATA_BACKENDS` (URL scheme -> implementation, greppable),
-`open_artifact_store`, `open_metadata_store` and `to_sqlalchemy_url`.
+`open_artifact_store`, `open_metadata_store`, `to_sqlalchemy_url`, `ArtifactLocation` (how
+another process opens the same artifact store), `preload_artifact_backend` and
+`sqlite_database_file`.
 
 =========================  ===========================================================
 URL                        store
@@ -21,10 +23,12 @@ Must not depend on: config (callers pass URLs and options in), the runner, noteb
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from cellpipe.errors import StorageError
 
@@ -36,8 +40,12 @@ if TYPE_CHECKING:
 __all__ = [
     "ARTIFACT_BACKENDS",
     "METADATA_BACKENDS",
+    "ArtifactLocation",
+    "is_remote_artifact_url",
     "open_artifact_store",
     "open_metadata_store",
+    "preload_artifact_backend",
+    "sqlite_database_file",
     "to_sqlalchemy_url",
 ]
 
@@ -63,6 +71,11 @@ ARTIFACT_BACKENDS: Mapping[
     "s3": _open_fsspec,
 }
 """Artifact store URL scheme -> opener ``(url, cache_dir, storage_options) -> store``."""
+
+_PRELOAD: Mapping[str, tuple[str, ...]] = {
+    "s3": ("fsspec", "s3fs"),
+}
+"""Remote artifact scheme -> the modules its store needs (`preload_artifact_backend`)."""
 
 METADATA_BACKENDS: Mapping[str, str] = {
     "sqlite": "sqlite",
@@ -160,3 +173,135 @@ def _redact(url: str) -> str:
     if parts.password is None:
         return url
     return url.replace(f":{parts.password}@", ":***@", 1)
+
+
+# -- the artifact store as step processes see it ----------------------------------------------
+
+_SECRET_OPTIONS = frozenset(
+    {
+        "key",
+        "secret",
+        "token",
+        "password",
+        "session_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "profile",
+    }
+)
+"""Storage options that are credentials: never handed to another process in a job file."""
+
+
+def is_remote_artifact_url(url: str) -> bool:
+    """Return whether ``url`` names a remote artifact store (not a local folder)."""
+    return _scheme(url) not in ("", "file")
+
+
+def preload_artifact_backend(url: str) -> None:
+    """Import the packages the store at ``url`` needs, without opening it.
+
+    A fork server calls this once, so that every step process it forks pays for creating
+    the store only, not for importing s3fs and botocore. Nothing is connected and no thread
+    is started (fsspec's file systems are not fork-safe; each process opens its own).
+
+    Raises:
+        StorageError: when the scheme's package is not installed.
+    """
+    for module in _PRELOAD.get(_scheme(url), ()):
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise StorageError(
+                f"cannot open the artifact store {url}: {exc}",
+                hint="install the team storage extras: pip install 'cellpipe[team]'",
+            ) from exc
+
+
+def _public(value: Any) -> Any:
+    """Return ``value`` without credentials and without what JSON cannot carry (None)."""
+    if isinstance(value, Mapping):
+        kept = {}
+        for key, item in value.items():
+            if not isinstance(key, str) or key.lower() in _SECRET_OPTIONS:
+                continue
+            public = _public(item)
+            if public is not None or item is None:
+                kept[key] = public
+        return kept
+    if isinstance(value, list | tuple):
+        return [_public(v) for v in value]
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    return None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactLocation:
+    """Where an artifact store is, in a form another process can open (JSON, no secrets).
+
+    Credentials are left out on purpose: step processes inherit the environment, so they
+    find the same AWS variables, profiles or instance credentials as the runner.
+
+    Attributes:
+        url: a local folder or ``s3://bucket/prefix``.
+        cache_dir: the local read cache of a remote store (empty for a local store).
+        storage_options: the non-secret options of a remote store (``endpoint_url``, ...).
+    """
+
+    url: str
+    cache_dir: str = ""
+    storage_options: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def remote(self) -> bool:
+        """True when the store is not a local folder."""
+        return is_remote_artifact_url(self.url)
+
+    @classmethod
+    def of(cls, store: object) -> ArtifactLocation:
+        """Return the location of an open store (a local or an fsspec store).
+
+        Raises:
+            StorageError: for a store other processes cannot open (an in-memory store).
+        """
+        from cellpipe.storage.artifacts import LocalArtifactStore
+
+        if isinstance(store, LocalArtifactStore):
+            return cls(url=str(store.root.absolute()))
+        from cellpipe.storage.remote import FsspecArtifactStore  # imports no fsspec
+
+        if isinstance(store, FsspecArtifactStore):
+            return cls(
+                url=store.url,
+                cache_dir=str(store.cache.root.absolute()),
+                storage_options=_public(store.storage_options),
+            )
+        raise StorageError(
+            f"step processes cannot open the artifact store {store!r}",
+            hint="run with a local folder or an s3:// URL as the artifact store "
+            "(CELLPIPE_ARTIFACTS_URL or artifacts_url in cellpipe.toml)",
+        )
+
+    def open(self) -> LocalArtifactStore | FsspecArtifactStore:
+        """Open the store (see `open_artifact_store`)."""
+        return open_artifact_store(
+            self.url, cache_dir=Path(self.cache_dir), storage_options=self.storage_options
+        )
+
+
+def sqlite_database_file(url: str) -> Path | None:
+    """Return the absolute file of a ``sqlite:///`` metadata URL (None for other databases).
+
+    Snapshots use it to keep away from a live database that sits inside the workspace.
+    """
+    scheme = _scheme(url)
+    if scheme.split("+", 1)[0] != "sqlite":
+        return None
+    rest = url.split("://", 1)[1]
+    if not rest.startswith("/"):
+        return None
+    path = unquote(rest[1:].split("?", 1)[0])
+    if not path or path == ":memory:":
+        return None
+    return Path(path).absolute()

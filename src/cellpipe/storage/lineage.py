@@ -29,8 +29,6 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from sqlalchemy import text
-
 from cellpipe.errors import CellpipeError, RunNotFoundError
 from cellpipe.storage.metadata import MemoryMetadataStore, SqlMetadataStore
 from cellpipe.storage.protocols import ArtifactDigest
@@ -211,13 +209,11 @@ class SqlHistoryStore:
         # Same package: the store's own transaction discipline (BEGIN IMMEDIATE on SQLite).
         with self._metadata._write() as conn:
             conn.execute(
-                text(
-                    "DELETE FROM snapshots WHERE run_id = :run_id AND step = :step AND kind = :kind"
-                ),
+                "DELETE FROM snapshots WHERE run_id = :run_id AND step = :step AND kind = :kind",
                 row,
             )
             conn.execute(
-                text(
+                (
                     "INSERT INTO snapshots (run_id, step, kind, manifest_digest, file_count,"
                     " total_size, created_at) VALUES (:run_id, :step, :kind, :manifest, :files,"
                     " :size, :at)"
@@ -229,7 +225,7 @@ class SqlHistoryStore:
         """Return a run's snapshots in the order they were taken."""
         with self._metadata._read() as conn:
             rows = conn.execute(
-                text(
+                (
                     "SELECT run_id, step, kind, manifest_digest, file_count, total_size,"
                     " created_at FROM snapshots WHERE run_id = :run_id"
                     " ORDER BY created_at, step, kind"
@@ -267,13 +263,11 @@ class SqlHistoryStore:
         ]
         with self._metadata._write() as conn:
             conn.execute(
-                text(
-                    "DELETE FROM data_inputs WHERE run_id = :run_id AND step = :step AND url = :url"
-                ),
+                "DELETE FROM data_inputs WHERE run_id = :run_id AND step = :step AND url = :url",
                 rows,
             )
             conn.execute(
-                text(
+                (
                     "INSERT INTO data_inputs (run_id, step, url, version, digest, size,"
                     " fetched_at) VALUES (:run_id, :step, :url, :version, :digest, :size, :at)"
                 ),
@@ -287,7 +281,7 @@ class SqlHistoryStore:
         where, params = _data_filter(run_id, digest)
         with self._metadata._read() as conn:
             rows = conn.execute(
-                text(
+                (
                     "SELECT run_id, step, url, version, digest, size, fetched_at"
                     f" FROM data_inputs WHERE {where} ORDER BY run_id, step, url"
                 ),
@@ -310,7 +304,7 @@ class SqlHistoryStore:
         """Return every input/output event of ``digest``, across runs (index on digest)."""
         with self._metadata._read() as conn:
             rows = conn.execute(
-                text(
+                (
                     "SELECT e.run_id, e.step, e.kind, e.variable, e.digest, s.status"
                     " FROM events e JOIN step_runs s ON s.run_id = e.run_id AND s.step = e.step"
                     " WHERE e.digest = :digest ORDER BY e.run_id, e.step, e.kind, e.variable"

@@ -1,8 +1,13 @@
-"""Metadata stores: run records on SQLAlchemy Core (SQLite or PostgreSQL) or in memory.
+"""Metadata stores: run records in SQL (SQLite or PostgreSQL) or in memory.
 
 Owns: `SqlMetadataStore`, `MemoryMetadataStore`, the schema migrations runner
 (``migrations/NNNN_*.sql``, version kept in the ``schema_version`` table) and
 `SCHEMA_VERSION`, the newest schema this cellpipe understands.
+
+One store, one set of portable SQL statements (plain strings with ``:name`` parameters), run
+through a small connection adapter (`cellpipe.storage._sql`): SQLite files go straight to the
+standard library's ``sqlite3`` (importing SQLAlchemy would cost more than a cached
+``cellpipe run`` does otherwise), PostgreSQL and any other URL go through SQLAlchemy Core.
 
 Invariants:
     * every write is one transaction; on SQLite it starts with ``BEGIN IMMEDIATE`` so
@@ -34,8 +39,6 @@ import logging
 import os
 import socket
 import threading
-import time
-import weakref
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
@@ -43,11 +46,8 @@ from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy import event, text
-from sqlalchemy.engine import Connection, Engine
-
 from cellpipe.errors import RunNotFoundError, SchemaVersionError, StorageError
+from cellpipe.storage._sql import BUSY_TIMEOUT_S, Database, SqlConnection, open_database
 from cellpipe.storage.protocols import ArtifactDigest
 from cellpipe.storage.records import (
     ArtifactRef,
@@ -58,6 +58,7 @@ from cellpipe.storage.records import (
 )
 
 __all__ = [
+    "BUSY_TIMEOUT_S",
     "SCHEMA_VERSION",
     "MemoryMetadataStore",
     "SqlMetadataStore",
@@ -66,9 +67,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-BUSY_TIMEOUT_S = 30.0
-"""How long a SQLite writer waits for another writer before failing."""
 
 _MIGRATION_LOCK = 0x63656C6C  # "cell": the PostgreSQL advisory lock key held while migrating
 
@@ -207,53 +205,11 @@ def _not_found(run_id: str) -> RunNotFoundError:
 # -- SQL store -------------------------------------------------------------------------------
 
 
-def _configure_sqlite(engine: Engine) -> None:
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy's "begin" event issue BEGIN, instead of pysqlite's own logic.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        try:
-            cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            cur.execute("PRAGMA foreign_keys = ON")
-            deadline = time.monotonic() + BUSY_TIMEOUT_S
-            while True:  # switching to WAL needs a moment alone with a brand-new file
-                try:
-                    cur.execute("PRAGMA journal_mode = WAL")
-                    break
-                except Exception as exc:
-                    if "locked" not in str(exc) or time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.05)
-            cur.execute("PRAGMA synchronous = NORMAL")  # durable at checkpoints; safe in WAL
-        finally:
-            cur.close()
-
-    @event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        write = conn.get_execution_options().get("cellpipe_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "(unparseable URL)"
-
-
-def _dispose_after_fork(ref: weakref.ref[SqlMetadataStore]) -> None:
-    store = ref()
-    if store is not None:
-        # Pooled connections belong to the parent; a forked child must open its own.
-        store._engine.dispose(close=False)
-
-
 class SqlMetadataStore:
-    """Run records in a SQL database through SQLAlchemy Core.
+    """Run records in a SQL database: stdlib ``sqlite3`` for SQLite files, else SQLAlchemy Core.
 
     Args:
-        url: a SQLAlchemy URL, ``sqlite:///path/to/cellpipe.db`` (the parent folder must
+        url: a SQLAlchemy-style URL, ``sqlite:///path/to/cellpipe.db`` (the parent folder must
             exist) or ``postgresql+psycopg://user:password@host:port/database``. Use
             `cellpipe.storage.backends.open_metadata_store` to accept plain
             ``postgresql://`` URLs too.
@@ -273,45 +229,36 @@ class SqlMetadataStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        try:
-            dialect = sa.engine.make_url(url).get_backend_name()
-            # pre_ping: a team server restarts now and then; a pooled connection may be stale.
-            options: dict[str, Any] = {} if dialect == "sqlite" else {"pool_pre_ping": True}
-            self._engine = sa.create_engine(url, **options)
-        except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as exc:
-            raise StorageError(
-                f"cannot open the metadata store {_safe_url(url)}: {exc}",
-                hint="for PostgreSQL install the team storage extras: pip install 'cellpipe[team]'",
-            ) from exc
-        self._sqlite = self._engine.dialect.name == "sqlite"
-        self._postgresql = self._engine.dialect.name == "postgresql"
-        if self._sqlite:
-            _configure_sqlite(self._engine)
-        if hasattr(os, "register_at_fork"):
-            ref = weakref.ref(self)
-            os.register_at_fork(after_in_child=lambda: _dispose_after_fork(ref))
+        self._db: Database = open_database(url)
+        self._postgresql = self._db.dialect_name == "postgresql"
         try:
             self._migrate()
-        except sa.exc.OperationalError as exc:
-            self._engine.dispose()
+        except self._db.unreachable_errors as exc:
+            self._db.close()
             raise StorageError(
-                f"cannot open the metadata store {self._safe_url()}: {exc.orig or exc}",
+                f"cannot open the metadata store {self._safe_url()}: "
+                f"{getattr(exc, 'orig', None) or exc}",
                 hint="check CELLPIPE_DB_URL (or db_url in cellpipe.toml) and that the "
                 "database server is running",
             ) from exc
         except BaseException:
-            self._engine.dispose()
+            self._db.close()
             raise
+
+    @property
+    def _engine(self) -> Any:
+        """The SQLAlchemy engine, or on SQLite files an engine-shaped stand-in."""
+        return self._db.engine
 
     def __repr__(self) -> str:
         return f"SqlMetadataStore({self._safe_url()!r})"
 
     def _safe_url(self) -> str:
-        return self._engine.url.render_as_string(hide_password=True)
+        return self._db.safe_url()
 
     def close(self) -> None:
         """Close every pooled connection."""
-        self._engine.dispose()
+        self._db.close()
 
     def __enter__(self) -> SqlMetadataStore:
         return self
@@ -322,37 +269,32 @@ class SqlMetadataStore:
     # -- transactions and schema ----------------------------------------------------------
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            conn.execution_options(cellpipe_write=True)
-            with conn.begin():
-                yield conn
+    def _write(self) -> Iterator[SqlConnection]:
+        """Yield a connection in a write transaction (``BEGIN IMMEDIATE`` on SQLite)."""
+        with self._db.transaction(write=True) as conn:
+            yield conn
 
     @contextmanager
-    def _read(self) -> Iterator[Connection]:
-        with self._engine.connect() as conn:
-            if self._postgresql:
-                # One snapshot for the whole read; read-only transactions never fail to
-                # serialise at this level on PostgreSQL.
-                conn.execution_options(isolation_level="REPEATABLE READ")
-            with conn.begin():
-                yield conn
+    def _read(self) -> Iterator[SqlConnection]:
+        """Yield a connection in a read transaction (REPEATABLE READ on PostgreSQL)."""
+        with self._db.transaction(write=False) as conn:
+            yield conn
 
-    def _lock_run(self, conn: Connection, run_id: str) -> bool:
+    def _lock_run(self, conn: SqlConnection, run_id: str) -> bool:
         """Lock the run's row until the transaction ends; return whether the run exists.
 
         SQLite's ``BEGIN IMMEDIATE`` already serialises writers, so only PostgreSQL needs it.
         """
         lock = " FOR UPDATE" if self._postgresql else ""
         row = conn.execute(
-            text(f"SELECT 1 FROM runs WHERE run_id = :run_id{lock}"), {"run_id": run_id}
+            f"SELECT 1 FROM runs WHERE run_id = :run_id{lock}", {"run_id": run_id}
         ).first()
         return row is not None
 
-    def _version(self, conn: Connection) -> int:
-        if not sa.inspect(conn).has_table("schema_version"):
+    def _version(self, conn: SqlConnection) -> int:
+        if not conn.has_table("schema_version"):
             return 0
-        value = conn.execute(text("SELECT MAX(version) FROM schema_version")).scalar()
+        value = conn.execute("SELECT MAX(version) FROM schema_version").scalar()
         return int(value or 0)
 
     def schema_version(self) -> int:
@@ -368,7 +310,7 @@ class SqlMetadataStore:
             return
         with self._write() as conn:
             if self._postgresql:
-                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _MIGRATION_LOCK})
+                conn.execute("SELECT pg_advisory_xact_lock(:k)", {"k": _MIGRATION_LOCK})
             current = self._version(conn)  # another process may have migrated meanwhile
             self._check_version(current)
             for version, sql in migrations():
@@ -376,9 +318,9 @@ class SqlMetadataStore:
                     continue
                 logger.info("migrating %s to schema v%d", self, version)
                 for statement in _statements(sql):
-                    conn.execute(text(statement))
+                    conn.execute(statement)
                 conn.execute(
-                    text("INSERT INTO schema_version (version, applied_at) VALUES (:v, :t)"),
+                    "INSERT INTO schema_version (version, applied_at) VALUES (:v, :t)",
                     {"v": version, "t": _ts(datetime.now(UTC))},
                 )
 
@@ -403,7 +345,7 @@ class SqlMetadataStore:
         try:
             with self._write() as conn:
                 conn.execute(
-                    text(
+                    (
                         "INSERT INTO runs (run_id, pipeline, notebook, notebook_digest, status,"
                         " started_at, finished_at, error, pid, hostname, parameters_json,"
                         " metrics_json) VALUES (:run_id, :pipeline, :notebook, :nb_digest,"
@@ -428,12 +370,12 @@ class SqlMetadataStore:
                 self._insert_values(conn, "parameters", run.run_id, None, params)
                 self._insert_values(conn, "metrics", run.run_id, "", metrics)
                 self._log(conn, run.run_id, "run_started", status=str(run.status))
-        except sa.exc.IntegrityError as exc:
+        except self._db.integrity_errors as exc:
             raise StorageError(f"run {run.run_id} already exists") from exc
 
     def _insert_values(
         self,
-        conn: Connection,
+        conn: SqlConnection,
         table: str,
         run_id: str,
         step: str | None,
@@ -453,7 +395,7 @@ class SqlMetadataStore:
         ]
         step_col, step_val = ("step, ", ":step, ") if step is not None else ("", "")
         conn.execute(
-            text(
+            (
                 f"INSERT INTO {table} (run_id, {step_col}name, value_json, value_num)"
                 f" VALUES (:run_id, {step_val}:name, :value_json, :value_num)"
             ),
@@ -462,7 +404,7 @@ class SqlMetadataStore:
 
     def _log(
         self,
-        conn: Connection,
+        conn: SqlConnection,
         run_id: str,
         event_name: str,
         *,
@@ -471,7 +413,7 @@ class SqlMetadataStore:
         detail: Mapping[str, Any] | None = None,
     ) -> None:
         conn.execute(
-            text(
+            (
                 "INSERT INTO run_events (run_id, recorded_at, event, step, status, detail)"
                 " VALUES (:run_id, :at, :event, :step, :status, :detail)"
             ),
@@ -502,7 +444,7 @@ class SqlMetadataStore:
         values = _json_map(metrics, what=f"a metric of run {run_id}")
         with self._write() as conn:
             updated = conn.execute(
-                text(
+                (
                     "UPDATE runs SET status = :status, finished_at = :finished_at,"
                     " error = :error, metrics_json = :metrics WHERE run_id = :run_id"
                 ),
@@ -517,7 +459,7 @@ class SqlMetadataStore:
             if not updated:
                 raise _not_found(run_id)
             conn.execute(
-                text("DELETE FROM metrics WHERE run_id = :run_id AND step = ''"),
+                "DELETE FROM metrics WHERE run_id = :run_id AND step = ''",
                 {"run_id": run_id},
             )
             self._insert_values(conn, "metrics", run_id, "", values)
@@ -535,24 +477,22 @@ class SqlMetadataStore:
             if not self._lock_run(conn, record.run_id):
                 raise _not_found(record.run_id)
             seq = conn.execute(
-                text("SELECT seq FROM step_runs WHERE run_id = :run_id AND step = :step"),
+                "SELECT seq FROM step_runs WHERE run_id = :run_id AND step = :step",
                 key,
             ).scalar()
             if seq is None:
                 seq = conn.execute(
-                    text("SELECT COALESCE(MAX(seq), 0) + 1 FROM step_runs WHERE run_id = :run_id"),
+                    "SELECT COALESCE(MAX(seq), 0) + 1 FROM step_runs WHERE run_id = :run_id",
                     key,
                 ).scalar()
             else:
                 for table in ("events", "files_read", "metrics"):
                     conn.execute(
-                        text(f"DELETE FROM {table} WHERE run_id = :run_id AND step = :step"), key
+                        f"DELETE FROM {table} WHERE run_id = :run_id AND step = :step", key
                     )
-                conn.execute(
-                    text("DELETE FROM step_runs WHERE run_id = :run_id AND step = :step"), key
-                )
+                conn.execute("DELETE FROM step_runs WHERE run_id = :run_id AND step = :step", key)
             conn.execute(
-                text(
+                (
                     "INSERT INTO step_runs (run_id, step, seq, status, cache_key, cache_fields,"
                     " cache_reason, source_run, started_at, finished_at, log_digest,"
                     " notebook_digest, error) VALUES (:run_id, :step, :seq, :status, :cache_key,"
@@ -579,7 +519,7 @@ class SqlMetadataStore:
             if refs:
                 self._insert_artifacts(conn, [r for _, _, r in refs])
                 conn.execute(
-                    text(
+                    (
                         "INSERT INTO events (run_id, step, kind, variable, digest, serializer,"
                         " serializer_version, type_name) VALUES (:run_id, :step, :kind,"
                         " :variable, :digest, :serializer, :serializer_version, :type_name)"
@@ -599,7 +539,7 @@ class SqlMetadataStore:
                 )
             if record.files_read:
                 conn.execute(
-                    text(
+                    (
                         "INSERT INTO files_read (run_id, step, path, digest)"
                         " VALUES (:run_id, :step, :path, :digest)"
                     ),
@@ -609,12 +549,12 @@ class SqlMetadataStore:
             self._log(conn, record.run_id, "step_recorded", step=record.step,
                       status=str(record.status))  # fmt: skip
 
-    def _insert_artifacts(self, conn: Connection, refs: Sequence[ArtifactRef]) -> None:
+    def _insert_artifacts(self, conn: SqlConnection, refs: Sequence[ArtifactRef]) -> None:
         now = _ts(datetime.now(UTC))
         # ON CONFLICT DO NOTHING: the bytes are immutable; the first description stays.
         # Digest order: concurrent PostgreSQL writers of shared artifacts wait, never deadlock.
         conn.execute(
-            text(
+            (
                 "INSERT INTO artifacts (digest, serializer, serializer_version, size, type_name,"
                 " created_at) VALUES (:digest, :serializer, :serializer_version, :size,"
                 " :type_name, :created_at) ON CONFLICT (digest) DO NOTHING"
@@ -642,7 +582,7 @@ class SqlMetadataStore:
         """
         with self._read() as conn:
             rows = conn.execute(
-                text("SELECT run_id, pid FROM runs WHERE status = :s AND hostname = :h"),
+                "SELECT run_id, pid FROM runs WHERE status = :s AND hostname = :h",
                 {"s": str(RunStatus.RUNNING), "h": _HOST},
             ).all()
         # Sorted: two processes marking the same runs lock their rows in the same order.
@@ -653,7 +593,7 @@ class SqlMetadataStore:
         with self._write() as conn:
             for run_id, pid in dead:
                 changed = conn.execute(
-                    text(
+                    (
                         "UPDATE runs SET status = :new, finished_at = :now, error = :error"
                         " WHERE run_id = :run_id AND status = :old"
                     ),
@@ -667,7 +607,7 @@ class SqlMetadataStore:
                 ).rowcount
                 if changed:
                     conn.execute(
-                        text(
+                        (
                             "UPDATE step_runs SET status = :new, finished_at = :now,"
                             " error = :error WHERE run_id = :run_id AND status = :old"
                         ),
@@ -715,12 +655,12 @@ class SqlMetadataStore:
         self.mark_interrupted_runs()
         with self._read() as conn:
             row = conn.execute(
-                text(f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = :id"), {"id": run_id}
+                f"SELECT {self._RUN_COLUMNS} FROM runs WHERE run_id = :id", {"id": run_id}
             ).first()
             if row is not None:
                 return self._run_from_row(row)
             rows = conn.execute(
-                text(
+                (
                     f"SELECT {self._RUN_COLUMNS} FROM runs"
                     " WHERE SUBSTR(run_id, 1, :n) = :prefix ORDER BY run_id LIMIT 11"
                 ),
@@ -757,7 +697,7 @@ class SqlMetadataStore:
             sql += " LIMIT :limit"
             params["limit"] = int(limit)
         with self._read() as conn:
-            rows = conn.execute(text(sql), params).all()
+            rows = conn.execute(sql, params).all()
         memo: dict[str, Any] = {}
         return [self._run_from_row(r, memo) for r in rows]
 
@@ -766,7 +706,7 @@ class SqlMetadataStore:
         " s.started_at, s.finished_at, s.log_digest, s.notebook_digest, s.error"
     )
 
-    def _steps(self, conn: Connection, rows: Sequence[Any]) -> list[StepRunRecord]:
+    def _steps(self, conn: SqlConnection, rows: Sequence[Any]) -> list[StepRunRecord]:
         """Build records for step_runs rows, loading their events, files and metrics."""
         out = []
         for row in rows:
@@ -774,7 +714,7 @@ class SqlMetadataStore:
             inputs: dict[str, ArtifactRef] = {}
             outputs: dict[str, ArtifactRef] = {}
             for kind, variable, digest, ser, ver, tname, size in conn.execute(
-                text(
+                (
                     "SELECT e.kind, e.variable, e.digest, e.serializer, e.serializer_version,"
                     " e.type_name, a.size FROM events e JOIN artifacts a ON a.digest = e.digest"
                     " WHERE e.run_id = :run_id AND e.step = :step ORDER BY e.variable"
@@ -791,7 +731,7 @@ class SqlMetadataStore:
                 (inputs if kind == "input" else outputs)[variable] = ref
             files: dict[str, str] = dict(
                 conn.execute(
-                    text(
+                    (
                         "SELECT path, digest FROM files_read WHERE run_id = :run_id"
                         " AND step = :step ORDER BY path"
                     ),
@@ -801,7 +741,7 @@ class SqlMetadataStore:
             metrics = {
                 name: json.loads(value)
                 for name, value in conn.execute(
-                    text(
+                    (
                         "SELECT name, value_json FROM metrics WHERE run_id = :run_id"
                         " AND step = :step ORDER BY name"
                     ),
@@ -838,12 +778,12 @@ class SqlMetadataStore:
         """
         with self._read() as conn:
             if (
-                conn.execute(text("SELECT 1 FROM runs WHERE run_id = :id"), {"id": run_id}).first()
+                conn.execute("SELECT 1 FROM runs WHERE run_id = :id", {"id": run_id}).first()
                 is None
             ):
                 raise _not_found(run_id)
             rows = conn.execute(
-                text(
+                (
                     f"SELECT {self._STEP_COLUMNS} FROM step_runs s WHERE s.run_id = :id"
                     " ORDER BY CASE WHEN s.started_at IS NULL THEN 1 ELSE 0 END,"
                     " s.started_at, s.seq"
@@ -856,7 +796,7 @@ class SqlMetadataStore:
         """Return the newest SUCCEEDED step run of ``step`` with ``cache_key``, if any."""
         with self._read() as conn:
             rows = conn.execute(
-                text(
+                (
                     f"SELECT {self._STEP_COLUMNS} FROM step_runs s WHERE s.step = :step"
                     " AND s.cache_key = :key AND s.status = :status"
                     # NULLs sort differently on SQLite and PostgreSQL: put them last on both.
@@ -876,7 +816,7 @@ class SqlMetadataStore:
         """
         with self._read() as conn:
             rows = conn.execute(
-                text(
+                (
                     f"SELECT {self._STEP_COLUMNS} FROM step_runs s"
                     " JOIN runs r ON r.run_id = s.run_id"
                     " WHERE s.step = :step AND r.notebook = :notebook AND r.run_id <> :before"

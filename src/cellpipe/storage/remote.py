@@ -96,8 +96,10 @@ class FsspecArtifactStore:
         except ImportError as exc:  # pragma: no cover - fsspec ships with cellpipe[team]
             raise _missing_package(url, exc) from exc
         self.url = url.rstrip("/")
+        self.storage_options: dict[str, Any] = dict(storage_options or {})
+        """The options the file system was opened with (may hold credentials)."""
         try:
-            fs, root = url_to_fs(self.url, **dict(storage_options or {}))
+            fs, root = url_to_fs(self.url, **self.storage_options)
         except ImportError as exc:
             raise _missing_package(url, exc) from exc
         self.fs: Any = fs

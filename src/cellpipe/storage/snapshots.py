@@ -18,6 +18,11 @@ Invariants:
     * ``.cellpipe/``, ``.git/``, ``__pycache__/`` and ``.ipynb_checkpoints/`` are never
       scanned, whatever ``.cellpipeignore`` says; directories are never followed through
       symlinks (no loops), symlinked files are stored by content;
+    * a live SQLite database is never opened: the scanner skips the files it is told are
+      private (the metadata database, with its ``-wal``, ``-shm`` and ``-journal``
+      siblings) and every SQLite journal (`ALWAYS_IGNORED_FILES`). Opening and closing a
+      file that this process's SQLite connection has locked drops those POSIX locks, after
+      which concurrent writers corrupt the database (sqlite.org/howtocorrupt.html, 2.2);
     * the size limit is checked from ``stat`` alone, before anything is hashed or copied;
     * a file is re-hashed when its size, mtime or inode differ from the cached entry, or when
       its mtime is within `RACY_WINDOW_NS` of the scan (a same-tick rewrite could keep size
@@ -54,6 +59,7 @@ from cellpipe.storage.records import ArtifactRef
 
 __all__ = [
     "ALWAYS_IGNORED",
+    "ALWAYS_IGNORED_FILES",
     "DEFAULT_MAX_BYTES",
     "IGNORE_FILE",
     "FileEntry",
@@ -75,6 +81,13 @@ IGNORE_FILE = ".cellpipeignore"
 """The ignore file in the workspace root (.gitignore syntax)."""
 ALWAYS_IGNORED = (".cellpipe/", ".git/", "__pycache__/", ".ipynb_checkpoints/")
 """Folders never snapshotted, at any depth."""
+ALWAYS_IGNORED_FILES = tuple(
+    f"*.{suffix}-{journal}"
+    for suffix in ("db", "sqlite", "sqlite3")
+    for journal in ("wal", "shm", "journal")
+)
+"""Files never snapshotted, at any depth: SQLite's journals, which a live database locks."""
+_SQLITE_SIBLINGS = ("", "-wal", "-shm", "-journal")
 DEFAULT_MAX_BYTES = 2 * 1024**3
 """The workspace size limit (2 GiB); ``CELLPIPE_SNAPSHOT_MAX_BYTES`` overrides it."""
 MANIFEST_FORMAT = "cellpipe-snapshot/1"
@@ -172,7 +185,7 @@ class IgnoreRules:
     pattern with a slash anchored at the workspace root (a leading ``/`` too), a trailing
     ``/`` for folders only, and ``!`` to re-include; the last matching rule wins, and a file
     inside an ignored folder stays ignored (as in git). `ALWAYS_IGNORED` comes first and
-    cannot be negated.
+    cannot be negated, nor can `ALWAYS_IGNORED_FILES`.
 
     Args:
         lines: the rules, one per line.
@@ -184,7 +197,8 @@ class IgnoreRules:
     """
 
     def __init__(self, lines: Iterable[str] = ()) -> None:
-        self._fixed = [r for r in (self._parse(p) for p in ALWAYS_IGNORED) if r is not None]
+        fixed = (*ALWAYS_IGNORED, *ALWAYS_IGNORED_FILES)
+        self._fixed = [r for r in (self._parse(p) for p in fixed) if r is not None]
         self._rules = [r for r in (self._parse(line) for line in lines) if r is not None]
 
     @classmethod
@@ -261,6 +275,8 @@ class WorkspaceScanner:
         cache_file: where the ``stat -> digest`` cache persists between runs (optional).
         max_bytes: the size limit; 0 or less means no limit.
         ignore: the rules (default: ``root/.cellpipeignore``).
+        private_files: files never to open, with their SQLite siblings (``-wal``, ``-shm``,
+            ``-journal``): the metadata database when it lives in the workspace.
 
     Thread-safe: scans run one at a time.
     """
@@ -273,9 +289,12 @@ class WorkspaceScanner:
         cache_file: Path | None = None,
         max_bytes: int = DEFAULT_MAX_BYTES,
         ignore: IgnoreRules | None = None,
+        private_files: Iterable[Path] = (),
     ) -> None:
         self.root = Path(root).resolve()
         self.store = store
+        self.private = self._private_paths(private_files)
+        """Workspace-relative paths that are never opened (nor listed in snapshots)."""
         self.cache_file = cache_file
         self.max_bytes = max_bytes
         self.ignore = ignore if ignore is not None else IgnoreRules.for_workspace(self.root)
@@ -287,6 +306,18 @@ class WorkspaceScanner:
 
     def _store_id(self) -> str:
         return repr(self.store)
+
+    def _private_paths(self, files: Iterable[Path]) -> frozenset[str]:
+        found: set[str] = set()
+        for file in files:
+            path = Path(file).absolute()
+            try:
+                # Resolve the folder only: the file itself may not exist yet.
+                rel = (path.parent.resolve() / path.name).relative_to(self.root).as_posix()
+            except (OSError, ValueError):  # outside the workspace: nothing to skip
+                continue
+            found.update(rel + sibling for sibling in _SQLITE_SIBLINGS)
+        return frozenset(found)
 
     def _load_cache(self) -> dict[str, list[Any]]:
         if self.cache_file is None:
@@ -330,6 +361,8 @@ class WorkspaceScanner:
                     if entry.is_dir(follow_symlinks=False):
                         if not self.ignore.ignored(rel, is_dir=True):
                             stack.append((rel + "/", entry.path))
+                        continue
+                    if rel in self.private:
                         continue
                     if not entry.is_file() or self.ignore.ignored(rel, is_dir=False):
                         continue
@@ -613,6 +646,8 @@ class SnapshotRecorder:
         max_bytes: the workspace size limit (default: ``CELLPIPE_SNAPSHOT_MAX_BYTES`` from
             ``env``, else `DEFAULT_MAX_BYTES`); 0 records no workspace files.
         env: where to read ``CELLPIPE_SNAPSHOT_MAX_BYTES`` (default: ``os.environ``).
+        private_files: files never to open (see `WorkspaceScanner`): the metadata database
+            when it is a SQLite file in the workspace.
 
     Example::
 
@@ -633,6 +668,7 @@ class SnapshotRecorder:
         state_dir: Path,
         max_bytes: int | None = None,
         env: Mapping[str, str] | None = None,
+        private_files: Iterable[Path] = (),
     ) -> None:
         environ = os.environ if env is None else env
         if max_bytes is None:
@@ -643,7 +679,11 @@ class SnapshotRecorder:
         self.run_id = run_id
         self.store = store
         self.scanner = WorkspaceScanner(
-            root, store, cache_file=state_dir / "snapshot-cache.json", max_bytes=max_bytes
+            root,
+            store,
+            cache_file=state_dir / "snapshot-cache.json",
+            max_bytes=max_bytes,
+            private_files=private_files,
         )
         # Unchanged workspace between snapshots: the same tree, not serialised again.
         self._last_files: dict[str, FileEntry] = {}
