@@ -5,10 +5,11 @@ so every run is distinct. All must finish, and the store must hold exactly one r
 process with all its step runs: no lost or duplicated records, no "database is locked".
 The installed entry point is used, as a user would.
 
-The SQLite file lives outside the notebook's folder (the workspace): workspace snapshots hash
-every file there, and opening and closing a live SQLite file from another library drops that
-process's POSIX locks on it, which lets SQLite corrupt it (SIGBUS, "database disk image is
-malformed"). See sqlite.org/howtocorrupt.html, section 2.2.
+The SQLite file lives inside the notebook's folder (the workspace), where a user may well keep
+it: workspace snapshots must skip it and its ``-wal``/``-shm`` files without opening them,
+because opening and closing a live SQLite file from another library drops that process's
+POSIX locks on it, which lets SQLite corrupt it (SIGBUS, "database disk image is malformed").
+See sqlite.org/howtocorrupt.html, section 2.2.
 """
 
 from __future__ import annotations
@@ -99,10 +100,15 @@ def check_store(db_url: str, results: list[subprocess.CompletedProcess[str]]) ->
 
 
 @pytest.mark.slow
-def test_eight_cli_runs_share_one_sqlite_store(tmp_path: Path) -> None:
-    (tmp_path / "store").mkdir()
-    db_url = f"sqlite:///{tmp_path / 'store' / 'shared.db'}"
+def test_eight_cli_runs_share_one_sqlite_store_inside_the_workspace(tmp_path: Path) -> None:
+    db_url = f"sqlite:///{tmp_path / 'project' / 'shared.db'}"
     check_store(db_url, run_concurrently(tmp_path, db_url))
+    workspace = tmp_path / "project"
+    assert (workspace / "shared.db").is_file()
+    # Snapshots never listed (so never opened) the live database or its journals.
+    cache = json.loads((workspace / ".cellpipe" / "snapshot-cache.json").read_text())
+    assert "count.py" in cache["entries"]
+    assert not [path for path in cache["entries"] if path.startswith("shared.db")]
 
 
 @pytest.mark.slow

@@ -134,14 +134,35 @@ class FsspecArtifactStore:
             yield
         except CellpipeError:
             raise
-        except FileNotFoundError:
+        except FileNotFoundError as exc:
+            missing = self._missing_bucket()
+            if missing is not None:
+                raise missing from exc
             raise _not_found(digest, self.url) from None
         except Exception as exc:
             raise StorageError(
                 f"could not {action} artifact {digest} at {self.url_for(digest)}: {exc}",
-                hint="check the artifacts URL, the credentials and the endpoint "
-                "(CELLPIPE_S3_ENDPOINT_URL for S3-compatible servers)",
+                hint=_hint_for(exc, self.url),
             ) from exc
+
+    def _missing_bucket(self) -> StorageError | None:
+        """Return the error for a bucket that does not exist (None when it does, or unknown).
+
+        Only asked after a "not found": a missing bucket makes every object look missing,
+        and "create the bucket" is the fix, not "run the pipeline again".
+        """
+        bucket = self._root.split("/", 1)[0]
+        try:
+            if self.fs.exists(bucket):
+                return None
+        except Exception:  # cannot tell: report the object as missing
+            return None
+        where = str(self.fs.unstrip_protocol(bucket))
+        return StorageError(
+            f"the bucket {where} of the artifact store {self.url} does not exist",
+            hint=f"create it (for example `aws s3 mb {where}`), or point "
+            "CELLPIPE_ARTIFACTS_URL (or artifacts_url in cellpipe.toml) at an existing bucket",
+        )
 
     # -- writing --------------------------------------------------------------------------
 
@@ -252,6 +273,33 @@ def _not_found(digest: str, where: str) -> ArtifactNotFoundError:
     return ArtifactNotFoundError(
         f"artifact {digest} is not in the store {where}",
         hint="run the pipeline again (without --only/--from) to recompute it",
+    )
+
+
+_CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "NoAuthTokenError")
+_CONNECTION_ERRORS = ("EndpointConnectionError", "ConnectTimeoutError", "ClientConnectorError")
+
+
+def _hint_for(exc: BaseException, url: str) -> str:
+    """Say how to fix a remote store failure, by the kind of exception (no botocore import)."""
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    text = str(exc)
+    if names & set(_CREDENTIAL_ERRORS) or "Unable to locate credentials" in text:
+        return (
+            "no credentials for the artifact store: set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE) in the environment of `cellpipe run`; "
+            "credentials never go in cellpipe.toml"
+        )
+    if isinstance(exc, PermissionError) or "AccessDenied" in text or "Forbidden" in text:
+        return f"the credentials in the environment may not read and write {url}"
+    if names & set(_CONNECTION_ERRORS) or isinstance(exc, ConnectionError | TimeoutError):
+        return (
+            "the S3 endpoint cannot be reached: check the network and "
+            "CELLPIPE_S3_ENDPOINT_URL (or s3_endpoint_url in cellpipe.toml)"
+        )
+    return (
+        "check the artifacts URL, the credentials and the endpoint "
+        "(CELLPIPE_S3_ENDPOINT_URL for S3-compatible servers)"
     )
 
 
