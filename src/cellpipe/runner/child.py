@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import contextlib
 import json
 import linecache
 import os
@@ -57,7 +58,7 @@ from cellpipe.storage.serializers import deserialize, serialize, type_name
 if TYPE_CHECKING:
     from cellpipe.storage.remote import FsspecArtifactStore
 
-__all__ = ["WarmState", "main", "open_job_store", "run_job", "warm_up"]
+__all__ = ["WarmState", "main", "open_job_store", "preload_serializers", "run_job", "warm_up"]
 
 # Frames from files under this folder are cellpipe's own; they are hidden from tracebacks.
 _CELLPIPE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
@@ -101,6 +102,23 @@ def _recording_opens() -> Iterator[list[str]]:
         yield opened
     finally:
         _opened = previous
+
+
+def _in_workspace(opened: list[str], workdir: str) -> list[str]:
+    """Keep the distinct paths that lie in the workspace (a string test, no file access).
+
+    The preamble opens thousands of files while it imports (bytecode, shared libraries,
+    data files of the installed packages); this drops them once per warm-up instead of
+    filtering them again in every step.
+    """
+    root = os.path.normpath(Path(workdir).absolute())
+    prefix = root.rstrip(os.sep) + os.sep
+    kept: list[str] = []
+    for raw in set(opened):
+        path = os.path.normpath(raw)
+        if path == root or path.startswith(prefix):
+            kept.append(path)
+    return kept
 
 
 def _workspace_files(opened: list[str], job: StepJob) -> tuple[str, ...]:
@@ -173,6 +191,18 @@ def _warm_store(job: StepJob) -> None:
             open_job_store(job)
     except CellpipeError:
         pass  # each step reports it when it opens the store itself
+
+
+def preload_serializers() -> None:
+    """Import what the storage formats of the preamble's libraries need, before forking.
+
+    A DataFrame is stored as Parquet: with pandas imported, ``pyarrow.parquet`` (about 20 ms,
+    no thread started) is imported once by the fork server instead of by every step that
+    loads or stores a DataFrame.
+    """
+    if "pandas" in sys.modules:
+        with contextlib.suppress(ImportError):
+            import pyarrow.parquet  # noqa: F401
 
 
 # -- running cells ---------------------------------------------------------------------------
@@ -284,7 +314,8 @@ class WarmState:
         module: the ``__main__`` module whose dict is the namespace.
         cells: the preamble's executed cells (with outputs), copied into every step notebook.
         failure: the preamble's error, if it raised; every step then fails with it.
-        files_read: absolute paths of files the preamble opened for reading.
+        files_read: absolute paths of files in the workspace the preamble opened for reading
+            (other files it opened are dropped when it ends).
         execution_count: the last execution count used.
     """
 
@@ -357,7 +388,7 @@ def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
                     break
                 finally:
                     _flush_figures()
-        state.files_read = opened
+        state.files_read = _in_workspace(opened, job.workdir)
     finally:
         sys.stdout, sys.stderr = saved
     state.cells = builder.cells

@@ -152,6 +152,7 @@ class _ServerHandle:
     buffer: bytes = b""
     replies: list[dict[str, Any]] = field(default_factory=list)
     dead: bool = False
+    used: bool = False  # a job was submitted to it (else it may be killed at close)
 
     def send(self, message: dict[str, Any]) -> None:
         self.stdin.write((json.dumps(message) + "\n").encode())
@@ -174,7 +175,8 @@ class ForkServerExecutor:
     """Runs each step in a child forked from a warm server (the default on Linux).
 
     One server is started per distinct preamble/parameters/workdir (normally one per run) on
-    the first job; its log is ``forkserver.log`` beside the first job's scratch folder.
+    the first job, or earlier by `warm`; its log is ``forkserver-<key>.log`` beside the first
+    job's scratch folder.
 
     Args:
         python: the interpreter for the server (default: this one).
@@ -228,11 +230,20 @@ class ForkServerExecutor:
         server.send({"op": "init", "job": job.to_json()})
         return server
 
+    def warm(self, job: StepJob) -> None:
+        """Start the server for ``job``'s setup now, so it warms up while the runner plans.
+
+        Nothing runs: the server imports and runs the preamble, then waits for `submit`. A
+        server that never gets a job is killed (not waited for) at `close`.
+        """
+        self._server_for(job)
+
     def submit(self, job: StepJob) -> None:
         """Ask the warm server to fork a child for ``job``."""
         Path(job.scratch_dir).mkdir(parents=True, exist_ok=True)
         job.result_path.unlink(missing_ok=True)
         server = self._server_for(job)
+        server.used = True
         server.jobs[job.step] = job
         try:
             server.send({"op": "run", "job": job.to_json()})
@@ -334,6 +345,10 @@ class ForkServerExecutor:
     def close(self) -> None:
         """Stop the servers: closing a server's stdin makes it kill its children and exit."""
         for server in self._servers.values():
+            if not server.used and not server.dead:
+                # Warmed up for nothing (every step was cached, or the run stopped early):
+                # no child to wait for, and its warm-up may still be importing.
+                _kill_group(server.proc.pid)
             with contextlib.suppress(BrokenPipeError):
                 server.stdin.close()
             try:

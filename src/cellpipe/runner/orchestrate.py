@@ -2,8 +2,9 @@
 
 Owns: `run_pipeline`, which ties the pieces together: it resolves the selection (``--from``,
 ``--only``), decides per ready step whether its outputs are already known (the cache), hands
-the rest to the scheduler and executor, records every step run in the metadata store as soon
-as it ends (so a killed runner loses nothing that finished), and assembles the run's metrics
+the rest to the scheduler and executor, records every step run in the metadata store (one
+transaction per step, written while the next steps run: a killed runner loses at most the
+steps that ended last, which a resumed run runs again), and assembles the run's metrics
 and executed notebook.
 
 Invariants:
@@ -59,6 +60,7 @@ from cellpipe.storage.artifacts import LocalArtifactStore, digest_file
 from cellpipe.storage.backends import ArtifactLocation, sqlite_database_file
 from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
 from cellpipe.storage.records import (
+    ArtifactRef,
     MetadataStore,
     RunRecord,
     RunStatus,
@@ -207,6 +209,8 @@ class _Run:
         self.started: dict[str, datetime] = {}
         self.records: dict[str, StepRunRecord] = {}
         self.results: dict[str, StepResult] = {}
+        # Ended steps whose records are not written yet: (result, inputs, files read, end).
+        self._unrecorded: list[tuple[StepResult, dict[str, Any], dict[str, str], datetime]] = []
 
     # -- selection -------------------------------------------------------------------------
 
@@ -304,6 +308,9 @@ class _Run:
             )
         )
         self.history.before(step.name, inputs)
+        return self._job(step, inputs)
+
+    def _job(self, step: Step, inputs: Mapping[str, ArtifactRef]) -> StepJob:
         if self._location is None:
             self._location = ArtifactLocation.of(self.artifacts)
         location = self._location
@@ -320,9 +327,33 @@ class _Run:
             artifact_root=location.url,
             artifact_cache=location.cache_dir,
             storage_options=location.storage_options,
-            scratch_dir=str(scratch),
+            scratch_dir=str(self.run_dir / "steps" / step.name),
             run_id=self.run_id,
         )
+
+    def first_job(self) -> StepJob | None:
+        """Return a job for a selected step without inputs that will run (a cache miss).
+
+        Only its setup matters (`StepJob.setup_key`): the executor warms up for it while the
+        runner records the run's start. None when every such step is a cache hit, so a fully
+        cached run starts no step process.
+        """
+        for name in self.selected():
+            step = self.pipeline.step(name)
+            if step.inputs or name in self.cache_only:
+                continue
+            fields = step_cache_fields(
+                step,
+                imports=self.pipeline.imports,
+                functions=self.pipeline.functions,
+                parameters=self.params,
+                input_digests={},
+                serializer_versions=self.versions,
+            )
+            hit, _ = self._lookup(step, cache_key(fields), fields)
+            if hit is None:
+                return self._job(step, {})
+        return None
 
     def _lookup(
         self, step: Step, key: str, fields: Mapping[str, str]
@@ -395,38 +426,49 @@ class _Run:
         self.sink.emit(event)
 
     def _record_end(self, result: StepResult) -> None:
+        """Take what cannot wait once a step ended; its record is written by `flush_records`.
+
+        The after snapshot and the digests of the files the step read must be taken before
+        the steps it unblocks start (they may change the workspace); storing its log and
+        notebook and writing its record (one transaction) can run while they do.
+        """
         self.results[result.step] = result
-        step = self.pipeline.step(result.step)
-        fields = self.fields.get(result.step, {})
-        log_digest = self._store(result.log_path)
-        notebook_digest = self._store(result.notebook_path)
+        inputs = self._inputs(self.pipeline.step(result.step))
         files = {p: self.files.digest(p) for p in result.files_read}
-        metrics: dict[str, Any] = dict(result.pipeline_metrics)
-        for name, value in result.metrics.items():
-            metrics[f"log:{name}"] = value
-        error = result.error
-        if result.traceback:
-            error = f"{result.error}\n{result.traceback}" if result.error else result.traceback
-        record = StepRunRecord(
-            run_id=self.run_id,
-            step=result.step,
-            status=result.status,
-            cache_key=cache_key(fields) if fields else None,
-            cache_fields=fields,
-            cache_reason=self.reasons.get(result.step, result.error or ""),
-            started_at=self.started.get(result.step),
-            finished_at=datetime.now(UTC),
-            inputs=self._inputs(step),
-            outputs=result.outputs,
-            metrics=metrics,
-            files_read=files,
-            log_digest=log_digest,
-            notebook_digest=notebook_digest,
-            error=error if result.status is StepStatus.FAILED else None,
-        )
-        self.records[result.step] = record
-        self.metadata.record_step_run(record)
-        self.history.after(result, record.inputs, self.run_dir / "steps" / result.step)
+        self._unrecorded.append((result, inputs, files, datetime.now(UTC)))
+        self.history.after(result, inputs, self.run_dir / "steps" / result.step)
+
+    def flush_records(self) -> None:
+        """Write the records of the steps that ended; the scheduler calls it as steps run."""
+        while self._unrecorded:
+            result, inputs, files, finished = self._unrecorded[0]
+            fields = self.fields.get(result.step, {})
+            metrics: dict[str, Any] = dict(result.pipeline_metrics)
+            for name, value in result.metrics.items():
+                metrics[f"log:{name}"] = value
+            error = result.error
+            if result.traceback:
+                error = f"{result.error}\n{result.traceback}" if result.error else result.traceback
+            record = StepRunRecord(
+                run_id=self.run_id,
+                step=result.step,
+                status=result.status,
+                cache_key=cache_key(fields) if fields else None,
+                cache_fields=fields,
+                cache_reason=self.reasons.get(result.step, result.error or ""),
+                started_at=self.started.get(result.step),
+                finished_at=finished,
+                inputs=inputs,
+                outputs=result.outputs,
+                metrics=metrics,
+                files_read=files,
+                log_digest=self._store(result.log_path),
+                notebook_digest=self._store(result.notebook_path),
+                error=error if result.status is StepStatus.FAILED else None,
+            )
+            self.records[result.step] = record
+            self.metadata.record_step_run(record)
+            self._unrecorded.pop(0)  # only now: interrupted, the final flush writes it again
 
     def _inputs(self, step: Step) -> dict[str, Any]:
         found = {}
@@ -488,6 +530,12 @@ class _LazyExecutor:
 
             self._executor = default_executor(self._kind)
         return self._executor
+
+    def warm(self, job: StepJob) -> None:
+        executor = self._get()
+        warm = getattr(executor, "warm", None)
+        if warm is not None:
+            warm(job)
 
     def submit(self, job: StepJob) -> None:
         self._get().submit(job)
@@ -563,21 +611,27 @@ def run_pipeline(
     )
     state.run_dir.mkdir(parents=True, exist_ok=True)
     start_snapshot = state.history.take_start(Path(state.notebook))  # may refuse: too large
-    metadata.start_run(
-        RunRecord(
-            run_id=run_id,
-            pipeline=pipeline.name,
-            notebook=state.notebook,
-            notebook_digest=digest_file(Path(state.notebook)),
-            status=RunStatus.RUNNING,
-            started_at=now,
-            parameters=dict(params),
-            pid=os.getpid(),
+    runner: Executor | _LazyExecutor = executor or _LazyExecutor(opts.executor)
+    try:
+        _warm_early(state, runner)
+        metadata.start_run(
+            RunRecord(
+                run_id=run_id,
+                pipeline=pipeline.name,
+                notebook=state.notebook,
+                notebook_digest=digest_file(Path(state.notebook)),
+                status=RunStatus.RUNNING,
+                started_at=now,
+                parameters=dict(params),
+                pid=os.getpid(),
+            )
         )
-    )
+    except BaseException:
+        if executor is None:
+            runner.close()
+        raise
     state.history.record(start_snapshot)
     logger.debug("run %s started", run_id)
-    runner: Executor | _LazyExecutor = executor or _LazyExecutor(opts.executor)
     status = RunStatus.FAILED
     error: str | None = None
     cancelled = False
@@ -590,6 +644,7 @@ def run_pipeline(
             steps=state.selected(),
             jobs=opts.jobs,
             run_id=run_id,
+            after_start=state.flush_records,
         )
         status = outcome.status
         if outcome.failed:
@@ -604,16 +659,19 @@ def run_pipeline(
     finally:
         if executor is None:
             runner.close()
-        state.files.save()
-        state.history.close()
-        notebook = _write_run_notebook(state)
-        metadata.finish_run(
-            run_id,
-            status=status,
-            finished_at=datetime.now(UTC),
-            metrics=state.metrics(),
-            error=error,
-        )
+        try:
+            state.flush_records()
+        finally:
+            state.files.save()
+            state.history.close()
+            notebook = _write_run_notebook(state)
+            metadata.finish_run(
+                run_id,
+                status=status,
+                finished_at=datetime.now(UTC),
+                metrics=state.metrics(),
+                error=error,
+            )
     report = RunReport(
         run=metadata.get_run(run_id),
         steps={n: state.records[n] for n in pipeline.step_names if n in state.records},
@@ -627,6 +685,21 @@ def run_pipeline(
 
 
 _EXECUTORS = ("fork", "spawn", "inprocess")
+
+
+def _warm_early(state: _Run, runner: Executor | _LazyExecutor) -> None:
+    """Start the executor's warm process now if a step will surely run.
+
+    The fork server's start (interpreter, IPython, the imports cell) then overlaps the run
+    record, the cache decisions and the first step's snapshot, instead of delaying the first
+    step. It starts after the start snapshot, so the preamble cannot change what that records.
+    """
+    warm = getattr(runner, "warm", None)
+    if warm is None:
+        return
+    job = state.first_job()
+    if job is not None:
+        warm(job)
 
 
 def _database_file(metadata: MetadataStore) -> Path | None:

@@ -255,6 +255,7 @@ def run_steps(
     jobs: int | None = None,
     run_id: str = "",
     poll_interval: float = 0.05,
+    after_start: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """Run the selected steps of ``pipeline``, each as soon as its upstream steps are done.
 
@@ -267,7 +268,10 @@ def run_steps(
         steps: the step names to run (default: all). Unselected upstream steps count as done.
         jobs: how many steps may run at once (default: ``os.cpu_count()``).
         run_id: the run's id, copied into `RunStarted` and `RunFinished`.
-        poll_interval: how often live output is read while steps run, in seconds.
+        poll_interval: how often live output is read while steps run, in seconds (a step
+            that ends is noticed at once: the executor's wait is woken by it).
+        after_start: called after the ready steps were started, before waiting for them:
+            bookkeeping of the steps that ended (records) runs while the next ones run.
 
     Returns:
         The outcome: the run status and every selected step's result.
@@ -297,6 +301,8 @@ def run_steps(
         while len(run.results) < len(run.order):
             run.schedule_ready()
             run.start_queued()
+            if after_start is not None:
+                after_start()
             if not run.running:
                 if len(run.results) < len(run.order) and not run.queued:
                     raise RuntimeError(f"steps cannot be scheduled: {run.pending}")  # a cycle

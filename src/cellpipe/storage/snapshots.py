@@ -35,7 +35,6 @@ Must not depend on: notebooks, the pipeline model, the runner.
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import json
 import logging
 import os
@@ -465,6 +464,8 @@ def environment() -> Mapping[str, Any]:
     """
     packages = _installed_from_folders()
     if not packages:  # unusual layouts (zip imports, editable finders only)
+        import importlib.metadata  # lazily: about 20 ms that every run start would pay
+
         for dist in importlib.metadata.distributions():
             name = dist.metadata["Name"]
             if name:

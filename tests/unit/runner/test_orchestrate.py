@@ -146,3 +146,40 @@ print(",".join(sorted(m for m in sys.modules
         [sys.executable, "-c", code, str(nb)], capture_output=True, text=True, check=True
     )
     assert second.stdout.strip() == ""
+
+
+class _WarmingExecutor(InProcessExecutor):
+    """Records the jobs the runner asked it to warm up for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.warmed: list[str] = []
+
+    def warm(self, job) -> None:
+        self.warmed.append(job.step)
+
+
+def test_the_executor_is_warmed_early_only_when_a_step_will_run(project, metadata):
+    def run(**options) -> tuple[RunReport, list[str]]:
+        with _WarmingExecutor() as executor:
+            report = run_pipeline(
+                _pipe(),
+                params={"P": 1},
+                artifacts=LocalArtifactStore(project / ".cellpipe" / "artifacts"),
+                metadata=metadata,
+                state_dir=project / ".cellpipe",
+                options=RunOptions(**options),
+                executor=executor,
+            )
+            return report, executor.warmed
+
+    cold, warmed = run()
+    assert cold.run.status is RunStatus.SUCCEEDED
+    assert warmed == ["a"]
+    cached, warmed = run()
+    assert set(_statuses(cached).values()) == {"cached"}
+    assert warmed == []
+    _, warmed = run(from_step="b")  # 'a' is a hit; 'b' has inputs: no early warm-up
+    assert warmed == []
+    _, warmed = run(use_cache=False)
+    assert warmed == ["a"]

@@ -548,3 +548,28 @@ def test_results_are_json_round_trippable(fork_runner: Runner) -> None:
     outcome, _ = fork_runner.run(pipeline(step("a", 4, "x = 1", outputs=["x"])))
     result = outcome.results["a"]
     assert StepResult.from_json(json.loads(json.dumps(result.to_json()))) == result
+
+
+def test_a_warmed_fork_server_runs_jobs_and_one_never_used_is_killed_at_close(
+    workdir: Path,
+) -> None:
+    from runner_testkit import Orchestrator
+
+    from cellpipe.runner import ForkServerExecutor, StepJob, run_steps
+
+    slow = pipeline(step("a", 4, "y = 1", outputs=["y"]), imports="import time\ntime.sleep(30)")
+    job = Orchestrator(slow, workdir)(slow.step("a"), {})
+    assert isinstance(job, StepJob)
+    executor = ForkServerExecutor()
+    executor.warm(job)
+    started = time.perf_counter()
+    executor.close()  # not waited for: it is still in its 30 s imports cell
+    assert time.perf_counter() - started < 5
+
+    fast = pipeline(step("a", 4, "y = 1", outputs=["y"]), step("b", 5, "z = 2", outputs=["z"]))
+    prepare = Orchestrator(fast, workdir)
+    with ForkServerExecutor() as executor:
+        executor.warm(prepare(fast.step("a"), {}))  # type: ignore[arg-type]
+        outcome = run_steps(fast, prepare=prepare, executor=executor)
+        assert len(executor._servers) == 1  # the warmed server ran both steps
+    assert outcome.status is RunStatus.SUCCEEDED
