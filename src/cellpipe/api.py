@@ -11,6 +11,7 @@ Must not depend on: cli, ui.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from cellpipe.pipeline import Pipeline
 
 if TYPE_CHECKING:
     from cellpipe.runner.events import Event
+    from cellpipe.runner.forkserver import BareServer
     from cellpipe.runner.orchestrate import RunReport
     from cellpipe.storage.metadata import SqlMetadataStore
     from cellpipe.storage.protocols import ArtifactStore
@@ -119,6 +121,7 @@ def run_notebook(
     only: Sequence[str] = (),
     executor: str | None = None,
     sink: Callable[[Event], None] | None = None,
+    bare_server: BareServer | None = None,
 ) -> RunReport:
     """Check the notebook and run its pipeline; the service behind `run` and ``cellpipe run``.
 
@@ -132,6 +135,8 @@ def run_notebook(
         only: run just these steps, with their inputs from the cache.
         executor: ``fork``, ``spawn`` or ``inprocess``.
         sink: receives progress events.
+        bare_server: a fork server the caller already started in the notebook's folder (the
+            CLI starts one before its own imports); it is used or killed, never leaked.
 
     Returns:
         The run's report.
@@ -140,6 +145,47 @@ def run_notebook(
         DefinitionError: the notebook is invalid (nothing runs).
         ParameterError: an override is unknown or ill-typed (nothing runs).
     """
+    from cellpipe.runner.forkserver import start_bare
+
+    # The fork server's own start (interpreter, IPython) overlaps reading the notebook and
+    # opening the stores; it runs no notebook code until the run sends it the preamble.
+    bare = bare_server
+    if executor not in (None, "fork") and bare is not None:
+        bare.kill()
+        bare = None
+    if bare is None and executor in (None, "fork") and sys.platform.startswith("linux"):
+        bare = start_bare(str(Path(path).resolve().parent))
+    try:
+        return _run_notebook(
+            path,
+            params=params,
+            text_params=text_params,
+            jobs=jobs,
+            use_cache=use_cache,
+            from_step=from_step,
+            only=only,
+            executor=executor,
+            sink=sink,
+            bare=bare,
+        )
+    finally:
+        if bare is not None:
+            bare.kill()  # a no-op once the run adopted it
+
+
+def _run_notebook(
+    path: str | Path,
+    *,
+    params: Mapping[str, object] | None,
+    text_params: Iterable[str],
+    jobs: int | None,
+    use_cache: bool,
+    from_step: str | None,
+    only: Sequence[str],
+    executor: str | None,
+    sink: Callable[[Event], None] | None,
+    bare: BareServer | None,
+) -> RunReport:
     from cellpipe.pipeline.parameters import parse_assignments, resolve_parameters
     from cellpipe.runner.orchestrate import RunOptions, run_pipeline
     from cellpipe.storage.backends import sqlite_database_file
@@ -164,6 +210,7 @@ def run_notebook(
             options=options,
             sink=sink,
             database=sqlite_database_file(settings.db_url),
+            bare_server=bare,
         )
 
 

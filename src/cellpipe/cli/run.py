@@ -25,6 +25,7 @@ from cellpipe.cli._loading import NOTEBOOK_HELP, check_path
 
 if TYPE_CHECKING:
     from cellpipe.runner.events import Event
+    from cellpipe.runner.forkserver import BareServer
     from cellpipe.runner.orchestrate import RunReport
 
 DESCRIPTION = """\
@@ -117,10 +118,25 @@ def _positive_int(text: str) -> int:
 
 def run_cmd(args: argparse.Namespace) -> int:
     """Run the notebook and render the progress and the outcome."""
+    path = check_path(args.notebook)
+    bare = None
+    if args.executor in (None, "fork") and sys.platform.startswith("linux"):
+        # Start the fork server's interpreter before this process's own heavy imports, so its
+        # start-up overlaps ours; it runs no notebook code until the run sends the preamble.
+        from cellpipe.runner.forkserver import start_bare
+
+        bare = start_bare(str(path.resolve().parent))
+    try:
+        return _run(args, bare)
+    finally:
+        if bare is not None:
+            bare.kill()  # a no-op once the run adopted it
+
+
+def _run(args: argparse.Namespace, bare: BareServer | None) -> int:
     from cellpipe.api import run_notebook
     from cellpipe.runner.orchestrate import RunCancelled
 
-    check_path(args.notebook)
     view: _JsonView | _TextView = (
         _JsonView(sys.stdout) if args.json else _TextView(sys.stdout, sys.stderr)
     )
@@ -134,6 +150,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             only=args.only,
             executor=args.executor,
             sink=view.on_event,
+            bare_server=bare,
         )
     except RunCancelled as cancelled:
         view.close()

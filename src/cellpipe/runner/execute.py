@@ -38,6 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, Self
 
+from cellpipe.runner.forkserver import BareServer, step_env
 from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
 from cellpipe.storage.records import StepStatus
 
@@ -75,11 +76,7 @@ class Executor(Protocol):
         ...
 
 
-def _step_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["MPLBACKEND"] = MPL_BACKEND
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
+_step_env = step_env
 
 
 def _died(job: StepJob, status: int) -> StepResult:
@@ -180,6 +177,8 @@ class ForkServerExecutor:
 
     Args:
         python: the interpreter for the server (default: this one).
+        bare: a server started early (`cellpipe.runner.forkserver.start_bare`); the first
+            setup adopts it when it runs in the same folder; closing kills it if unused.
 
     Example::
 
@@ -187,8 +186,9 @@ class ForkServerExecutor:
             outcome = run_steps(pipeline, prepare=prepare, executor=executor, sink=sink)
     """
 
-    def __init__(self, *, python: str | None = None) -> None:
+    def __init__(self, *, python: str | None = None, bare: BareServer | None = None) -> None:
         self._python = python or sys.executable
+        self._bare = bare
         self._servers: dict[str, _ServerHandle] = {}
         self._results: list[StepResult] = []
 
@@ -211,6 +211,10 @@ class ForkServerExecutor:
         log_dir = Path(job.scratch_dir).parent
         log_dir.mkdir(parents=True, exist_ok=True)
         log_path = log_dir / f"forkserver-{key[:8]}.log"
+        server = self._adopt_bare(job, log_path)
+        if server is not None:
+            self._servers[key] = server
+            return server
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [self._python, "-m", "cellpipe.runner.forkserver"],
@@ -228,6 +232,30 @@ class ForkServerExecutor:
         )
         self._servers[key] = server
         server.send({"op": "init", "job": job.to_json()})
+        return server
+
+    def _adopt_bare(self, job: StepJob, log_path: Path) -> _ServerHandle | None:
+        """Take over the early server for ``job``'s setup (None if there is none, or unfit)."""
+        bare, self._bare = self._bare, None
+        if bare is None:
+            return None
+        proc = bare.adopt(job.workdir)
+        if proc is None:
+            return None
+        assert proc.stdin is not None
+        assert proc.stdout is not None
+        server = _ServerHandle(
+            proc=proc, stdin=proc.stdin, stdout_fd=proc.stdout.fileno(), log_path=log_path
+        )
+        try:
+            server.send({"op": "init", "job": job.to_json(), "log": str(log_path)})
+        except BrokenPipeError:  # it died starting: start a fresh one, which logs why
+            _kill_group(proc.pid)
+            proc.wait()
+            proc.stdout.close()
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+            return None
         return server
 
     def warm(self, job: StepJob) -> None:
@@ -344,6 +372,9 @@ class ForkServerExecutor:
 
     def close(self) -> None:
         """Stop the servers: closing a server's stdin makes it kill its children and exit."""
+        if self._bare is not None:
+            self._bare.kill()
+            self._bare = None
         for server in self._servers.values():
             if not server.used and not server.dead:
                 # Warmed up for nothing (every step was cached, or the run stopped early):

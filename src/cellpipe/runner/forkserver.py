@@ -7,7 +7,11 @@ each child started and how it exited.
 
 Protocol (JSON lines; requests on stdin, replies on stdout)::
 
-    -> {"op": "init", "job": {...}}     warm up with this job's preamble and parameters
+    (start-up)                          import the runner's child machinery and IPython
+                                        and create the shell: no user code yet
+    -> {"op": "init", "job": {...}, "log": "PATH"}
+                                        warm up with this job's preamble and parameters;
+                                        with "log", stdout and stderr go there from now on
     <- {"event": "ready", "failed": false}
     -> {"op": "run", "job": {...}}      fork a child for the job
     <- {"event": "started", "step": "train", "pid": 4242}
@@ -23,7 +27,14 @@ started); every child is reaped by the server; the protocol descriptors are move
 and 1 before any user code runs, so stray output cannot corrupt the protocol; the server
 ignores SIGINT (the runner decides what Ctrl-C means) and children restore the default.
 
-Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
+The runner may start a *bare* server (`start_bare`) before it knows the notebook's
+preamble, so the interpreter's and IPython's start overlap the runner's own start-up; the
+executor adopts it for the run's first setup (the preamble only runs on "init", after the
+runner's start snapshot), and whoever started it kills it if it is never adopted.
+
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI. Importing this module is
+cheap (the runner imports it to start a bare server): the child machinery and IPython are
+only imported by `main`.
 """
 
 from __future__ import annotations
@@ -35,21 +46,88 @@ import json
 import os
 import select
 import signal
+import subprocess
 import sys
 import traceback
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from cellpipe.runner.child import (
-    WarmState,
-    preload_serializers,
-    prepare_process,
-    run_job,
-    warm_up,
-    write_result,
-)
-from cellpipe.runner.jobs import StepJob
+from cellpipe.runner.jobs import MPL_BACKEND, StepJob
 
-__all__ = ["main"]
+if TYPE_CHECKING:
+    from cellpipe.runner.child import WarmState
+
+__all__ = ["BareServer", "main", "start_bare", "step_env"]
+
+
+def step_env() -> dict[str, str]:
+    """The environment of step processes (and of the fork server)."""
+    env = dict(os.environ)
+    env["MPLBACKEND"] = MPL_BACKEND
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+class BareServer:
+    """A fork server started before its run's preamble is known (see `start_bare`).
+
+    The executor takes it over with `adopt`; until then it only holds imports. `kill` (safe
+    to call any number of times, a no-op once adopted) takes it down and reaps it.
+    """
+
+    def __init__(self, proc: subprocess.Popen[bytes], workdir: str) -> None:
+        self.proc = proc
+        self.workdir = workdir
+        self._done = False
+
+    def adopt(self, workdir: str) -> subprocess.Popen[bytes] | None:
+        """Hand the process over for a setup in ``workdir``; None (and killed) if unfit."""
+        if self._done:
+            return None
+        if self.proc.poll() is not None or str(Path(workdir).resolve()) != self.workdir:
+            self.kill()
+            return None
+        self._done = True
+        return self.proc
+
+    def kill(self) -> None:
+        """Kill the server (its whole process group) and reap it, unless it was adopted."""
+        if self._done:
+            return
+        self._done = True
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        except PermissionError:  # not yet its own group leader
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(OSError):
+                    stream.close()
+        self.proc.wait()
+
+
+def start_bare(workdir: str, *, python: str | None = None) -> BareServer | None:
+    """Start a fork server in ``workdir`` that imports its machinery and waits for "init".
+
+    Returns None when it cannot be started (the executor then starts one as usual).
+    """
+    workdir = str(Path(workdir).resolve())
+    try:
+        proc = subprocess.Popen(
+            [python or sys.executable, "-m", "cellpipe.runner.forkserver"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,  # until "init" names the run's log
+            cwd=workdir,
+            env=step_env(),
+            start_new_session=True,  # Ctrl-C in the terminal reaches the runner only
+        )
+    except OSError:
+        return None
+    return BareServer(proc, workdir)
 
 
 class _Server:
@@ -71,6 +149,11 @@ class _Server:
     def handle(self, message: dict[str, Any]) -> None:
         op = message["op"]
         if op == "init":
+            from cellpipe.runner.child import preload_serializers, prepare_process, warm_up
+
+            log = message.get("log")
+            if log is not None:
+                _redirect_output(log)
             job = StepJob.from_json(message["job"])
             prepare_process(job.workdir)
             self.warm = warm_up(job, log_fd=2)
@@ -103,6 +186,8 @@ class _Server:
         self.send({"event": "started", "step": job.step, "pid": pid})
 
     def run_child(self, job: StepJob, warm: WarmState) -> None:
+        from cellpipe.runner.child import run_job, write_result
+
         code = 1
         try:
             os.setpgid(0, 0)
@@ -167,6 +252,24 @@ class _Server:
                     self.reap(pid, block=False)
 
 
+def _redirect_output(path: str) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
+def _preload() -> None:
+    """Import what every warm-up needs and create the shell; runs no user code."""
+    import cellpipe.runner.child  # noqa: F401
+    from cellpipe.runner._capture import get_shell
+
+    get_shell()
+
+
 def main() -> int:
     """Serve until stdin closes; then run the atexit handlers and leave at once."""
     proto_in = os.dup(0)
@@ -176,6 +279,7 @@ def main() -> int:
     os.dup2(2, 1)  # stray output (C extensions, preamble) goes to the server log
     os.close(devnull)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _preload()
     _Server(proto_in, proto_out).serve()
     # The children are reaped. What the preamble registered still runs (atexit, and so
     # weakref.finalize: temporary folders are removed), but the interpreter's teardown of

@@ -71,6 +71,7 @@ from cellpipe.storage.serializers import serializer_versions
 
 if TYPE_CHECKING:
     from cellpipe.runner.execute import Executor
+    from cellpipe.runner.forkserver import BareServer
 
 __all__ = ["RunCancelled", "RunOptions", "RunReport", "run_pipeline"]
 
@@ -520,15 +521,23 @@ class RunCancelled(KeyboardInterrupt):
 class _LazyExecutor:
     """Creates the executor on the first job, so a fully cached run never imports it."""
 
-    def __init__(self, kind: str | None) -> None:
+    def __init__(self, kind: str | None, bare: BareServer | None = None) -> None:
         self._kind = kind
+        self._bare = bare  # an early fork server, handed to the fork executor
         self._executor: Executor | None = None
 
     def _get(self) -> Executor:
         if self._executor is None:
-            from cellpipe.runner.execute import default_executor
+            from cellpipe.runner.execute import ForkServerExecutor, default_executor
 
-            self._executor = default_executor(self._kind)
+            executor = default_executor(self._kind)
+            bare, self._bare = self._bare, None
+            if bare is not None:
+                if isinstance(executor, ForkServerExecutor):
+                    executor = ForkServerExecutor(bare=bare)
+                else:
+                    bare.kill()
+            self._executor = executor
         return self._executor
 
     def warm(self, job: StepJob) -> None:
@@ -547,6 +556,9 @@ class _LazyExecutor:
         return [] if self._executor is None else self._executor.cancel()
 
     def close(self) -> None:
+        if self._bare is not None:  # no step ran: the early server is not needed
+            self._bare.kill()
+            self._bare = None
         if self._executor is not None:
             self._executor.close()
 
@@ -562,6 +574,7 @@ def run_pipeline(
     sink: EventSink | Callable[[Event], None] | None = None,
     executor: Executor | None = None,
     database: Path | None = None,
+    bare_server: BareServer | None = None,
 ) -> RunReport:
     """Run ``pipeline`` with ``params``, reusing every step whose outputs are already known.
 
@@ -578,6 +591,10 @@ def run_pipeline(
             first step must run); closed by the caller when given, here otherwise.
         database: the metadata store's SQLite file, which snapshots must never open
             (default: taken from the store's ``url``, when it is a ``sqlite:///`` URL).
+        bare_server: a fork server started early (`cellpipe.runner.forkserver.start_bare`)
+            for the default executor to adopt; it is given its preamble only after the start
+            snapshot. Killed here when no step runs; the caller must still kill it
+            (`BareServer.kill` is a no-op once adopted) if this raises before the run starts.
 
     Returns:
         The run's report. A failed run is a report with status failed, not an exception.
@@ -611,7 +628,10 @@ def run_pipeline(
     )
     state.run_dir.mkdir(parents=True, exist_ok=True)
     start_snapshot = state.history.take_start(Path(state.notebook))  # may refuse: too large
-    runner: Executor | _LazyExecutor = executor or _LazyExecutor(opts.executor)
+    if executor is not None and bare_server is not None:
+        bare_server.kill()
+        bare_server = None
+    runner: Executor | _LazyExecutor = executor or _LazyExecutor(opts.executor, bare_server)
     try:
         _warm_early(state, runner)
         metadata.start_run(
