@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from cellpipe.notebook import NotebookReport
     from cellpipe.pipeline import Pipeline
 
+PROJECT_HELP = "a folder inside the project (default: the working directory)"
 NOTEBOOK_HELP = "the notebook: a .ipynb file or a jupytext percent script (.py)"
 
 

@@ -31,7 +31,8 @@ from cellpipe.errors import CellpipeError
 if TYPE_CHECKING:
     from cellpipe.storage.lineage import LineageGraph
 
-PROJECT_HELP = "a folder inside the project (default: the working directory)"
+from cellpipe.cli._loading import PROJECT_HELP
+
 _RAW = argparse.RawDescriptionHelpFormatter
 
 

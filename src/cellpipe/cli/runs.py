@@ -23,7 +23,7 @@ from cellpipe.cli import render
 if TYPE_CHECKING:
     from cellpipe.storage.records import RunRecord, StepRunRecord
 
-PROJECT_HELP = "a folder inside the project (default: the working directory)"
+from cellpipe.cli._loading import PROJECT_HELP
 
 
 def register(

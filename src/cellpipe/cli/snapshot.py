@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.cli import render
+from cellpipe.cli._loading import PROJECT_HELP
 from cellpipe.errors import CellpipeError
 
-PROJECT_HELP = "a folder inside the project (default: the working directory)"
 _RAW = argparse.RawDescriptionHelpFormatter
 
 

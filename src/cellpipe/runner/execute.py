@@ -168,7 +168,25 @@ class _ServerHandle:
                 self.replies.append(json.loads(line))
 
 
-class ForkServerExecutor:
+class _Closing:
+    """Context-manager support shared by the executors: leaving the block closes them."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+class ForkServerExecutor(_Closing):
     """Runs each step in a child forked from a warm server (the default on Linux).
 
     One server is started per distinct preamble/parameters/workdir (normally one per run) on
@@ -191,17 +209,6 @@ class ForkServerExecutor:
         self._bare = bare
         self._servers: dict[str, _ServerHandle] = {}
         self._results: list[StepResult] = []
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def _server_for(self, job: StepJob) -> _ServerHandle:
         key = job.setup_key()
@@ -402,7 +409,7 @@ class _Spawned:
     pidfd: int | None
 
 
-class SpawnExecutor:
+class SpawnExecutor(_Closing):
     """Runs each step in a fresh interpreter (``python -m cellpipe.runner.child``).
 
     Slower to start than the fork server (every step imports and runs the preamble), but it
@@ -415,17 +422,6 @@ class SpawnExecutor:
     def __init__(self, *, python: str | None = None) -> None:
         self._python = python or sys.executable
         self._running: dict[str, _Spawned] = {}
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def submit(self, job: StepJob) -> None:
         """Start a fresh step process for ``job``."""
@@ -495,7 +491,7 @@ class SpawnExecutor:
 # -- in process ------------------------------------------------------------------------------
 
 
-class InProcessExecutor:
+class InProcessExecutor(_Closing):
     """Runs each step in this process, when it is submitted; for debugging and tests.
 
     The working directory, ``sys.path``, ``sys.modules["__main__"]`` and the standard streams
@@ -505,17 +501,6 @@ class InProcessExecutor:
 
     def __init__(self) -> None:
         self._results: list[StepResult] = []
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def submit(self, job: StepJob) -> None:
         """Run ``job`` now; its result is returned by the next `poll`."""
