@@ -13,8 +13,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cellpipe.errors import CellpipeError
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -31,11 +29,18 @@ __all__ = [
 
 if TYPE_CHECKING:
     from cellpipe.api import Run, data, load, load_pipeline, log_metric, restore, run
+    from cellpipe.errors import CellpipeError
 
 _API = {"Run", "data", "load", "load_pipeline", "log_metric", "restore", "run"}
 
 
 def __getattr__(name: str) -> Any:
+    # Loaded on first use, CellpipeError too: `cellpipe run` starts its fork server before
+    # importing anything else, and every command's start-up counts.
+    if name == "CellpipeError":
+        from cellpipe.errors import CellpipeError
+
+        return CellpipeError
     if name in _API:
         from cellpipe import api
 

@@ -23,8 +23,8 @@ from cellpipe.errors import CellpipeError, RunNotFoundError, StorageError
 from cellpipe.pipeline import Pipeline
 
 if TYPE_CHECKING:
+    from cellpipe.runner._bare import BareServer
     from cellpipe.runner.events import Event
-    from cellpipe.runner.forkserver import BareServer
     from cellpipe.runner.orchestrate import RunReport
     from cellpipe.storage.metadata import SqlMetadataStore
     from cellpipe.storage.protocols import ArtifactStore
@@ -145,16 +145,17 @@ def run_notebook(
         DefinitionError: the notebook is invalid (nothing runs).
         ParameterError: an override is unknown or ill-typed (nothing runs).
     """
-    from cellpipe.runner.forkserver import start_bare
+    from cellpipe.runner._bare import start_bare
 
-    # The fork server's own start (interpreter, IPython) overlaps reading the notebook and
-    # opening the stores; it runs no notebook code until the run sends it the preamble.
+    # The fork server's own start (interpreter, imports, the IPython shell when the code
+    # needs one) overlaps reading the notebook and opening the stores; it runs no notebook
+    # code until the run sends it the preamble.
     bare = bare_server
     if executor not in (None, "fork") and bare is not None:
         bare.kill()
         bare = None
     if bare is None and executor in (None, "fork") and sys.platform.startswith("linux"):
-        bare = start_bare(str(Path(path).resolve().parent))
+        bare = start_bare()
     try:
         return _run_notebook(
             path,
@@ -191,6 +192,12 @@ def _run_notebook(
     from cellpipe.storage.backends import sqlite_database_file
 
     pipeline = load_pipeline(path)
+    if bare is not None:
+        from cellpipe.runner.jobs import pipeline_needs_shell
+
+        # The early server builds the IPython shell (if the code needs one) while this
+        # process opens the stores and takes the start snapshot.
+        bare.prepare(shell=pipeline_needs_shell(pipeline))
     values = resolve_parameters(
         pipeline, text=parse_assignments(text_params), values=dict(params or {})
     )

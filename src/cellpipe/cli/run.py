@@ -24,8 +24,8 @@ from cellpipe.cli import render
 from cellpipe.cli._loading import NOTEBOOK_HELP, check_path
 
 if TYPE_CHECKING:
+    from cellpipe.runner._bare import BareServer
     from cellpipe.runner.events import Event
-    from cellpipe.runner.forkserver import BareServer
     from cellpipe.runner.orchestrate import RunReport
 
 DESCRIPTION = """\
@@ -118,19 +118,11 @@ def _positive_int(text: str) -> int:
 
 def run_cmd(args: argparse.Namespace) -> int:
     """Run the notebook and render the progress and the outcome."""
-    path = check_path(args.notebook)
-    bare = None
-    if args.executor in (None, "fork") and sys.platform.startswith("linux"):
-        # Start the fork server's interpreter before this process's own heavy imports, so its
-        # start-up overlaps ours; it runs no notebook code until the run sends the preamble.
-        from cellpipe.runner.forkserver import start_bare
-
-        bare = start_bare(str(path.resolve().parent))
-    try:
-        return _run(args, bare)
-    finally:
-        if bare is not None:
-            bare.kill()  # a no-op once the run adopted it
+    check_path(args.notebook)
+    # `cellpipe.cli.main` started the fork server before its own imports (None when the
+    # executor is not the fork server); the run adopts it, and main kills it otherwise.
+    bare: BareServer | None = getattr(args, "bare_server", None)
+    return _run(args, bare)
 
 
 def _run(args: argparse.Namespace, bare: BareServer | None) -> int:

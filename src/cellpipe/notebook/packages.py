@@ -17,13 +17,16 @@ Must not depend on: anything in cellpipe but the pipeline model.
 
 from __future__ import annotations
 
-import importlib.metadata
 import sys
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cellpipe.pipeline import Package
+
+if TYPE_CHECKING:
+    import importlib.metadata
 
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__future__", "__main__", "builtins"}
 
@@ -40,6 +43,8 @@ def is_local(module: str, folder: Path) -> bool:
 
 @cache
 def _distributions() -> tuple[tuple[importlib.metadata.Distribution, frozenset[str] | None], ...]:
+    import importlib.metadata  # about 20 ms: only when a notebook imports a third-party module
+
     found = []
     for dist in importlib.metadata.distributions():
         try:

@@ -3,7 +3,8 @@
 Owns: `NotebookBuilder` (the cells and outputs of one step's executed notebook, nbformat v4
 as plain dicts), `TeeStream` (``sys.stdout``/``sys.stderr`` replacements that append to the
 log file and to the current cell), and `get_shell` (the one IPython ``InteractiveShell`` of the
-process, configured so ``display()``, magics and ``!cmd`` work and land in the notebook).
+process, configured so ``display()``, magics and ``!cmd`` work and land in the notebook,
+created on first use).
 
 Invariants: output is written to the log file as it happens (unbuffered, ``O_APPEND``), so a
 parent can stream it and a crash loses nothing; every rich output goes to the builder that is
@@ -11,8 +12,9 @@ active at that moment (`capturing`); ``%pip``/``%conda`` lines are requirements 
 run; ``%matplotlib`` is a no-op because figures are always collected at the end of each cell;
 the shell keeps no history (no SQLite file, no thread), so a warm process stays safe to fork.
 
-Must not depend on: notebooks, the KFP compiler, the CLI or the UI. IPython is imported here,
-so this module is only imported inside step processes (and by the in-process executor).
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI. IPython (about 0.13 s) is
+imported by the first `get_shell`, not by importing this module: a process whose code needs
+no shell never imports it (see `cellpipe.runner.jobs.needs_shell`).
 """
 
 from __future__ import annotations
@@ -25,15 +27,12 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any
 
-from IPython.core.displaypub import DisplayPublisher
-from IPython.core.interactiveshell import InteractiveShell
-from traitlets.config import Config
-
-__all__ = ["NotebookBuilder", "TeeStream", "capturing", "get_shell"]
+__all__ = ["NotebookBuilder", "TeeStream", "capturing", "get_shell", "shell_created"]
 
 _active: NotebookBuilder | None = None
+_shell: Any = None
 
 
 def _jsonable_bundle(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,31 +205,9 @@ class TeeStream(io.TextIOBase):
         """Nothing is buffered."""
 
 
-class _CapturingPublisher(DisplayPublisher):
-    """Sends ``display()`` output to the active notebook builder instead of a frontend."""
-
-    def publish(
-        self,
-        data: dict[str, Any],
-        metadata: dict[str, Any] | None = None,
-        source: object = None,
-        *,
-        transient: object = None,
-        update: bool = False,
-        **kwargs: object,
-    ) -> None:
-        del source, transient, update, kwargs
-        builder = _active
-        if builder is not None:
-            builder.display(data, metadata)
-
-    def clear_output(self, wait: bool = False) -> None:
-        del wait
-
-
 def _system(cmd: str) -> int:
     """Run ``!cmd`` through the shell, streaming its output to the captured stdout."""
-    shell: Any = InteractiveShell.instance()
+    shell: Any = get_shell()
     # depth=1: expand $names from the caller's frame (the user's cell), like IPython does.
     expanded = shell.var_expand(cmd, depth=1)
     proc = subprocess.Popen(
@@ -266,12 +243,50 @@ def _matplotlib_magic(line: str) -> None:
     del line
 
 
+def _publisher_class() -> type:
+    """The display publisher that sends ``display()`` output to the active builder."""
+    from IPython.core.displaypub import DisplayPublisher
+
+    class CapturingPublisher(DisplayPublisher):
+        def publish(
+            self,
+            data: dict[str, Any],
+            metadata: dict[str, Any] | None = None,
+            source: object = None,
+            *,
+            transient: object = None,
+            update: bool = False,
+            **kwargs: object,
+        ) -> None:
+            del source, transient, update, kwargs
+            builder = _active
+            if builder is not None:
+                builder.display(data, metadata)
+
+        def clear_output(self, wait: bool = False) -> None:
+            del wait
+
+    return CapturingPublisher
+
+
+def shell_created() -> bool:
+    """Return whether this process has built its shell (and so imported IPython)."""
+    return _shell is not None
+
+
 def get_shell() -> Any:
     """Return this process's IPython shell, configured for capture (created once).
 
     The shell provides ``get_ipython()`` for transformed magics, the display formatter for
-    rich reprs, and a display publisher that writes to the active `NotebookBuilder`.
+    rich reprs, and a display publisher that writes to the active `NotebookBuilder`. The
+    first call imports IPython.
     """
+    global _shell
+    if _shell is not None:
+        return _shell
+    from IPython.core.interactiveshell import InteractiveShell
+    from traitlets.config import Config
+
     shell: Any
     if InteractiveShell.initialized():
         shell = InteractiveShell.instance()
@@ -282,13 +297,14 @@ def get_shell() -> Any:
         config.HistoryManager.enabled = False
         shell = InteractiveShell.instance(config=config)
     if not getattr(shell, "_cellpipe_configured", False):
-        shell.display_pub = cast(Any, _CapturingPublisher)(shell=shell)
+        shell.display_pub = _publisher_class()(shell=shell)
         shell.system = _system
         shell.register_magic_function(_pip_magic, "line", "pip")
         shell.register_magic_function(_conda_magic, "line", "conda")
         shell.register_magic_function(_conda_magic, "line", "mamba")
         shell.register_magic_function(_matplotlib_magic, "line", "matplotlib")
         shell._cellpipe_configured = True
+    _shell = shell
     return shell
 
 

@@ -47,7 +47,13 @@ from typing import TYPE_CHECKING, Any
 
 from cellpipe.errors import CellpipeError, SerializationError, StorageError
 from cellpipe.pipeline.model import CodeChunk, JsonValue
-from cellpipe.runner._capture import NotebookBuilder, TeeStream, capturing, get_shell
+from cellpipe.runner._capture import (
+    NotebookBuilder,
+    TeeStream,
+    capturing,
+    get_shell,
+    shell_created,
+)
 from cellpipe.runner.context import StepContext, activate
 from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
 from cellpipe.storage.artifacts import LocalArtifactStore
@@ -235,7 +241,7 @@ def _run_cell(
     if last is not None:
         value = eval(compile(last, filename, "eval"), namespace)
         if value is not None:
-            data, metadata = get_shell().display_formatter.format(value)
+            data, metadata = _main_shell().display_formatter.format(value)
             builder.display(data, metadata, execution_count=count)
 
 
@@ -327,6 +333,30 @@ class WarmState:
     execution_count: int = 0
 
 
+def _main_shell() -> Any:
+    """Return the shell, bound to the current ``__main__`` namespace (built on first use)."""
+    main = sys.modules["__main__"]
+    shell = get_shell()
+    sys.modules["__main__"] = main  # building the shell installs a module of its own there
+    if shell.user_module is not main:
+        shell.user_module = main
+        shell.user_ns = main.__dict__
+    return shell
+
+
+def _lazy_get_ipython() -> Any:
+    """``get_ipython()`` of a process that started without a shell: builds it now."""
+    return _main_shell()
+
+
+def _lazy_display(*objs: Any, **kwargs: Any) -> None:
+    """``display()`` of a process that started without a shell: builds it now."""
+    _main_shell()  # installs IPython's own display in builtins
+    from IPython.display import display
+
+    display(*objs, **kwargs)  # type: ignore[no-untyped-call]
+
+
 def _fresh_main() -> types.ModuleType:
     module = types.ModuleType("__main__")
     module.__dict__["__builtins__"] = builtins
@@ -349,16 +379,21 @@ def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
         job: any job of the run (its preamble, parameters and working directory are used).
         log_fd: where the preamble's printed output goes.
 
+    The IPython shell is built now when ``job.shell`` says the code needs it (or it exists
+    already); otherwise ``get_ipython`` and ``display`` build it on first call.
+
     Returns:
         The warm state; its ``failure`` is set when a preamble cell raised.
     """
-    shell = get_shell()
     module = _fresh_main()
     namespace = module.__dict__
-    namespace["get_ipython"] = shell.get_ipython
     sys.modules["__main__"] = module
-    shell.user_module = module
-    shell.user_ns = namespace
+    if job.shell or shell_created():
+        namespace["get_ipython"] = _main_shell().get_ipython
+    else:
+        namespace["get_ipython"] = _lazy_get_ipython
+        if not hasattr(builtins, "display"):
+            builtins.display = _lazy_display  # type: ignore[attr-defined]
     state = WarmState(key=job.setup_key(), module=module)
     _warm_store(job)
     _bind(namespace, job.params)

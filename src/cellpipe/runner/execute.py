@@ -38,7 +38,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Protocol, Self
 
-from cellpipe.runner.forkserver import BareServer, step_env
+from cellpipe.runner._bare import BareServer, server_command, step_env
 from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
 from cellpipe.storage.records import StepStatus
 
@@ -168,6 +168,23 @@ class _ServerHandle:
                 self.replies.append(json.loads(line))
 
 
+def _exits_within(server: _ServerHandle, timeout: float) -> bool:
+    """Wait for the server to close its end of the protocol pipe, as it does when it exits.
+
+    Waiting on the pipe wakes up the moment the server is gone (``Popen.wait`` with a
+    timeout polls, with sleeps of up to 50 ms, at the end of every run).
+    """
+    deadline = time.monotonic() + timeout
+    while not server.dead:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        ready, _, _ = select.select([server.stdout_fd], [], [], remaining)
+        if ready:
+            server.read()  # replies still in the pipe are dropped: the run is over
+    return True
+
+
 class _Closing:
     """Context-manager support shared by the executors: leaving the block closes them."""
 
@@ -195,8 +212,8 @@ class ForkServerExecutor(_Closing):
 
     Args:
         python: the interpreter for the server (default: this one).
-        bare: a server started early (`cellpipe.runner.forkserver.start_bare`); the first
-            setup adopts it when it runs in the same folder; closing kills it if unused.
+        bare: a server started early (`cellpipe.runner._bare.start_bare`); the first setup
+            adopts it (its "init" moves it to the job's folder); closing kills it if unused.
 
     Example::
 
@@ -224,7 +241,7 @@ class ForkServerExecutor(_Closing):
             return server
         with log_path.open("ab") as log:
             proc = subprocess.Popen(
-                [self._python, "-m", "cellpipe.runner.forkserver"],
+                server_command(self._python),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=log,
@@ -246,7 +263,7 @@ class ForkServerExecutor(_Closing):
         bare, self._bare = self._bare, None
         if bare is None:
             return None
-        proc = bare.adopt(job.workdir)
+        proc = bare.adopt()
         if proc is None:
             return None
         assert proc.stdin is not None
@@ -389,11 +406,9 @@ class ForkServerExecutor(_Closing):
                 _kill_group(server.proc.pid)
             with contextlib.suppress(BrokenPipeError):
                 server.stdin.close()
-            try:
-                server.proc.wait(timeout=_CANCEL_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            if not _exits_within(server, _CANCEL_TIMEOUT_S):
                 _kill_group(server.proc.pid)
-                server.proc.wait()
+            server.proc.wait()
             assert server.proc.stdout is not None
             server.proc.stdout.close()
         self._servers.clear()

@@ -7,10 +7,12 @@ each child started and how it exited.
 
 Protocol (JSON lines; requests on stdin, replies on stdout)::
 
-    (start-up)                          import the runner's child machinery and IPython
-                                        and create the shell: no user code yet
+    (start-up)                          import the runner's child machinery: no user code
+    -> {"op": "prepare", "shell": true} (optional, before "init") build the IPython shell
+                                        now, while the runner plans the run
     -> {"op": "init", "job": {...}, "log": "PATH"}
-                                        warm up with this job's preamble and parameters;
+                                        warm up with this job's preamble and parameters
+                                        (building the shell first if the job asks for it);
                                         with "log", stdout and stderr go there from now on
     <- {"event": "ready", "failed": false}
     -> {"op": "run", "job": {...}}      fork a child for the job
@@ -27,14 +29,14 @@ started); every child is reaped by the server; the protocol descriptors are move
 and 1 before any user code runs, so stray output cannot corrupt the protocol; the server
 ignores SIGINT (the runner decides what Ctrl-C means) and children restore the default.
 
-The runner may start a *bare* server (`start_bare`) before it knows the notebook's
-preamble, so the interpreter's and IPython's start overlap the runner's own start-up; the
+The runner may start a *bare* server (`cellpipe.runner._bare.start_bare`) before it knows
+the notebook's preamble, so the interpreter's start overlaps the runner's own start-up; the
 executor adopts it for the run's first setup (the preamble only runs on "init", after the
-runner's start snapshot), and whoever started it kills it if it is never adopted.
+runner's start snapshot), and whoever started it kills it if it is never adopted. IPython is
+imported only when the pipeline's code needs a shell (`cellpipe.runner.jobs.needs_shell`).
 
 Must not depend on: notebooks, the KFP compiler, the CLI or the UI. Importing this module is
-cheap (the runner imports it to start a bare server): the child machinery and IPython are
-only imported by `main`.
+cheap: the child machinery is only imported by `main`.
 """
 
 from __future__ import annotations
@@ -46,88 +48,15 @@ import json
 import os
 import select
 import signal
-import subprocess
 import sys
 import traceback
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from cellpipe.runner.jobs import MPL_BACKEND, StepJob
 
 if TYPE_CHECKING:
     from cellpipe.runner.child import WarmState
+    from cellpipe.runner.jobs import StepJob
 
-__all__ = ["BareServer", "main", "start_bare", "step_env"]
-
-
-def step_env() -> dict[str, str]:
-    """The environment of step processes (and of the fork server)."""
-    env = dict(os.environ)
-    env["MPLBACKEND"] = MPL_BACKEND
-    env.setdefault("PYTHONUNBUFFERED", "1")
-    return env
-
-
-class BareServer:
-    """A fork server started before its run's preamble is known (see `start_bare`).
-
-    The executor takes it over with `adopt`; until then it only holds imports. `kill` (safe
-    to call any number of times, a no-op once adopted) takes it down and reaps it.
-    """
-
-    def __init__(self, proc: subprocess.Popen[bytes], workdir: str) -> None:
-        self.proc = proc
-        self.workdir = workdir
-        self._done = False
-
-    def adopt(self, workdir: str) -> subprocess.Popen[bytes] | None:
-        """Hand the process over for a setup in ``workdir``; None (and killed) if unfit."""
-        if self._done:
-            return None
-        if self.proc.poll() is not None or str(Path(workdir).resolve()) != self.workdir:
-            self.kill()
-            return None
-        self._done = True
-        return self.proc
-
-    def kill(self) -> None:
-        """Kill the server (its whole process group) and reap it, unless it was adopted."""
-        if self._done:
-            return
-        self._done = True
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        except PermissionError:  # not yet its own group leader
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGKILL)
-        for stream in (self.proc.stdin, self.proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-        self.proc.wait()
-
-
-def start_bare(workdir: str, *, python: str | None = None) -> BareServer | None:
-    """Start a fork server in ``workdir`` that imports its machinery and waits for "init".
-
-    Returns None when it cannot be started (the executor then starts one as usual).
-    """
-    workdir = str(Path(workdir).resolve())
-    try:
-        proc = subprocess.Popen(
-            [python or sys.executable, "-m", "cellpipe.runner.forkserver"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # until "init" names the run's log
-            cwd=workdir,
-            env=step_env(),
-            start_new_session=True,  # Ctrl-C in the terminal reaches the runner only
-        )
-    except OSError:
-        return None
-    return BareServer(proc, workdir)
+__all__ = ["main"]
 
 
 class _Server:
@@ -148,8 +77,14 @@ class _Server:
 
     def handle(self, message: dict[str, Any]) -> None:
         op = message["op"]
-        if op == "init":
+        if op == "prepare":
+            if message.get("shell"):
+                from cellpipe.runner._capture import get_shell
+
+                get_shell()
+        elif op == "init":
             from cellpipe.runner.child import preload_serializers, prepare_process, warm_up
+            from cellpipe.runner.jobs import StepJob
 
             log = message.get("log")
             if log is not None:
@@ -164,6 +99,8 @@ class _Server:
             gc.freeze()
             self.send({"event": "ready", "failed": self.warm.failure is not None})
         elif op == "run":
+            from cellpipe.runner.jobs import StepJob
+
             self.fork(StepJob.from_json(message["job"]))
         elif op == "cancel":
             self.kill_all()
@@ -263,11 +200,8 @@ def _redirect_output(path: str) -> None:
 
 
 def _preload() -> None:
-    """Import what every warm-up needs and create the shell; runs no user code."""
+    """Import what every warm-up needs; runs no user code and builds no shell yet."""
     import cellpipe.runner.child  # noqa: F401
-    from cellpipe.runner._capture import get_shell
-
-    get_shell()
 
 
 def main() -> int:

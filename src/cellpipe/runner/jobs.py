@@ -17,19 +17,30 @@ Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from cellpipe.pipeline.model import CodeChunk, JsonValue
+from cellpipe.pipeline.model import CodeChunk, JsonValue, Pipeline
+from cellpipe.runner._bare import MPL_BACKEND
 from cellpipe.storage.backends import ArtifactLocation
 from cellpipe.storage.records import ArtifactRef, StepStatus
 
-__all__ = ["LOG_NAME", "MPL_BACKEND", "NOTEBOOK_NAME", "RESULT_NAME", "StepJob", "StepResult"]
+__all__ = [
+    "LOG_NAME",
+    "MPL_BACKEND",
+    "NOTEBOOK_NAME",
+    "RESULT_NAME",
+    "StepJob",
+    "StepResult",
+    "needs_shell",
+    "pipeline_needs_shell",
+]
 
 LOG_NAME = "log.txt"
 """The step's stdout and stderr, in its scratch folder."""
@@ -37,8 +48,57 @@ NOTEBOOK_NAME = "executed.ipynb"
 """The executed notebook of the step, in its scratch folder."""
 RESULT_NAME = "result.json"
 """Where a step process writes its `StepResult`, in its scratch folder."""
-MPL_BACKEND = "module://cellpipe.runner._mpl_backend"
-"""``MPLBACKEND`` of step processes: Agg rendering, figures shown as PNG outputs."""
+
+# Names whose use means the code talks to IPython (``display`` is a builtin in Jupyter).
+_SHELL_NAMES = frozenset({"display", "get_ipython", "__IPYTHON__"})
+_SHELL_MODULES = frozenset({"IPython", "ipywidgets"})
+
+
+def _cell_needs_shell(code: str) -> bool:
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return True  # the step fails anyway; keep Jupyter's behaviour for its message
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        value = tree.body[-1].value
+        is_print = (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Name)
+            and value.func.id == "print"
+        )
+        if not is_print and not code.rstrip().endswith(";"):
+            return True  # Jupyter shows the last expression's value: IPython formats it
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id in _SHELL_NAMES:
+            return True
+        if isinstance(node, ast.Import):
+            if any(alias.name.split(".")[0] in _SHELL_MODULES for alias in node.names):
+                return True
+        elif (
+            isinstance(node, ast.ImportFrom)
+            and node.module is not None
+            and node.module.split(".")[0] in _SHELL_MODULES
+        ):
+            return True
+    return False
+
+
+def needs_shell(chunks: Iterable[CodeChunk]) -> bool:
+    """Return whether running ``chunks`` may need an IPython shell.
+
+    True when a cell (in its magics-transformed form) shows its last expression's value,
+    uses ``display``, ``get_ipython`` (magics and ``!cmd`` become calls to it) or
+    ``__IPYTHON__``, or imports IPython or ipywidgets. A process whose code needs none of
+    these does without IPython (about 0.13 s to import); a call the analysis cannot see
+    (``eval``, say) still gets a shell, created at first use.
+    """
+    return any(_cell_needs_shell(chunk.python) for chunk in chunks)
+
+
+def pipeline_needs_shell(pipeline: Pipeline) -> bool:
+    """Return `needs_shell` of every code chunk of ``pipeline`` (preamble and steps)."""
+    steps = (chunk for step in pipeline.steps for chunk in step.code)
+    return needs_shell((*pipeline.imports, *pipeline.functions, *steps))
 
 
 def _chunk_to_json(chunk: CodeChunk) -> dict[str, Any]:
@@ -72,6 +132,9 @@ class StepJob:
         run_id: the run's id, available to user code through `cellpipe.runner.context`.
         artifact_cache: the local read cache of a remote artifact store (empty when local).
         storage_options: a remote artifact store's non-secret options (``endpoint_url``).
+        shell: whether a process running the run's steps should build its IPython shell
+            before any user code runs (`needs_shell` of the whole pipeline). Without it,
+            the shell is built only when user code first needs it.
     """
 
     step: str
@@ -88,6 +151,7 @@ class StepJob:
     run_id: str = ""
     artifact_cache: str = ""
     storage_options: Mapping[str, Any] = field(default_factory=dict)
+    shell: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -153,6 +217,7 @@ class StepJob:
             "storage_options": dict(self.storage_options),
             "scratch_dir": self.scratch_dir,
             "run_id": self.run_id,
+            "shell": self.shell,
         }
 
     @classmethod
@@ -173,6 +238,7 @@ class StepJob:
             run_id=data.get("run_id", ""),
             artifact_cache=data.get("artifact_cache", ""),
             storage_options=data.get("storage_options", {}),
+            shell=bool(data.get("shell", True)),
         )
 
 

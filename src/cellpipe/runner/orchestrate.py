@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -54,7 +53,7 @@ from cellpipe.runner.events import (
     StepSucceeded,
     to_sink,
 )
-from cellpipe.runner.jobs import StepJob, StepResult
+from cellpipe.runner.jobs import StepJob, StepResult, pipeline_needs_shell
 from cellpipe.runner.scheduler import run_steps
 from cellpipe.storage.artifacts import LocalArtifactStore, digest_file
 from cellpipe.storage.backends import ArtifactLocation, sqlite_database_file
@@ -70,8 +69,8 @@ from cellpipe.storage.records import (
 from cellpipe.storage.serializers import serializer_versions
 
 if TYPE_CHECKING:
+    from cellpipe.runner._bare import BareServer
     from cellpipe.runner.execute import Executor
-    from cellpipe.runner.forkserver import BareServer
 
 __all__ = ["RunCancelled", "RunOptions", "RunReport", "run_pipeline"]
 
@@ -118,7 +117,7 @@ class RunReport:
 
 def new_run_id(pipeline: Pipeline, now: datetime) -> str:
     """Return ``<pipeline>-<YYYYmmdd-HHMMSS>-<6 hex>``: sortable, readable, unique."""
-    return f"{pipeline.name}-{now:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
+    return f"{pipeline.name}-{now:%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
 
 
 # A file modified within this many nanoseconds of being hashed may change again without its
@@ -202,6 +201,7 @@ class _Run:
             private_files=[database] if database is not None else [],
         )
         self._location: ArtifactLocation | None = None
+        self._shell: bool | None = None
         self.versions = serializer_versions()
         self.forced = self._forced()
         self.cache_only = self._cache_only()
@@ -330,7 +330,15 @@ class _Run:
             storage_options=location.storage_options,
             scratch_dir=str(self.run_dir / "steps" / step.name),
             run_id=self.run_id,
+            shell=self.shell,
         )
+
+    @property
+    def shell(self) -> bool:
+        """Whether step processes should build their IPython shell up front."""
+        if self._shell is None:
+            self._shell = pipeline_needs_shell(self.pipeline)
+        return self._shell
 
     def first_job(self) -> StepJob | None:
         """Return a job for a selected step without inputs that will run (a cache miss).

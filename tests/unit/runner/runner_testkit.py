@@ -18,6 +18,7 @@ from cellpipe.runner import (
     run_steps,
 )
 from cellpipe.runner.events import CollectingSink
+from cellpipe.runner.jobs import pipeline_needs_shell
 
 _TRANSFORMER = TransformerManager()
 
@@ -97,6 +98,7 @@ class Orchestrator:
             artifact_root=str(self.workdir / ".cellpipe" / "artifacts"),
             scratch_dir=str(self.workdir / ".cellpipe" / "runs" / "r1" / step.name),
             run_id="r1",
+            shell=pipeline_needs_shell(self.pipeline),  # as the orchestrator decides
         )
         self.jobs_made.append(job)
         return job

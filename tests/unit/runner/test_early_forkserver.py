@@ -1,4 +1,4 @@
-"""The bare fork server `run_notebook` starts early: adopted when a step runs, else killed."""
+"""The bare fork server started early (by `run_notebook` or the CLI): adopted, else killed."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 
+from cellpipe import api
 from cellpipe.api import run_notebook
+from cellpipe.cli.main import main
 from cellpipe.errors import DefinitionError, ParameterError
-from cellpipe.runner import forkserver
-from cellpipe.runner.forkserver import BareServer
+from cellpipe.runner import _bare
+from cellpipe.runner._bare import BareServer
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="fork server")
 
@@ -25,15 +27,15 @@ NOTEBOOK = (
 def started(monkeypatch: pytest.MonkeyPatch) -> list[BareServer]:
     """Every bare server `run_notebook` starts."""
     servers: list[BareServer] = []
-    real = forkserver.start_bare
+    real = _bare.start_bare
 
-    def recording(workdir: str, *, python: str | None = None) -> BareServer | None:
-        server = real(workdir, python=python)
+    def recording(*, python: str | None = None) -> BareServer | None:
+        server = real(python=python)
         assert server is not None
         servers.append(server)
         return server
 
-    monkeypatch.setattr(forkserver, "start_bare", recording)
+    monkeypatch.setattr(_bare, "start_bare", recording)
     return servers
 
 
@@ -88,19 +90,81 @@ def test_other_executors_start_no_bare_server(tmp_path: Path, started: list[Bare
     assert started == []
 
 
-def test_kill_is_idempotent_and_adopt_after_kill_is_refused(tmp_path: Path) -> None:
-    server = forkserver.start_bare(str(tmp_path))
+def test_kill_is_idempotent_and_adopt_after_kill_is_refused() -> None:
+    server = _bare.start_bare()
     assert server is not None
     server.kill()
     server.kill()
     assert _gone(server)
-    assert server.adopt(str(tmp_path)) is None
+    assert server.adopt() is None
 
 
-def test_a_bare_server_in_another_folder_is_not_adopted(tmp_path: Path) -> None:
-    server = forkserver.start_bare(str(tmp_path))
-    assert server is not None
-    other = tmp_path / "other"
-    other.mkdir()
-    assert server.adopt(str(other)) is None
-    assert _gone(server)
+def test_a_server_started_elsewhere_runs_steps_in_the_notebook_folder(
+    tmp_path: Path, started: list[BareServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI starts its server before it knows the notebook: "init" moves it there.
+
+    The folder it started in is not on ``sys.path`` (a module there must not shadow anything),
+    the notebook's folder is, first, and is the working directory, as in Jupyter.
+    """
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "only_elsewhere.py").write_text("VALUE = 'wrong folder'\n")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "local_helper.py").write_text("VALUE = 42\n")
+    nb = project / "nb.py"
+    nb.write_text(
+        '# %% tags=["imports"]\nimport importlib.util\nimport os\nimport local_helper\n'
+        '# %% tags=["step:a"]\ncwd = os.getcwd()\nvalue = local_helper.VALUE\n'
+        'shadowed = importlib.util.find_spec("only_elsewhere") is not None\n'
+        '# %% tags=["step:b"]\nseen = (cwd, value, shadowed)\n'
+    )
+    monkeypatch.chdir(elsewhere)
+    report = run_notebook(nb)
+    assert report.run.status.value == "succeeded"
+    [server] = started
+    assert server.proc.returncode == 0  # it was adopted and served the step
+    run_id = report.run.run_id
+    assert api.load(run_id, "a", "cwd", project=project) == str(project)
+    assert api.load(run_id, "a", "value", project=project) == 42
+    assert api.load(run_id, "a", "shadowed", project=project) is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["run", "NB", "--jobs", "0"], 0),  # a usage error: argparse exits, the server dies
+        (["run", "NB", "--help"], None),  # no server for help
+        (["run", "NB", "--executor", "spawn"], None),
+        (["run", "NB", "--executor=inprocess"], None),
+        (["check", "NB"], None),
+    ],
+)
+def test_the_cli_starts_the_server_only_for_a_fork_run_and_never_leaks_it(
+    tmp_path: Path,
+    started: list[BareServer],
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    expected: int | None,
+) -> None:
+    nb = tmp_path / "nb.py"
+    nb.write_text(NOTEBOOK)
+    main([str(nb) if word == "NB" else word for word in argv])
+    capsys.readouterr()
+    if expected is None:
+        assert started == []
+    else:
+        [server] = started
+        assert _gone(server)
+
+
+def test_the_cli_hands_its_early_server_to_the_run(
+    tmp_path: Path, started: list[BareServer], capsys: pytest.CaptureFixture[str]
+) -> None:
+    nb = tmp_path / "nb.py"
+    nb.write_text(NOTEBOOK)
+    assert main(["run", str(nb), "--json"]) == 0
+    capsys.readouterr()
+    [server] = started
+    assert server.proc.returncode == 0  # adopted and closed after serving, not killed

@@ -373,6 +373,48 @@ def test_display_capture_into_a_valid_executed_notebook(runner: Runner) -> None:
     assert notebook_outputs(outcome.results["quiet"]) == []
 
 
+def test_a_pipeline_that_needs_no_shell_never_imports_ipython(runner: Runner) -> None:
+    """IPython (about 0.13 s) is only imported when the code can need it."""
+    pipe = pipeline(
+        step("a", 4, "x = 1\nfree = 'IPython' not in sys.modules", outputs=["free"]),
+        imports="import sys",
+    )
+    outcome, _ = runner.run(pipe)
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.failed
+    assert load_output(runner.workdir, outcome.results["a"], "free") is True
+
+
+def test_a_shell_the_analysis_cannot_see_is_built_on_first_use(runner: Runner) -> None:
+    """``display`` and ``get_ipython`` reached dynamically still work, bound to the step."""
+    code = (
+        "before = 'IPython' in sys.modules\n"
+        "eval('display')('shown late')\n"
+        "bound = eval('get_ipython')().user_ns is globals()\n"
+        "print('done')"
+    )
+    pipe = pipeline(step("a", 4, code, outputs=["before", "bound"]), imports="import sys")
+    outcome, _ = runner.run(pipe)
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.failed
+    assert load_output(runner.workdir, outcome.results["a"], "before") is False
+    assert load_output(runner.workdir, outcome.results["a"], "bound") is True
+    outputs = notebook_outputs(outcome.results["a"])
+    assert [o["output_type"] for o in outputs] == ["display_data", "stream"]
+    assert outputs[0]["data"]["text/plain"] == "'shown late'"
+
+
+def test_a_last_expression_builds_the_shell_before_the_step(runner: Runner) -> None:
+    pipe = pipeline(
+        step("a", 4, "ready = 'IPython' in sys.modules", outputs=["ready"]),
+        step("b", 5, "x = 2\nx"),
+        imports="import sys",
+    )
+    outcome, _ = runner.run(pipe)
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.failed
+    assert load_output(runner.workdir, outcome.results["a"], "ready") is True
+    outputs = notebook_outputs(outcome.results["b"])
+    assert outputs[0]["data"]["text/plain"] == "2"
+
+
 def test_plt_show_emits_the_figure_once(runner: Runner) -> None:
     code = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\nprint('after')"
     outcome, _ = runner.run(pipeline(step("fig", 4, code)))

@@ -15,6 +15,8 @@ from cellpipe.storage.snapshots import (
     IgnoreRules,
     WorkspaceScanner,
     WorkspaceTooLargeError,
+    _glob_regex,
+    _matcher,
     manifest_files,
     parse_size,
     read_manifest,
@@ -57,6 +59,21 @@ def _age(path: Path, seconds: float = 10) -> None:
 )  # fmt: skip
 def test_ignore_rules(rules, path, is_dir, ignored):
     assert IgnoreRules(rules).ignored(path, is_dir=is_dir) is ignored
+
+
+@pytest.mark.parametrize("pattern", ["data", "a/b", "*.tmp", "*.db-wal", "x*", "*.[ch]", "**/c"])
+@pytest.mark.parametrize("anchored", [True, False])
+def test_plain_patterns_match_exactly_as_their_regex(pattern: str, anchored: bool) -> None:
+    """Plain names and ``*.suffix`` skip the regex; they must agree with it on every path."""
+    paths = [
+        "data", "x/data", "xdata", "data/x", "a/b", "z/a/b", "a/bb", "f.tmp", "d/f.tmp",
+        "f.tmp/x", ".tmp", "f.tmpx", "m.db-wal", "n/m.db-wal", "x", "xy", "y/x1", "k.c",
+        "k.h", "c", "q/c",
+    ]  # fmt: skip
+    fast = _matcher(pattern, anchored=anchored)
+    slow = _glob_regex(pattern, anchored=anchored).match
+    for path in paths:
+        assert bool(fast(path)) is bool(slow(path)), (pattern, anchored, path)
 
 
 def _workspace(root: Path, count: int = 20) -> None:
