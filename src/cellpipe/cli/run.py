@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from cellpipe.cli import render
@@ -118,11 +119,32 @@ def _positive_int(text: str) -> int:
 
 def run_cmd(args: argparse.Namespace) -> int:
     """Run the notebook and render the progress and the outcome."""
-    check_path(args.notebook)
+    path = check_path(args.notebook)
     # `cellpipe.cli.main` started the fork server before its own imports (None when the
     # executor is not the fork server); the run adopts it, and main kills it otherwise.
     bare: BareServer | None = getattr(args, "bare_server", None)
+    if bare is not None:
+        _prepare_shell(bare, path)
     return _run(args, bare)
+
+
+def _prepare_shell(bare: BareServer, path: Path) -> None:
+    """Let the early server build its IPython shell now if any code cell may need one.
+
+    A quick look at the raw cells (the run checks the pipeline itself later): importing
+    IPython takes the server about 0.13 s, which then overlaps this process's imports
+    instead of delaying the first step. A cell with magics counts as needing the shell.
+    """
+    from cellpipe.errors import CellpipeError
+    from cellpipe.notebook.magics import has_ipython_syntax
+    from cellpipe.notebook.parse import CODE, read_notebook
+    from cellpipe.runner.jobs import code_needs_shell
+
+    try:
+        cells = [c.source for c in read_notebook(path).cells if c.kind == CODE]
+    except CellpipeError:
+        return  # the run reports it
+    bare.prepare(shell=any(has_ipython_syntax(c) or code_needs_shell(c) for c in cells))
 
 
 def _run(args: argparse.Namespace, bare: BareServer | None) -> int:

@@ -208,6 +208,7 @@ def preload_serializers() -> None:
     """
     if "pandas" in sys.modules:
         with contextlib.suppress(ImportError):
+            import pyarrow.pandas_compat  # the first DataFrame conversion imports it
             import pyarrow.parquet  # noqa: F401
 
 

@@ -38,6 +38,7 @@ __all__ = [
     "RESULT_NAME",
     "StepJob",
     "StepResult",
+    "code_needs_shell",
     "needs_shell",
     "pipeline_needs_shell",
 ]
@@ -54,7 +55,8 @@ _SHELL_NAMES = frozenset({"display", "get_ipython", "__IPYTHON__"})
 _SHELL_MODULES = frozenset({"IPython", "ipywidgets"})
 
 
-def _cell_needs_shell(code: str) -> bool:
+def code_needs_shell(code: str) -> bool:
+    """`needs_shell` of one cell's Python code (magics already transformed)."""
     try:
         tree = ast.parse(code)
     except SyntaxError:
@@ -92,7 +94,7 @@ def needs_shell(chunks: Iterable[CodeChunk]) -> bool:
     these does without IPython (about 0.13 s to import); a call the analysis cannot see
     (``eval``, say) still gets a shell, created at first use.
     """
-    return any(_cell_needs_shell(chunk.python) for chunk in chunks)
+    return any(code_needs_shell(chunk.python) for chunk in chunks)
 
 
 def pipeline_needs_shell(pipeline: Pipeline) -> bool:

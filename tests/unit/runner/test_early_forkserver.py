@@ -168,3 +168,36 @@ def test_the_cli_hands_its_early_server_to_the_run(
     capsys.readouterr()
     [server] = started
     assert server.proc.returncode == 0  # adopted and closed after serving, not killed
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.calls: list[bool] = []
+
+    def prepare(self, *, shell: bool) -> None:
+        self.calls.append(shell)
+
+
+@pytest.mark.parametrize(
+    ("code", "shell"),
+    [
+        ("x = N", False),
+        ("x = N\nx", True),  # a shown value
+        ("%time x = N", True),  # a magic (not transformed by this quick look)
+        ("from IPython.display import display\nx = N", True),
+    ],
+)
+def test_the_cli_asks_for_a_shell_only_when_a_cell_may_need_one(
+    tmp_path: Path, code: str, shell: bool
+) -> None:
+    from cellpipe.cli.run import _prepare_shell
+
+    nb = tmp_path / "nb.py"
+    nb.write_text(f'# %% tags=["pipeline-parameters"]\nN = 1\n# %% tags=["step:a"]\n{code}\n')
+    recorder = _Recorder()
+    _prepare_shell(recorder, nb)  # type: ignore[arg-type]
+    assert recorder.calls == [shell]
+    broken = tmp_path / "broken.ipynb"
+    broken.write_text("{not json")
+    _prepare_shell(recorder, broken)  # type: ignore[arg-type]
+    assert recorder.calls == [shell]  # unreadable: no hint sent, the run reports the error

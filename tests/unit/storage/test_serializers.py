@@ -1,5 +1,6 @@
 import io
 import math
+import pickle
 import socket
 import sqlite3
 import string
@@ -20,6 +21,7 @@ from cellpipe.errors import SerializationError, StorageError
 from cellpipe.storage.serializers import (
     SERIALIZERS,
     deserialize,
+    get_serializer,
     serialize,
     serializer_versions,
     type_name,
@@ -40,6 +42,8 @@ def roundtrip(value: Any, tmp_path: Path) -> tuple[str, Any]:
 def test_registry_order_and_versions() -> None:
     assert [s.name for s in SERIALIZERS] == ["json", "npy", "parquet", "joblib", "cloudpickle"]
     assert serializer_versions() == {s.name: s.version for s in SERIALIZERS}
+    # joblib 2: one plain pickle instead of joblib's own array layout (version 1)
+    assert get_serializer("joblib").version == 2
 
 
 def test_importing_storage_does_not_import_data_libraries() -> None:
@@ -270,6 +274,46 @@ def test_series_uses_joblib(tmp_path: Path) -> None:
     pd.testing.assert_series_equal(back, s)
 
 
+RICH_FRAME_CODE = """
+import numpy as np, pandas as pd
+df = pd.DataFrame(
+    {
+        "f": [1.5, np.nan, -0.0],
+        "s": ["a", None, "c"],
+        "cat": pd.Categorical(["x", "y", "x"], categories=["y", "x"], ordered=True),
+        "tz": pd.date_range("2024-03-30", periods=3, freq="D", tz="Europe/Paris"),
+        "nullable": pd.array([1, None, 3], dtype="Int64"),
+    },
+    index=pd.MultiIndex.from_tuples([("a", 1), ("b", 2), ("c", 3)], names=["k", "n"]),
+)
+df.attrs["source"] = "unit test"
+"""
+
+
+def test_parquet_loads_what_pandas_read_parquet_loads(tmp_path: Path) -> None:
+    ns: dict[str, Any] = {}
+    exec(RICH_FRAME_CODE, ns)
+    serializer, path = serialize(ns["df"], tmp_path)
+    assert serializer.name == "parquet"
+    ours, theirs = deserialize("parquet", path), pd.read_parquet(path, engine="pyarrow")
+    pd.testing.assert_frame_equal(ours, theirs, check_exact=True)
+    assert ours.attrs == theirs.attrs == {"source": "unit test"}
+
+
+def test_parquet_round_trip_does_not_import_pyarrow_dataset(tmp_path: Path) -> None:
+    # pd.read_parquet imports pyarrow.dataset (about 20 ms in every fresh step process).
+    code = RICH_FRAME_CODE + (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from cellpipe.storage.serializers import deserialize, serialize\n"
+        f"s, p = serialize(df, Path({str(tmp_path)!r}))\n"
+        "back = deserialize(s.name, p)\n"
+        "assert s.name == 'parquet' and back.equals(df), s.name\n"
+        "assert 'pyarrow.dataset' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # -- joblib / cloudpickle ---------------------------------------------------------------------
 
 
@@ -341,6 +385,111 @@ def test_notebook_class_loads_in_a_fresh_process(tmp_path: Path) -> None:
         "from cellpipe.storage.serializers import deserialize\n"
         f"s = deserialize({serializer.name!r}, Path({str(path)!r}))\n"
         "assert s.apply(2) == 10, s"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_joblib_files_are_plain_pickles_that_joblib_also_reads(tmp_path: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    x = np.array([[0.0], [1.0], [2.0], [3.0]])
+    model = LogisticRegression().fit(x, np.array([0, 0, 1, 1]))
+    serializer, path = serialize(model, tmp_path)
+    assert (serializer.name, serializer.version) == ("joblib", 2)
+    with path.open("rb") as f:
+        by_pickle = pickle.load(f)  # the format `cellpipe artifacts get` promises: .joblib
+    for back in (by_pickle, joblib.load(path), deserialize("joblib", path)):
+        assert type(back) is LogisticRegression
+        np.testing.assert_array_equal(back.coef_, model.coef_)
+        np.testing.assert_array_equal(back.predict(x), model.predict(x))
+
+
+def test_joblib_version_1_files_still_load(tmp_path: Path) -> None:
+    # What version 1 wrote: joblib's NumpyPickler, arrays as raw bytes after their wrappers,
+    # which pickle.load cannot read.
+    from joblib import numpy_pickle
+
+    value = {"w": np.arange(6.0).reshape(2, 3), "names": np.array(["a", None], dtype=object)}
+    path = tmp_path / "old.joblib"
+    with path.open("wb") as f:
+        numpy_pickle.NumpyPickler(f, protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+    with path.open("rb") as f, pytest.raises(Exception):  # noqa: B017, PT011
+        pickle.load(f)
+    back = deserialize("joblib", path)
+    np.testing.assert_array_equal(back["w"], value["w"])
+    assert back["names"].tolist() == ["a", None]
+
+
+def test_joblib_output_is_deterministic(tmp_path: Path) -> None:
+    from sklearn.ensemble import RandomForestClassifier
+
+    x = np.arange(40.0).reshape(20, 2)
+    forest = RandomForestClassifier(n_estimators=5, random_state=0).fit(x, np.arange(20) % 2)
+    _, first = serialize(forest, tmp_path)
+    _, second = serialize(forest, tmp_path)
+    assert first.read_bytes() == second.read_bytes()  # artifacts are addressed by content
+
+
+def test_joblib_arrays_load_writable_and_in_memory(tmp_path: Path) -> None:
+    frozen = np.arange(4.0)
+    frozen.flags.writeable = False
+    mapped = np.memmap(tmp_path / "m.dat", dtype=np.int32, mode="w+", shape=(3,))
+    mapped[:] = [7, 8, 9]
+    name, back = roundtrip([frozen, mapped, frozen], tmp_path)
+    assert name == "joblib"
+    assert type(back[0]) is np.ndarray
+    assert back[0].flags.writeable  # user code may mutate its inputs
+    np.testing.assert_array_equal(back[0], frozen)
+    assert back[2] is back[0]  # shared references stay shared
+    assert type(back[1]) is np.ndarray  # not a memmap without a file
+    assert back[1].tolist() == [7, 8, 9]
+    assert frozen.flags.writeable is False  # the value itself is untouched
+
+
+@pytest.mark.filterwarnings("ignore:the matrix subclass:PendingDeprecationWarning")
+def test_joblib_keeps_exact_array_types_and_byte_order(tmp_path: Path) -> None:
+    big_endian = np.arange(3, dtype=">i4")
+    matrix = np.matrix([[1, 2], [3, 4]])
+    name, back = roundtrip((big_endian, matrix), tmp_path)
+    assert name == "joblib"
+    assert back[0].dtype == np.dtype(">i4")
+    assert back[0].tolist() == [0, 1, 2]
+    assert type(back[1]) is np.matrix
+    assert back[1].tolist() == [[1, 2], [3, 4]]
+
+
+def test_references_into_main_fall_through_to_cloudpickle(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In a step, the notebook's namespace is sys.modules["__main__"]: plain pickle would find
+    # these by reference there and write a file no other process can load.
+    ns: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(NOTEBOOK_CODE, "<cell>", "exec"), ns)
+    main = sys.modules["__main__"]
+    for attr in ("Scaler", "double"):
+        monkeypatch.setattr(main, attr, ns[attr], raising=False)
+    for value in ([np.zeros(2), ns["double"]], {"a": np.zeros(2), "cls": ns["Scaler"]}):
+        serializer, path = serialize(value, tmp_path)
+        assert serializer.name == "cloudpickle"
+        code = (
+            "from pathlib import Path\n"
+            "from cellpipe.storage.serializers import deserialize\n"
+            f"v = deserialize('cloudpickle', Path({str(path)!r}))\n"
+        )
+        subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_joblib_load_imports_joblib_only_for_version_1_files(tmp_path: Path) -> None:
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import pandas as pd\n"
+        "from cellpipe.storage.serializers import deserialize, serialize\n"
+        f"s, p = serialize(pd.Series([1.0, 2.0]), Path({str(tmp_path)!r}))\n"
+        "back = deserialize(s.name, p)\n"
+        "assert s.name == 'joblib' and back.tolist() == [1.0, 2.0]\n"
+        "assert 'joblib' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
 
