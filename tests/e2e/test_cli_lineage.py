@@ -60,6 +60,7 @@ def test_lineage_of_a_run_in_every_format(two_runs, run_cli):
     project, (_, r2) = two_runs
     doc = run_cli("lineage", r2, "--project", project, "--json").json()
     assert doc["root"] == r2
+    assert (doc["limit"], doc["truncated"]) == (None, False)  # a run's graph is never cut
     steps = {n["step"]: n for n in doc["nodes"] if n["kind"] == "step_run"}
     assert set(steps) == {"a", "b", "c", "d"}
     assert steps["a"]["status"] == "cached"
@@ -89,9 +90,50 @@ def test_lineage_of_an_artifact_across_runs(two_runs, run_cli):
     assert (r2, "a") not in ran  # a cache hit is a reuse, not a producer
     root = next(n for n in doc["nodes"] if n["digest"] == numbers)
     assert root["detail"]["reused_by"] == 1
+    assert (doc["limit"], doc["truncated"]) == (50, False)
     unknown = run_cli("lineage", "nonsense-id", "--project", project)
     assert unknown.code == 1
     assert "neither a run id nor an artifact digest" in unknown.err
+
+
+def test_lineage_of_an_artifact_with_a_limit(two_runs, run_cli):
+    project, (r1, _) = two_runs
+    show = run_cli("show", r1, "--project", project, "--json").json()
+    numbers = next(s for s in show["steps"] if s["step"] == "a")["outputs"]["numbers"]["digest"]
+    root_id = f"artifact:{numbers}"
+
+    def readers(doc):
+        return [e["target"] for e in doc["edges"] if e["source"] == root_id]
+
+    everything = run_cli("lineage", numbers, "--project", project, "--limit", "0", "--json")
+    assert everything.code == 0, everything.err
+    doc = everything.json()
+    assert (doc["limit"], doc["truncated"]) == (None, False)
+    assert len(readers(doc)) == 3  # b and c of r1, b of r2 (r2's c was a cache hit)
+
+    one = run_cli("lineage", numbers, "--project", project, "--limit", "1", "--json").json()
+    assert (one["limit"], one["truncated"]) == (1, True)
+    assert len(readers(one)) == 1
+    root = next(n for n in one["nodes"] if n["id"] == root_id)
+    assert root["detail"]["more_readers"] == 2
+    assert root["detail"]["reused_by"] == 1
+
+    text = run_cli("lineage", numbers, "--project", project, "--limit", "1").out
+    assert f"{numbers[7:19]} was also read by ... and 2 more step runs" in text
+    assert "--limit 0 all)" in text
+    mermaid = run_cli("lineage", numbers, "--project", project, "--limit", "1", "--format",
+                      "mermaid").out  # fmt: skip
+    assert '_readers["... and 2 more step runs"]' in mermaid
+    assert "-.->" in mermaid
+    dot = run_cli("lineage", numbers, "--project", project, "--limit", "1", "--format", "dot").out
+    assert 'label="... and 2 more step runs", shape=note, style=dashed' in dot
+    assert f'"{root_id}" -> "{root_id}#more_readers" [style=dashed];' in dot
+
+    default = run_cli("lineage", numbers, "--project", project, "--json").json()
+    assert (default["limit"], default["truncated"]) == (50, False)
+    bad = run_cli("lineage", numbers, "--project", project, "--limit", "-1")
+    assert bad.code == 2
+    assert "expected a whole number >= 0, got '-1'" in bad.err
 
 
 def test_artifacts_get_writes_the_stored_bytes(two_runs, run_cli, tmp_path):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from backend_services import PostgresServer
 from cellpipe.storage.backends import open_metadata_store
+from cellpipe.storage.lineage import SnapshotKind, artifact_lineage, history_for
 from cellpipe.storage.metadata import SCHEMA_VERSION, _statements, migrations
 from cellpipe.storage.records import RunStatus, StepStatus
 
@@ -22,8 +24,36 @@ FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "lineage_db"
 OLD_DATABASES = sorted(FIXTURES.glob("schema_v*.sqlite"))
 
 
-def test_there_is_a_v1_fixture() -> None:
-    assert FIXTURES / "schema_v1.sqlite" in OLD_DATABASES
+OLD = "wine-20260114-091200-ab10"
+NEW = "wine-20260114-091201-ab11"
+# Schema v3 is indexes only: these must exist after an upgrade, and the ones they replace not.
+V3_INDEXES = {"events_by_artifact", "step_runs_by_status", "data_inputs_by_artifact"}
+REPLACED = {"events_by_digest", "data_inputs_by_digest"}
+
+
+def test_there_is_a_fixture_for_every_older_schema() -> None:
+    assert [p.name for p in OLD_DATABASES] == [
+        f"schema_v{v}.sqlite" for v in range(1, SCHEMA_VERSION)
+    ]
+
+
+def check_lineage(store: Any) -> None:
+    """The upgraded database answers lineage queries (through the v3 indexes)."""
+    history = history_for(store)
+    assert history is not None
+    df = "sha256:" + f"{1:064x}"
+    graph = artifact_lineage(store, history, df)
+    steps = [(n.run_id, n.step) for n in graph.nodes if n.kind == "step_run"]
+    assert steps == [(OLD, "load"), (NEW, "train"), (OLD, "train")]
+    root = next(n for n in graph.nodes if n.digest == df)
+    assert root.detail["reused_by"] == 1
+    assert not graph.truncated
+    limited = artifact_lineage(store, history, df, limit=1)
+    assert [(n.run_id, n.step) for n in limited.nodes if n.kind == "step_run"] == [
+        (OLD, "load"),
+        (NEW, "train"),
+    ]
+    assert next(n for n in limited.nodes if n.digest == df).detail["more_readers"] == 1
 
 
 def check_wine_runs(url: str) -> None:
@@ -48,6 +78,7 @@ def check_wine_runs(url: str) -> None:
         assert hit is not None
         assert hit.run_id == "wine-20260114-091200-ab10"
         assert store.get_run("wine-20260114-091200").run_id == "wine-20260114-091200-ab10"
+        check_lineage(store)
     finally:
         store.close()
 
@@ -60,9 +91,41 @@ def test_old_sqlite_database_upgrades_and_reads(database: Path, tmp_path: Path) 
     conn = sqlite3.connect(copy)
     try:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
+        indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     finally:
         conn.close()
     assert versions == list(range(1, SCHEMA_VERSION + 1))  # each migration applied once
+    assert indexes >= V3_INDEXES
+    assert not REPLACED & indexes
+
+
+def test_v2_snapshots_and_data_inputs_survive_the_upgrade(tmp_path: Path) -> None:
+    copy = tmp_path / "schema_v2.sqlite"
+    shutil.copyfile(FIXTURES / "schema_v2.sqlite", copy)
+    store = open_metadata_store(f"sqlite:///{copy}")
+    try:
+        assert store.schema_version() == SCHEMA_VERSION
+        history = history_for(store)
+        assert history is not None
+        snaps = history.snapshots(OLD)
+        assert [(s.step, s.kind) for s in snaps] == [
+            ("", SnapshotKind.START),
+            ("load", SnapshotKind.BEFORE),
+            ("load", SnapshotKind.AFTER),
+            ("train", SnapshotKind.BEFORE),
+            ("train", SnapshotKind.AFTER),
+        ]
+        [data] = history.data_inputs(run_id=OLD)
+        assert (data.url, data.version, data.size) == ("https://example.org/wine.csv",
+                                                       'etag:"v1"', 4321)  # fmt: skip
+        # Where did the downloaded file go? Into the load step (data_inputs index), whose
+        # output both runs' train steps read.
+        graph = artifact_lineage(store, history, data.digest)
+        steps = [(n.run_id, n.step) for n in graph.nodes if n.kind == "step_run"]
+        assert steps == [(OLD, "load"), (NEW, "train"), (OLD, "train")]
+        assert [n.label for n in graph.nodes if n.kind == "data_source"] == [data.url]
+    finally:
+        store.close()
 
 
 @pytest.mark.postgres
@@ -93,3 +156,8 @@ def test_v1_database_upgrades_on_postgresql(
     finally:
         source.close()
     check_wine_runs(postgres_url)
+    with postgres_server.connect(dbname) as pg, pg.cursor() as cur:
+        cur.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
+        indexes = {name for (name,) in cur.fetchall()}
+    assert indexes >= V3_INDEXES
+    assert not REPLACED & indexes

@@ -29,7 +29,7 @@ from cellpipe.cli import render
 from cellpipe.errors import CellpipeError
 
 if TYPE_CHECKING:
-    from cellpipe.storage.lineage import LineageGraph
+    from cellpipe.storage.lineage import LineageGraph, LineageNode
 
 from cellpipe.cli._loading import PROJECT_HELP
 
@@ -79,11 +79,15 @@ def register(
         description="Show the lineage graph of a run (its step runs, their inputs, outputs "
         "and external data) or of an artifact (the step runs that computed it and what they "
         "read, upstream; the step runs that read it and what they produced, downstream, "
-        "across runs). Cache hits are not followed; they are counted as reuses.",
+        "across runs). Cache hits are not followed; they are counted as reuses. An artifact "
+        "shows at most --limit step runs on each side of any artifact, newest runs first; "
+        "the rest are counted ('... and 9950 more step runs'; in JSON `truncated` and the "
+        "node's `more_readers` / `more_producers`).",
         epilog="examples:\n  cellpipe lineage wine-2026\n"
         "  cellpipe lineage wine-2026 --format mermaid\n"
         "  cellpipe lineage sha256:9f2c... --format dot | dot -Tsvg > lineage.svg\n"
-        "  cellpipe lineage 9f2c1a --json        (a unique digest prefix)",
+        "  cellpipe lineage 9f2c1a --json        (a unique digest prefix)\n"
+        "  cellpipe lineage 9f2c1a --limit 10    (10 readers of each artifact; 0: all)",
         formatter_class=_RAW,
     )
     lineage.add_argument(
@@ -96,7 +100,18 @@ def register(
         help="output format (default text)",
     )
     lineage.add_argument(
-        "--depth", type=int, default=50, help="for an artifact: step runs to follow each way"
+        "--depth",
+        type=_count_arg,
+        default=50,
+        help="for an artifact: step runs to follow each way (default 50)",
+    )
+    lineage.add_argument(
+        "--limit",
+        type=_count_arg,
+        default=50,
+        metavar="N",
+        help="for an artifact: the most step runs shown on each side of any artifact "
+        "(default 50; 0 shows all)",
     )
     lineage.add_argument("--project", default=".", help=PROJECT_HELP)
     lineage.add_argument("--json", action="store_true", help="same as --format json")
@@ -135,6 +150,16 @@ def register(
     get.add_argument("--json", action="store_true", help="print one JSON document")
     get.set_defaults(handler=artifacts_get_cmd)
     artifacts.set_defaults(handler=lambda _args: _usage(artifacts))
+
+
+def _count_arg(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return value
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -290,7 +315,9 @@ def lineage_cmd(args: argparse.Namespace) -> int:
             if "ambiguous" in run_error.message:
                 raise
             digest = resolve_digest(history, project.metadata, target)
-            graph = artifact_lineage(project.metadata, history, digest, depth=args.depth)
+            graph = artifact_lineage(
+                project.metadata, history, digest, depth=args.depth, limit=args.limit or None
+            )
     fmt = "json" if args.json else args.format
     if fmt == "json":
         render.write_json(graph.to_json(), sys.stdout)
@@ -307,8 +334,24 @@ def _short(digest: str | None) -> str:
     return (digest or "")[7:19]
 
 
-def _node_text(graph: LineageGraph, node_id: str) -> str:
-    node = next(n for n in graph.nodes if n.id == node_id)
+def _nodes(graph: LineageGraph) -> dict[str, LineageNode]:
+    return {n.id: n for n in graph.nodes}
+
+
+def _more(node: LineageNode) -> list[tuple[str, int]]:
+    """The step runs the limit left out next to ``node``: ``(side, count)``."""
+    return [
+        (side, node.detail[key])
+        for side, key in (("producers", "more_producers"), ("readers", "more_readers"))
+        if node.detail.get(key)
+    ]
+
+
+def _more_text(count: int) -> str:
+    return f"... and {count} more step run{'s' if count != 1 else ''}"
+
+
+def _text_of(node: LineageNode) -> str:
     if node.kind == "artifact":
         kind = node.detail.get("type") or node.detail.get("serializer") or "artifact"
         return f"{_short(node.digest)} ({kind})"
@@ -319,6 +362,7 @@ def _node_text(graph: LineageGraph, node_id: str) -> str:
 
 def to_text(graph: LineageGraph) -> str:
     """Return the graph as indented text: each step run with what it read and produced."""
+    nodes = _nodes(graph)
     lines = [f"lineage of {graph.root_kind} {graph.root}"]
     incoming: dict[str, list[tuple[str, str]]] = {}
     outgoing: dict[str, list[tuple[str, str]]] = {}
@@ -338,12 +382,12 @@ def to_text(graph: LineageGraph) -> str:
         for label, source in sorted(incoming.get(node.id, [])):
             origin = ""
             if source in producers:
-                origin = f"  from {_node_text(graph, producers[source])}"
+                origin = f"  from {_text_of(nodes[producers[source]])}"
             elif source in data_of:
-                origin = f"  from {_node_text(graph, data_of[source])}"
-            lines.append(f"  in   {label} = {_node_text(graph, source)}{origin}")
+                origin = f"  from {_text_of(nodes[data_of[source]])}"
+            lines.append(f"  in   {label} = {_text_of(nodes[source])}{origin}")
         for label, target in sorted(outgoing.get(node.id, [])):
-            lines.append(f"  out  {label} = {_node_text(graph, target)}")
+            lines.append(f"  out  {label} = {_text_of(nodes[target])}")
     reused = [n for n in graph.nodes if n.detail.get("reused_by")]
     if reused:
         lines.append("")
@@ -351,6 +395,16 @@ def to_text(graph: LineageGraph) -> str:
             lines.append(
                 f"{_short(node.digest)} was reused by {node.detail['reused_by']} cached run(s)"
             )
+    more = [(node, side, count) for node in graph.nodes for side, count in _more(node)]
+    if more:
+        lines.append("")
+        for node, side, count in more:
+            verb = "computed" if side == "producers" else "read"
+            lines.append(f"{_short(node.digest)} was also {verb} by {_more_text(count)}")
+        lines.append(
+            f"(--limit {graph.limit}: the newest step runs on each side of an artifact are "
+            "shown, the others counted; --limit N shows more, --limit 0 all)"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -359,11 +413,14 @@ def _mermaid_label(text: str) -> str:
 
 
 def to_mermaid(graph: LineageGraph) -> str:
-    """Return the graph as a Mermaid flowchart (steps boxes, artifacts rounded, data DBs)."""
+    """Return the graph as a Mermaid flowchart (steps boxes, artifacts rounded, data DBs).
+
+    Step runs the limit left out are one dashed note per artifact and side.
+    """
     ids = {n.id: f"n{i}" for i, n in enumerate(graph.nodes)}
     lines = ["flowchart LR"]
     for node in graph.nodes:
-        label = _mermaid_label(_node_text(graph, node.id))
+        label = _mermaid_label(_text_of(node))
         if node.kind == "step_run":
             lines.append(f'  {ids[node.id]}["{label}"]')
         elif node.kind == "artifact":
@@ -372,6 +429,14 @@ def to_mermaid(graph: LineageGraph) -> str:
             lines.append(f'  {ids[node.id]}[("{label}")]')
     for edge in graph.edges:
         lines.append(f'  {ids[edge.source]} -->|"{_mermaid_label(edge.label)}"| {ids[edge.target]}')
+    for node in graph.nodes:
+        for side, count in _more(node):
+            note = f"{ids[node.id]}_{side}"
+            lines.append(f'  {note}["{_more_text(count)}"]')
+            if side == "producers":
+                lines.append(f"  {note} -.-> {ids[node.id]}")
+            else:
+                lines.append(f"  {ids[node.id]} -.-> {note}")
     return "\n".join(lines) + "\n"
 
 
@@ -380,17 +445,27 @@ def _dot_quote(text: str) -> str:
 
 
 def to_dot(graph: LineageGraph) -> str:
-    """Return the graph in Graphviz dot."""
+    """Return the graph in Graphviz dot (left-out step runs as dashed notes)."""
     shapes = {"step_run": "box", "artifact": "ellipse", "data_source": "cylinder"}
     lines = ["digraph lineage {", "  rankdir=LR;"]
     for node in graph.nodes:
-        label = _dot_quote(_node_text(graph, node.id))
+        label = _dot_quote(_text_of(node))
         lines.append(f"  {_dot_quote(node.id)} [label={label}, shape={shapes[node.kind]}];")
     for edge in graph.edges:
         lines.append(
             f"  {_dot_quote(edge.source)} -> {_dot_quote(edge.target)}"
             f" [label={_dot_quote(edge.label)}];"
         )
+    for node in graph.nodes:
+        for side, count in _more(node):
+            note = _dot_quote(f"{node.id}#more_{side}")
+            lines.append(
+                f"  {note} [label={_dot_quote(_more_text(count))}, shape=note, style=dashed];"
+            )
+            source, target = (note, _dot_quote(node.id))
+            if side == "readers":
+                source, target = target, source
+            lines.append(f"  {source} -> {target} [style=dashed];")
     lines.append("}")
     return "\n".join(lines) + "\n"
 

@@ -1,8 +1,9 @@
 """Lineage and run history queries: snapshots, external data inputs, artifact graphs, filters.
 
 Owns: the records added by schema v2 (`SnapshotRecord`, `DataInputRecord`), the
-`HistoryStore` protocol with its SQL and memory implementations (`SqlHistoryStore`,
-`MemoryHistoryStore`, chosen by `history_for`), the lineage graph of a run or an artifact
+`HistoryStore` protocol (what runs record) and the `LineageIndex` protocol (the batched
+queries lineage graphs are built from), both implemented by `SqlHistoryStore` and
+`MemoryHistoryStore` (chosen by `history_for`), the lineage graph of a run or an artifact
 (`run_lineage`, `artifact_lineage`: ML-Metadata's executions, artifacts and input/output
 events, across runs) and the ``cellpipe runs`` filters (`RunFilter`).
 
@@ -13,6 +14,10 @@ Invariants:
       so the producer of an artifact is the step run that actually computed it (cache hits
       are listed as reuses, never as producers), which keeps a query bounded by the number of
       distinct computations rather than the number of runs;
+    * an artifact graph is bounded: at most ``limit`` step runs on each side of any artifact
+      (the rest counted, never silently dropped), and it costs a few batched queries per
+      level of depth, never one per node; readers are listed from the ``events_by_artifact``
+      index (schema v3) without visiting the runs that are not shown;
     * graphs are plain values (frozen dataclasses); rendering them is the CLI's job.
 
 Must not depend on: notebooks, the pipeline model, the runner.
@@ -23,24 +28,35 @@ from __future__ import annotations
 import json
 import operator
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
 from cellpipe.errors import CellpipeError, RunNotFoundError
+from cellpipe.storage._sql import SqlConnection
 from cellpipe.storage.metadata import MemoryMetadataStore, SqlMetadataStore
 from cellpipe.storage.protocols import ArtifactDigest
-from cellpipe.storage.records import MetadataStore, RunRecord, StepRunRecord, StepStatus
+from cellpipe.storage.records import (
+    ArtifactRef,
+    MetadataStore,
+    RunRecord,
+    StepRunRecord,
+    StepStatus,
+)
 
 __all__ = [
+    "DEFAULT_LIMIT",
     "ArtifactEvent",
+    "ArtifactUses",
     "DataInputRecord",
     "HistoryStore",
     "LineageEdge",
     "LineageGraph",
+    "LineageIndex",
     "LineageNode",
+    "LineageStep",
     "MemoryHistoryStore",
     "RunFilter",
     "SnapshotKind",
@@ -48,6 +64,7 @@ __all__ = [
     "SqlHistoryStore",
     "artifact_lineage",
     "history_for",
+    "resolve_digest",
     "run_lineage",
 ]
 
@@ -155,8 +172,72 @@ class ArtifactEvent:
     status: StepStatus
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ArtifactUses:
+    """The executed step runs on one side of an artifact, at most ``limit`` of them listed.
+
+    Attributes:
+        digest: the artifact.
+        kind: ``output`` (the step runs that computed it) or ``input`` (those that read it,
+            as a variable or through ``cellpipe.data``).
+        step_runs: ``(run_id, step)`` pairs, newest run id first (run ids start with the
+            pipeline and the start time), at most the limit asked for.
+        total: how many executed step runs there are in all, listed or not.
+        reused_by: for ``output``, how many runs re-recorded it through a cache hit; else 0.
+    """
+
+    digest: str
+    kind: str
+    step_runs: tuple[tuple[str, str], ...] = ()
+    total: int = 0
+    reused_by: int = 0
+
+    @property
+    def more(self) -> int:
+        """The step runs left out of `step_runs` by the limit."""
+        return self.total - len(self.step_runs)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LineageStep:
+    """A step run as a lineage graph shows it: its status and the values it read and wrote.
+
+    Attributes:
+        run_id: the run.
+        step: the step.
+        status: the step run's status.
+        source_run: for a cache hit, the run whose outputs it reused.
+        inputs: input variable -> stored value.
+        outputs: output variable -> stored value.
+        data_inputs: the external files it read through ``cellpipe.data``, by URL.
+    """
+
+    run_id: str
+    step: str
+    status: StepStatus
+    source_run: str | None = None
+    inputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    outputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    data_inputs: tuple[DataInputRecord, ...] = ()
+
+    @classmethod
+    def from_record(
+        cls, record: StepRunRecord, data_inputs: Iterable[DataInputRecord] = ()
+    ) -> LineageStep:
+        """Return the lineage view of a full step run record."""
+        return cls(
+            run_id=record.run_id,
+            step=record.step,
+            status=record.status,
+            source_run=record.source_run,
+            inputs=record.inputs,
+            outputs=record.outputs,
+            data_inputs=tuple(data_inputs),
+        )
+
+
 class HistoryStore(Protocol):
-    """Snapshots, data inputs and artifact events: what lineage queries read."""
+    """Snapshots, data inputs and artifact events: what runs record beside their step runs."""
 
     def record_snapshot(self, record: SnapshotRecord) -> None:
         """Insert or replace the snapshot ``(run_id, step, kind)``."""
@@ -177,15 +258,105 @@ class HistoryStore(Protocol):
         ...
 
     def artifact_events(self, digest: str) -> Sequence[ArtifactEvent]:
-        """Return every input/output event of ``digest``, across runs."""
+        """Return every input/output event of ``digest``, across runs (unbounded)."""
         ...
+
+
+class LineageIndex(Protocol):
+    """The batched, bounded queries an artifact's lineage graph is built from.
+
+    Each call answers for many artifacts or step runs at once, so a graph costs a few queries
+    per level rather than a few per node, and no call returns more than its limit of rows per
+    artifact however many runs share it.
+    """
+
+    def artifact_uses(
+        self, digests: Sequence[str], kind: str, *, limit: int | None
+    ) -> Mapping[str, ArtifactUses]:
+        """Return, for every digest asked, the executed step runs with an event of ``kind``.
+
+        Args:
+            digests: the artifacts.
+            kind: ``output`` (producers; `ArtifactUses.reused_by` counts the cache hits) or
+                ``input`` (readers, including those that read it through ``cellpipe.data``).
+            limit: the most step runs listed per artifact (newest run id first); None lists
+                all, 0 only counts.
+        """
+        ...
+
+    def lineage_steps(self, keys: Sequence[tuple[str, str]]) -> Sequence[LineageStep]:
+        """Return the step runs ``(run_id, step)`` in the order asked (unknown ones left out)."""
+        ...
+
+    def find_digests(self, prefix: str, *, limit: int) -> Sequence[str]:
+        """Return the recorded artifact digests starting with ``prefix``, sorted, at most limit.
+
+        Args:
+            prefix: ``sha256:`` and the first hex digits (a full digest checks that it exists).
+            limit: the most digests returned.
+        """
+        ...
+
+
+_EXECUTED = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.RUNNING, StepStatus.CANCELLED)
+"""Step runs that computed their outputs (cache hits re-record another run's outputs)."""
+
+_STEP_OF_EVENT = "s.run_id = e.run_id AND s.step = e.step AND s.status > ''"
+"""The join from an event to its step run. ``status > ''`` (true of every row) lets SQLite's
+planner take the covering ``step_runs_by_status`` index (run_id, step, status) over the
+primary key, whose rows it would have to fetch for the status: half the cost per event when
+thousands of runs share an artifact. PostgreSQL plans it like the plain join."""
+
+_CHUNK = 100
+"""Digests or step runs per statement: well under SQLite's limits on parameters (32766) and
+compound SELECTs (500 terms), and the same statement shapes on PostgreSQL."""
+
+
+def _chunks(items: Sequence[Any]) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def _check_limit(limit: int | None) -> None:
+    if limit is not None and limit < 0:
+        raise ValueError(f"limit must be None or at least 0, not {limit}")
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in ("input", "output"):
+        raise ValueError(f"kind must be 'input' or 'output', not {kind!r}")
+
+
+def _uses(
+    digest: str, kind: str, keys: Iterable[tuple[str, str]], limit: int | None, reused_by: int = 0
+) -> ArtifactUses:
+    ordered = sorted(set(keys), reverse=True)
+    shown = ordered if limit is None else ordered[:limit]
+    return ArtifactUses(
+        digest=digest, kind=kind, step_runs=tuple(shown), total=len(ordered), reused_by=reused_by
+    )
+
+
+def _prefix_range(prefix: str) -> tuple[str, str | None]:
+    """Return ``lo <= digest < hi`` bounds for digests starting with ``prefix``.
+
+    The upper bound increments the last hex digit (``9`` -> ``a``, ``f`` carries), so both
+    bounds are hex strings, which sort the same way under every collation PostgreSQL may use
+    (an appended punctuation character would not).
+    """
+    head = prefix.rstrip("f")
+    if head.endswith(":") or not head:
+        return prefix, None
+    last = head[-1]
+    following = "a" if last == "9" else chr(ord(last) + 1)
+    return prefix, head[:-1] + following
 
 
 # -- SQL ----------------------------------------------------------------------------------
 
 
 class SqlHistoryStore:
-    """`HistoryStore` on the metadata store's database (schema v2 tables).
+    """`HistoryStore` and `LineageIndex` on the metadata store's database (schema v2 and v3).
 
     Args:
         metadata: the open metadata store; its transactions are reused, so writes queue
@@ -287,18 +458,7 @@ class SqlHistoryStore:
                 ),
                 params,
             ).all()
-        return [
-            DataInputRecord(
-                run_id=r[0],
-                step=r[1],
-                url=r[2],
-                version=r[3],
-                digest=ArtifactDigest(r[4]),
-                size=int(r[5]),
-                fetched_at=datetime.fromisoformat(r[6]),
-            )
-            for r in rows
-        ]
+        return [_data_record(r) for r in rows]
 
     def artifact_events(self, digest: str) -> Sequence[ArtifactEvent]:
         """Return every input/output event of ``digest``, across runs (index on digest)."""
@@ -323,6 +483,205 @@ class SqlHistoryStore:
             for r in rows
         ]
 
+    # -- lineage queries (LineageIndex) -----------------------------------------------------
+
+    def artifact_uses(
+        self, digests: Sequence[str], kind: str, *, limit: int | None
+    ) -> Mapping[str, ArtifactUses]:
+        """Return, for every digest asked, the executed step runs with an event of ``kind``.
+
+        Producers and cache hits come from one aggregate pass over the artifacts' output
+        events (executed step runs one row each, cache hits one count per artifact). Readers
+        come from the ``events_by_artifact`` index in run-id order, ``limit + 1`` per
+        artifact, and are counted only when there are more than that.
+        """
+        _check_kind(kind)
+        _check_limit(limit)
+        wanted = list(dict.fromkeys(digests))
+        with self._metadata._read() as conn:
+            if kind == "output":
+                return self._producers(conn, wanted, limit)
+            return self._readers(conn, wanted, limit)
+
+    def _producers(
+        self, conn: SqlConnection, digests: list[str], limit: int | None
+    ) -> dict[str, ArtifactUses]:
+        executed: dict[str, list[tuple[str, str]]] = {d: [] for d in digests}
+        reused: dict[str, int] = dict.fromkeys(digests, 0)
+        statuses = [s.value for s in (*_EXECUTED, StepStatus.CACHED)]
+        status_marks = ", ".join(f":s{i}" for i in range(len(statuses)))
+        # A cache hit's row collapses into one group per artifact (run_id ''): only counted.
+        # (Literal 'cached': PostgreSQL must see the same expression in SELECT and GROUP BY.)
+        run_col = "CASE WHEN s.status = 'cached' THEN '' ELSE e.run_id END"
+        step_col = "CASE WHEN s.status = 'cached' THEN '' ELSE e.step END"
+        for chunk in _chunks(digests):
+            params: dict[str, Any] = {f"d{i}": d for i, d in enumerate(chunk)}
+            params.update({f"s{i}": s for i, s in enumerate(statuses)})
+            marks = ", ".join(f":d{i}" for i in range(len(chunk)))
+            rows = conn.execute(
+                (
+                    f"SELECT e.digest, {run_col}, {step_col}, COUNT(DISTINCT e.run_id)"
+                    f" FROM events e JOIN step_runs s ON {_STEP_OF_EVENT}"
+                    f" WHERE e.kind = 'output' AND e.digest IN ({marks})"
+                    f" AND s.status IN ({status_marks})"
+                    f" GROUP BY e.digest, {run_col}, {step_col}"
+                ),
+                params,
+            ).all()
+            for digest, run_id, step, count in rows:
+                if run_id == "":
+                    reused[digest] = int(count)
+                else:
+                    executed[digest].append((run_id, step))
+        return {d: _uses(d, "output", executed[d], limit, reused[d]) for d in digests}
+
+    def _readers(
+        self, conn: SqlConnection, digests: list[str], limit: int | None
+    ) -> dict[str, ArtifactUses]:
+        # Two sources of readers: input events of executed step runs, and cellpipe.data.
+        events: dict[str, set[tuple[str, str]]] = {d: set() for d in digests}
+        data: dict[str, set[tuple[str, str]]] = {d: set() for d in digests}
+        executed = {f"s{i}": s.value for i, s in enumerate(_EXECUTED)}
+        in_executed = "s.status IN (" + ", ".join(f":{k}" for k in executed) + ")"
+        event_readers = (
+            f"SELECT DISTINCT e.run_id, e.step FROM events e JOIN step_runs s ON {_STEP_OF_EVENT}"
+            f" WHERE e.digest = :d{{i}} AND e.kind = 'input' AND {in_executed}"
+        )
+        data_readers = "SELECT DISTINCT run_id, step FROM data_inputs WHERE digest = :d{i}"
+        if limit != 0:
+            # limit + 1 per source, newest run id first, straight from the index: one more
+            # than shown tells whether the rest must be counted.
+            cut = "" if limit is None else " LIMIT :n"
+            sources = (
+                ("e", f"{event_readers} ORDER BY e.run_id DESC, e.step DESC{cut}"),
+                ("d", f"{data_readers} ORDER BY run_id DESC, step DESC{cut}"),
+            )
+            for chunk in _chunks(digests):
+                params: dict[str, Any] = {**executed, **_digest_params(chunk)}
+                if limit is not None:
+                    params["n"] = limit + 1
+                terms = [
+                    f"SELECT {i} AS i, '{source}' AS source, run_id, step"
+                    f" FROM ({sql.format(i=i)}) AS {source}{i}"
+                    for i in range(len(chunk))
+                    for source, sql in sources
+                ]
+                for i, source, run_id, step in conn.execute(" UNION ALL ".join(terms), params):
+                    (events if source == "e" else data)[chunk[i]].add((run_id, step))
+        totals = {d: len(events[d] | data[d]) for d in digests}
+        if limit is not None:
+            # Count only what the lists could not: each source apart (two index-ordered
+            # passes), and both together only for an artifact read both ways (a step run
+            # that read it as a variable and through cellpipe.data counts once).
+            both = f"{event_readers} UNION {data_readers}"
+            wanted = [
+                (d, sql)
+                for d in digests
+                for sql, found in ((event_readers, events[d]), (data_readers, data[d]))
+                if limit == 0 or len(found) > limit
+            ]
+            counts = _count(conn, wanted, executed)
+            again = []
+            for d in dict.fromkeys(d for d, _ in wanted):
+                n_events = counts.get((d, event_readers), len(events[d]))
+                n_data = counts.get((d, data_readers), len(data[d]))
+                totals[d] = n_events + n_data
+                if n_events and n_data:
+                    again.append((d, both))
+            totals.update({d: n for (d, _), n in _count(conn, again, executed).items()})
+        return {
+            d: ArtifactUses(
+                digest=d,
+                kind="input",
+                step_runs=_uses(d, "input", events[d] | data[d], limit).step_runs,
+                total=totals[d],
+            )
+            for d in digests
+        }
+
+    def lineage_steps(self, keys: Sequence[tuple[str, str]]) -> Sequence[LineageStep]:
+        """Return the step runs ``(run_id, step)`` in the order asked (unknown ones left out).
+
+        Three queries per hundred step runs (step runs, events with their sizes, data
+        inputs), each an OR of primary-key lookups.
+        """
+        wanted = list(dict.fromkeys(keys))
+        heads: dict[tuple[str, str], tuple[StepStatus, str | None]] = {}
+        refs: dict[tuple[str, str], tuple[dict[str, ArtifactRef], dict[str, ArtifactRef]]] = {}
+        data: dict[tuple[str, str], list[DataInputRecord]] = {}
+        with self._metadata._read() as conn:
+            for chunk in _chunks(wanted):
+                params, where = _step_keys(chunk, "")
+                _, events_where = _step_keys(chunk, "e.")
+                for run_id, step, status, source in conn.execute(
+                    f"SELECT run_id, step, status, source_run FROM step_runs WHERE {where}",
+                    params,
+                ):
+                    heads[(run_id, step)] = (StepStatus(status), source)
+                    refs[(run_id, step)] = ({}, {})
+                for run_id, step, kind, variable, digest, ser, ver, tname, size in conn.execute(
+                    (
+                        "SELECT e.run_id, e.step, e.kind, e.variable, e.digest, e.serializer,"
+                        " e.serializer_version, e.type_name, a.size FROM events e"
+                        " JOIN artifacts a ON a.digest = e.digest"
+                        f" WHERE {events_where} ORDER BY e.run_id, e.step, e.variable"
+                    ),
+                    params,
+                ):
+                    inputs, outputs = refs[(run_id, step)]
+                    (inputs if kind == "input" else outputs)[variable] = ArtifactRef(
+                        digest=ArtifactDigest(digest),
+                        serializer=ser,
+                        serializer_version=ver,
+                        size=size,
+                        type_name=tname,
+                    )
+                for row in conn.execute(
+                    (
+                        "SELECT run_id, step, url, version, digest, size, fetched_at"
+                        f" FROM data_inputs WHERE {where} ORDER BY run_id, step, url"
+                    ),
+                    params,
+                ):
+                    data.setdefault((row[0], row[1]), []).append(_data_record(row))
+        out = []
+        for key in wanted:
+            if key not in heads:
+                continue
+            status, source = heads[key]
+            inputs, outputs = refs[key]
+            out.append(
+                LineageStep(
+                    run_id=key[0],
+                    step=key[1],
+                    status=status,
+                    source_run=source,
+                    inputs=inputs,
+                    outputs=outputs,
+                    data_inputs=tuple(data.get(key, ())),
+                )
+            )
+        return out
+
+    def find_digests(self, prefix: str, *, limit: int) -> Sequence[str]:
+        """Return the recorded artifact digests starting with ``prefix`` (an index range)."""
+        lo, hi = _prefix_range(prefix)
+        params: dict[str, Any] = {"lo": lo, "n": limit}
+        bounds = "digest >= :lo"
+        if hi is not None:
+            params["hi"] = hi
+            bounds += " AND digest < :hi"
+        with self._metadata._read() as conn:
+            rows = conn.execute(
+                (
+                    f"SELECT digest FROM (SELECT digest FROM events WHERE {bounds}"
+                    f" UNION SELECT digest FROM data_inputs WHERE {bounds}) d"
+                    " ORDER BY digest LIMIT :n"
+                ),
+                params,
+            ).all()
+        return [r[0] for r in rows if r[0].startswith(prefix)]
+
 
 def _data_filter(run_id: str | None, digest: str | None) -> tuple[str, dict[str, str]]:
     where: list[str] = []
@@ -338,11 +697,57 @@ def _data_filter(run_id: str | None, digest: str | None) -> tuple[str, dict[str,
     return " AND ".join(where), params
 
 
+def _data_record(row: Any) -> DataInputRecord:
+    return DataInputRecord(
+        run_id=row[0],
+        step=row[1],
+        url=row[2],
+        version=row[3],
+        digest=ArtifactDigest(row[4]),
+        size=int(row[5]),
+        fetched_at=datetime.fromisoformat(row[6]),
+    )
+
+
+def _digest_params(digests: Sequence[str]) -> dict[str, str]:
+    return {f"d{i}": d for i, d in enumerate(digests)}
+
+
+def _count(
+    conn: SqlConnection, wanted: Sequence[tuple[str, str]], params: Mapping[str, Any]
+) -> dict[tuple[str, str], int]:
+    """Count the rows of ``(digest, query)`` pairs: one UNION ALL term each, no GROUP BY.
+
+    Each query names its digest ``:d{i}`` (a ``str.format`` field for the term's position).
+    """
+    counts: dict[tuple[str, str], int] = {}
+    for chunk in _chunks(wanted):
+        terms = [
+            f"SELECT {i} AS i, COUNT(*) AS n FROM ({sql.format(i=i)}) AS c{i}"
+            for i, (_, sql) in enumerate(chunk)
+        ]
+        values = {**params, **_digest_params([d for d, _ in chunk])}
+        for i, n in conn.execute(" UNION ALL ".join(terms), values):
+            counts[chunk[i]] = int(n)
+    return counts
+
+
+def _step_keys(keys: Sequence[tuple[str, str]], alias: str) -> tuple[dict[str, str], str]:
+    """Return parameters and an OR of primary-key lookups for step runs ``(run_id, step)``."""
+    params: dict[str, str] = {}
+    pairs = []
+    for i, (run_id, step) in enumerate(keys):
+        params[f"r{i}"] = run_id
+        params[f"t{i}"] = step
+        pairs.append(f"({alias}run_id = :r{i} AND {alias}step = :t{i})")
+    return params, " OR ".join(pairs)
+
+
 # -- memory -------------------------------------------------------------------------------
 
 
 class MemoryHistoryStore:
-    """`HistoryStore` in lists: the fake for tests, reading events from a memory store.
+    """`HistoryStore` and `LineageIndex` in lists: the fake for tests, over a memory store.
 
     Args:
         metadata: the metadata store whose step runs hold the artifact events.
@@ -405,9 +810,66 @@ class MemoryHistoryStore:
                     )
         return sorted(found, key=lambda e: (e.run_id, e.step, e.kind, e.variable))
 
+    # -- lineage queries (LineageIndex): scans, fine for a fake ------------------------------
 
-def history_for(metadata: MetadataStore) -> HistoryStore | None:
-    """Return the history store that lives beside ``metadata``, or None for unknown stores."""
+    def _step_records(self) -> Iterator[StepRunRecord]:
+        for run in self._metadata.list_runs():
+            yield from self._metadata.step_runs(run.run_id)
+
+    def artifact_uses(
+        self, digests: Sequence[str], kind: str, *, limit: int | None
+    ) -> Mapping[str, ArtifactUses]:
+        """Return, for every digest asked, the executed step runs with an event of ``kind``."""
+        _check_kind(kind)
+        _check_limit(limit)
+        users: dict[str, set[tuple[str, str]]] = {d: set() for d in digests}
+        reused: dict[str, set[str]] = {d: set() for d in digests}
+        for s in self._step_records():
+            for ref in (s.outputs if kind == "output" else s.inputs).values():
+                if ref.digest not in users:
+                    continue
+                if s.status in _EXECUTED:
+                    users[ref.digest].add((s.run_id, s.step))
+                elif s.status is StepStatus.CACHED and kind == "output":
+                    reused[ref.digest].add(s.run_id)
+        if kind == "input":
+            with self._lock:
+                for data in self._data.values():
+                    if data.digest in users:
+                        users[data.digest].add((data.run_id, data.step))
+        return {d: _uses(d, kind, users[d], limit, len(reused[d])) for d in digests}
+
+    def lineage_steps(self, keys: Sequence[tuple[str, str]]) -> Sequence[LineageStep]:
+        """Return the step runs ``(run_id, step)`` in the order asked (unknown ones left out)."""
+        runs: dict[str, dict[str, StepRunRecord]] = {}
+        out = []
+        for run_id, step in dict.fromkeys(keys):
+            if run_id not in runs:
+                try:
+                    runs[run_id] = {s.step: s for s in self._metadata.step_runs(run_id)}
+                except RunNotFoundError:
+                    runs[run_id] = {}
+            record = runs[run_id].get(step)
+            if record is not None:
+                data = [d for d in self.data_inputs(run_id=run_id) if d.step == step]
+                out.append(LineageStep.from_record(record, data))
+        return out
+
+    def find_digests(self, prefix: str, *, limit: int) -> Sequence[str]:
+        """Return the recorded artifact digests starting with ``prefix``, sorted."""
+        found: set[str] = set()
+        for s in self._step_records():
+            found.update(r.digest for r in (*s.inputs.values(), *s.outputs.values()))
+        with self._lock:
+            found.update(d.digest for d in self._data.values())
+        return sorted(d for d in found if d.startswith(prefix))[:limit]
+
+
+def history_for(metadata: MetadataStore) -> SqlHistoryStore | MemoryHistoryStore | None:
+    """Return the history store that lives beside ``metadata``, or None for unknown stores.
+
+    Both kinds are a `HistoryStore` and a `LineageIndex`.
+    """
     if isinstance(metadata, SqlMetadataStore):
         return SqlHistoryStore(metadata)
     if isinstance(metadata, MemoryMetadataStore):
@@ -484,18 +946,31 @@ class LineageGraph:
         root_kind: ``run`` or ``artifact``.
         nodes: in a stable order (upstream first).
         edges: data flow, producer to consumer.
+        limit: for an artifact, the most step runs shown on each side of any artifact (None:
+            no limit). An artifact node with more says how many were left out in
+            ``detail["more_producers"]`` or ``detail["more_readers"]``.
     """
 
     root: str
     root_kind: str
     nodes: tuple[LineageNode, ...]
     edges: tuple[LineageEdge, ...]
+    limit: int | None = None
+
+    @property
+    def truncated(self) -> bool:
+        """Whether the limit left step runs out of the graph."""
+        return any(
+            n.detail.get("more_producers") or n.detail.get("more_readers") for n in self.nodes
+        )
 
     def to_json(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
         return {
             "root": self.root,
             "root_kind": self.root_kind,
+            "limit": self.limit,
+            "truncated": self.truncated,
             "nodes": [n.to_json() for n in self.nodes],
             "edges": [e.to_json() for e in self.edges],
         }
@@ -512,23 +987,9 @@ def _artifact_id(digest: str) -> str:
 class _Builder:
     """Accumulates nodes and edges, keeping first-seen order and no duplicates."""
 
-    def __init__(self, metadata: MetadataStore, history: HistoryStore) -> None:
-        self.metadata = metadata
-        self.history = history
+    def __init__(self) -> None:
         self.nodes: dict[str, LineageNode] = {}
         self.edges: dict[tuple[str, str, str], LineageEdge] = {}
-        self._runs: dict[str, dict[str, StepRunRecord]] = {}
-        self._data: dict[str, list[DataInputRecord]] = {}
-
-    def steps_of(self, run_id: str) -> dict[str, StepRunRecord]:
-        if run_id not in self._runs:
-            self._runs[run_id] = {s.step: s for s in self.metadata.step_runs(run_id)}
-        return self._runs[run_id]
-
-    def data_of(self, run_id: str) -> list[DataInputRecord]:
-        if run_id not in self._data:
-            self._data[run_id] = list(self.history.data_inputs(run_id=run_id))
-        return self._data[run_id]
 
     def add(self, node: LineageNode) -> str:
         known = self.nodes.get(node.id)
@@ -541,7 +1002,7 @@ class _Builder:
             (source, target, label), LineageEdge(source=source, target=target, label=label)
         )
 
-    def step_node(self, record: StepRunRecord) -> str:
+    def step_node(self, record: LineageStep) -> str:
         detail: dict[str, Any] = {}
         if record.source_run:
             detail["source_run"] = record.source_run
@@ -587,7 +1048,7 @@ class _Builder:
             )
         )
 
-    def add_step_run(self, record: StepRunRecord) -> str:
+    def add_step_run(self, record: LineageStep) -> str:
         """Add a step run with its inputs, data inputs and outputs."""
         sid = self.step_node(record)
         for variable, ref in record.inputs.items():
@@ -595,25 +1056,16 @@ class _Builder:
                 ref.digest, serializer=ref.serializer, type_name=ref.type_name, size=ref.size
             )
             self.edge(aid, sid, variable)
-        for data in self.data_of(record.run_id):
-            if data.step == record.step:
-                aid = self.artifact_node(data.digest, size=data.size)
-                self.edge(self.data_node(data), aid, data.version)
-                self.edge(aid, sid, data.url)
+        for data in record.data_inputs:
+            aid = self.artifact_node(data.digest, size=data.size)
+            self.edge(self.data_node(data), aid, data.version)
+            self.edge(aid, sid, data.url)
         for variable, ref in record.outputs.items():
             aid = self.artifact_node(
                 ref.digest, serializer=ref.serializer, type_name=ref.type_name, size=ref.size
             )
             self.edge(sid, aid, variable)
         return sid
-
-    def graph(self, root: str, root_kind: str) -> LineageGraph:
-        return LineageGraph(
-            root=root,
-            root_kind=root_kind,
-            nodes=tuple(self.nodes.values()),
-            edges=tuple(self.edges.values()),
-        )
 
 
 def run_lineage(metadata: MetadataStore, history: HistoryStore, run_id: str) -> LineageGraph:
@@ -633,122 +1085,157 @@ def run_lineage(metadata: MetadataStore, history: HistoryStore, run_id: str) -> 
         [n.label for n in graph.nodes if n.kind == "step_run"]
     """
     run = metadata.get_run(run_id)
-    builder = _Builder(metadata, history)
-    for record in builder.steps_of(run.run_id).values():
-        builder.add_step_run(record)
-    return builder.graph(run.run_id, "run")
+    data: dict[str, list[DataInputRecord]] = {}
+    for item in history.data_inputs(run_id=run.run_id):
+        data.setdefault(item.step, []).append(item)
+    builder = _Builder()
+    for record in metadata.step_runs(run.run_id):
+        builder.add_step_run(LineageStep.from_record(record, data.get(record.step, ())))
+    return LineageGraph(
+        root=run.run_id,
+        root_kind="run",
+        nodes=tuple(builder.nodes.values()),
+        edges=tuple(builder.edges.values()),
+    )
 
 
-_EXECUTED = (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.RUNNING, StepStatus.CANCELLED)
+DEFAULT_LIMIT = 50
+"""Step runs shown on each side of an artifact unless asked otherwise: a readable graph."""
 
 
 def artifact_lineage(
-    metadata: MetadataStore, history: HistoryStore, digest: str, *, depth: int = 50
+    metadata: MetadataStore,
+    history: LineageIndex,
+    digest: str,
+    *,
+    depth: int = 50,
+    limit: int | None = DEFAULT_LIMIT,
 ) -> LineageGraph:
     """Return the upstream and downstream lineage of an artifact, across runs.
 
-    Upstream: the step run that computed it, that step run's inputs, their producers, and so
-    on; downstream: the step runs that read it, their outputs, and so on. Cache hits are not
-    followed; each artifact node counts them in ``detail["reused_by"]``.
+    Upstream: the step runs that computed it, their inputs, those inputs' producers, and so
+    on; downstream: the step runs that read it (as a variable or through ``cellpipe.data``),
+    their outputs, and so on. Cache hits are not followed; each artifact node counts them in
+    ``detail["reused_by"]``. At most ``limit`` step runs are followed on each side of any
+    artifact (the newest run ids); how many more there are is in ``detail["more_producers"]``
+    and ``detail["more_readers"]``, so an artifact every run used still gives a small graph,
+    in a few queries per level of depth.
 
     Args:
-        metadata: the metadata store.
-        history: the history store beside it.
-        digest: ``sha256:<hex>``, or a unique prefix of the hex part (at least 6 characters).
+        metadata: the metadata store (unused by the queries: the history store reads the same
+            database; kept so both lineage functions take the same arguments).
+        history: the history store beside it (`history_for`).
+        digest: a full ``sha256:<hex>`` digest (`resolve_digest` expands a prefix).
         depth: how many step runs away from the artifact to follow, each way.
+        limit: the most step runs followed on each side of one artifact; None follows all.
 
     Raises:
         CellpipeError: when no event or data input has that digest.
+        ValueError: for a negative limit.
+
+    Example::
+
+        graph = artifact_lineage(store, history_for(store), digest, limit=20)
+        graph.truncated, [n.detail.get("more_readers") for n in graph.nodes]
     """
-    builder = _Builder(metadata, history)
-    events_of: dict[str, Sequence[ArtifactEvent]] = {}
-
-    def events(d: str) -> Sequence[ArtifactEvent]:
-        if d not in events_of:
-            events_of[d] = history.artifact_events(d)
-        return events_of[d]
-
-    root_events = events(digest)
-    root_data = history.data_inputs(digest=digest)
-    if not root_events and not root_data:
+    del metadata
+    _check_limit(limit)
+    builder = _Builder()
+    builder.artifact_node(digest)
+    producers = _walk(builder, history, digest, depth, limit, kind="output")
+    readers = _walk(builder, history, digest, depth, limit, kind="input")
+    root = [u for u in (producers.get(digest), readers.get(digest)) if u is not None]
+    if not any(u.total or u.reused_by for u in root) and not history.find_digests(digest, limit=1):
         raise CellpipeError(
             f"no recorded step run produced or read the artifact {digest}",
             hint="give a full digest (sha256:...) as `cellpipe show RUN --json` prints it, "
             "or a run id",
         )
-    builder.artifact_node(digest)
-    _walk(builder, digest, depth, events, upstream=True)
-    _walk(builder, digest, depth, events, upstream=False)
-    # Count cache hits that reused each artifact, without adding them to the graph.
+    # Cache hits of the artifacts whose producers were not asked for (one batched query).
+    rest = [
+        n.digest
+        for n in builder.nodes.values()
+        if n.kind == "artifact" and n.digest is not None and n.digest not in producers
+    ]
+    reuses = {d: u.reused_by for d, u in history.artifact_uses(rest, "output", limit=0).items()}
+    reuses.update({d: u.reused_by for d, u in producers.items()})
     final = []
     for node in builder.nodes.values():
         if node.kind == "artifact" and node.digest is not None:
-            reused = sorted(
-                {
-                    e.run_id
-                    for e in events(node.digest)
-                    if e.kind == "output" and e.status is StepStatus.CACHED
-                }
-            )
-            if reused:
-                node = LineageNode(
-                    id=node.id,
-                    kind=node.kind,
-                    label=node.label,
-                    digest=node.digest,
-                    detail={**node.detail, "reused_by": len(reused)},
-                )
+            extra: dict[str, Any] = {}
+            if reuses.get(node.digest):
+                extra["reused_by"] = reuses[node.digest]
+            if node.digest in producers and producers[node.digest].more:
+                extra["more_producers"] = producers[node.digest].more
+            if node.digest in readers and readers[node.digest].more:
+                extra["more_readers"] = readers[node.digest].more
+            if extra:
+                node = replace(node, detail={**node.detail, **extra})
         final.append(node)
     return LineageGraph(
-        root=digest, root_kind="artifact", nodes=tuple(final), edges=tuple(builder.edges.values())
+        root=digest,
+        root_kind="artifact",
+        nodes=tuple(final),
+        edges=tuple(builder.edges.values()),
+        limit=limit,
     )
 
 
 def _walk(
     builder: _Builder,
+    history: LineageIndex,
     digest: str,
     depth: int,
-    events: Callable[[str], Sequence[ArtifactEvent]],
+    limit: int | None,
     *,
-    upstream: bool,
-) -> None:
+    kind: str,
+) -> dict[str, ArtifactUses]:
+    """Follow producers (``output``) or readers (``input``) level by level from ``digest``.
+
+    Each level is two batched queries: the uses of every artifact on the frontier, then the
+    step runs they name. Returns the uses asked for, by artifact.
+    """
+    asked: dict[str, ArtifactUses] = {}
     frontier = [digest]
     seen_digests = {digest}
     seen_steps: set[tuple[str, str]] = set()
     for _ in range(depth):
-        next_frontier: list[str] = []
+        uses = history.artifact_uses(frontier, kind, limit=limit)
+        asked.update(uses)
+        keys = []
         for d in frontier:
-            kind = "output" if upstream else "input"
-            for event in events(d):
-                if event.kind != kind or event.status not in _EXECUTED:
-                    continue
-                key = (event.run_id, event.step)
-                if key in seen_steps:
-                    continue
-                seen_steps.add(key)
-                record = builder.steps_of(event.run_id).get(event.step)
-                if record is None:
-                    continue
-                builder.add_step_run(record)
-                refs = record.inputs if upstream else record.outputs
-                next_frontier.extend(
-                    r.digest for r in refs.values() if r.digest not in seen_digests
-                )
-                seen_digests.update(r.digest for r in refs.values())
-        if not next_frontier:
-            return
-        frontier = next_frontier
+            for key in uses[d].step_runs:
+                if key not in seen_steps:
+                    seen_steps.add(key)
+                    keys.append(key)
+        frontier = []
+        for record in history.lineage_steps(keys):
+            builder.add_step_run(record)
+            refs = record.inputs if kind == "output" else record.outputs
+            for ref in refs.values():
+                if ref.digest not in seen_digests:
+                    seen_digests.add(ref.digest)
+                    frontier.append(ref.digest)
+        if not frontier:
+            break
+    return asked
 
 
-def resolve_digest(history: HistoryStore, metadata: MetadataStore, text_: str) -> str:
+def resolve_digest(history: LineageIndex, metadata: MetadataStore, text_: str) -> str:
     """Return a full ``sha256:`` digest for ``text_`` (full digest, ``sha256:`` prefix or hex).
 
-    Only full digests are looked up exactly; a short form must be at least 6 hex characters
-    and is matched against the artifacts of the recorded runs.
+    Only full digests are taken as they are; a short form must be at least 6 hex characters
+    and is matched against the artifacts of the recorded runs (an index range, not a scan).
+
+    Args:
+        history: the history store (`history_for`).
+        metadata: the metadata store (unused: kept for the callers' argument order).
+        text_: what the user typed.
 
     Raises:
         CellpipeError: when it matches nothing or several artifacts.
     """
+    del metadata
     value = text_.removeprefix("artifact:")
     if value.startswith("sha256:") and len(value) == 71:
         return value
@@ -758,24 +1245,16 @@ def resolve_digest(history: HistoryStore, metadata: MetadataStore, text_: str) -
             f"'{text_}' is neither a run id nor an artifact digest",
             hint="`cellpipe runs` lists run ids; `cellpipe show RUN --json` prints digests",
         )
-    found: set[str] = set()
-    for run in metadata.list_runs():
-        for s in metadata.step_runs(run.run_id):
-            for ref in (*s.inputs.values(), *s.outputs.values()):
-                if ref.digest[7:].startswith(hex_part):
-                    found.add(ref.digest)
-        for data in history.data_inputs(run_id=run.run_id):
-            if data.digest[7:].startswith(hex_part):
-                found.add(data.digest)
+    found = list(history.find_digests("sha256:" + hex_part, limit=6))
     if len(found) == 1:
-        return found.pop()
+        return found[0]
     if not found:
         raise CellpipeError(
             f"no recorded artifact digest starts with '{hex_part}'",
             hint="`cellpipe show RUN --json` prints each output's digest",
         )
     raise CellpipeError(
-        f"artifact prefix '{hex_part}' is ambiguous: it matches {', '.join(sorted(found)[:5])}",
+        f"artifact prefix '{hex_part}' is ambiguous: it matches {', '.join(found[:5])}",
         hint="give more characters of the digest",
     )
 

@@ -200,3 +200,91 @@ def test_metric_filter_errors(bad):
 def test_param_filter_error():
     with pytest.raises(CellpipeError, match="is not NAME=VALUE"):
         RunFilter.parse(params=["LR"])
+
+
+# -- bounded artifact lineage on SQLite: a few queries per level, straight from the indexes -----
+
+
+def _shared_runs(store: SqlMetadataStore, first: int, count: int) -> None:
+    """Runs whose `load` output (digest 1) every `prep` reads, as `bench_history` builds them."""
+    for i in range(first, first + count):
+        run_id = f"r{i:04d}"
+        _run(store, run_id, i)
+        if i == 0:
+            _step(store, run_id, "load", StepStatus.SUCCEEDED, outputs=[1], minutes=i)
+        else:
+            _step(store, run_id, "load", StepStatus.CACHED, outputs=[1], minutes=i, source="r0000")
+        _step(store, run_id, "prep", StepStatus.SUCCEEDED, inputs=[1], outputs=[1000 + i],
+              minutes=i)  # fmt: skip
+
+
+@pytest.fixture
+def statements(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, object]]:
+    """Every statement the SQLite adapter runs from now on."""
+    from cellpipe.storage import _sql
+
+    seen: list[tuple[str, object]] = []
+    execute = _sql._SqliteConnection.execute
+
+    def recording(self, sql, params=None):  # type: ignore[no-untyped-def]
+        seen.append((sql, params))
+        return execute(self, sql, params)
+
+    monkeypatch.setattr(_sql._SqliteConnection, "execute", recording)
+    return seen
+
+
+def _selects(seen: list[tuple[str, object]]) -> list[tuple[str, object]]:
+    return [(sql, p) for sql, p in seen if sql.startswith("SELECT")]
+
+
+def test_artifact_lineage_queries_do_not_grow_with_the_runs(tmp_path, statements):
+    store = SqlMetadataStore(f"sqlite:///{tmp_path / 'cellpipe.db'}")
+    try:
+        history = history_for(store)
+        assert history is not None
+        _shared_runs(store, 0, 20)
+        statements.clear()
+        small = artifact_lineage(store, history, _digest(1), limit=5)
+        queries_small = len(_selects(statements))
+        _shared_runs(store, 20, 40)
+        statements.clear()
+        big = artifact_lineage(store, history, _digest(1), limit=5)
+        queries_big = len(_selects(statements))
+    finally:
+        store.close()
+    # One producer and the five newest readers either way, and the rest counted.
+    shown = [(n.run_id, n.step) for n in big.nodes if n.kind == "step_run"]
+    assert shown == [("r0000", "load"), *((f"r{i:04d}", "prep") for i in range(59, 54, -1))]
+    root = next(n for n in big.nodes if n.digest == _digest(1))
+    assert (root.detail["more_readers"], root.detail["reused_by"]) == (55, 59)
+    assert len(big.nodes) == len(small.nodes)
+    assert queries_big == queries_small  # never one query per run or per node
+    assert queries_big <= 12
+
+
+def test_readers_are_listed_from_the_index(tmp_path, statements):
+    store = SqlMetadataStore(f"sqlite:///{tmp_path / 'cellpipe.db'}")
+    try:
+        history = history_for(store)
+        assert history is not None
+        _shared_runs(store, 0, 5)
+        statements.clear()
+        history.artifact_uses([_digest(1)], "input", limit=2)
+        history.artifact_uses([_digest(1)], "output", limit=2)
+        with store._engine.connect() as conn:
+            plans = [
+                " / ".join(row[3] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", p))
+                for sql, p in _selects(statements)
+            ]
+    finally:
+        store.close()
+    listing, counting, producing = plans
+    # Newest readers first, straight from the index: no sort of every reader, and each
+    # step run's status read from the index in one probe (not one per status, not the row).
+    status = "COVERING INDEX step_runs_by_status (run_id=? AND step=? AND status>?)"
+    assert "COVERING INDEX events_by_artifact (digest=? AND kind=?)" in listing
+    assert status in listing
+    assert "TEMP B-TREE" not in listing
+    assert status in counting
+    assert status in producing
