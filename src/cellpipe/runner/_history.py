@@ -18,7 +18,6 @@ from datetime import datetime
 from pathlib import Path
 
 from cellpipe.errors import CellpipeError
-from cellpipe.runner.data import read_data_inputs
 from cellpipe.runner.jobs import StepResult
 from cellpipe.storage.lineage import DataInputRecord, SnapshotKind, SnapshotRecord, history_for
 from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
@@ -96,6 +95,9 @@ class RunHistory:
         )
         if self.history is None:
             return
+        # Loaded here, not at the top: the data module is off the path to a run's first step.
+        from cellpipe.runner.data import read_data_inputs
+
         try:
             found = read_data_inputs(scratch_dir)
             self.history.record_data_inputs(
