@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.installed-examples: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[examples,kfp]'
+	$(PIP) install --quiet -e '.[examples,kfp,serve]'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml | $(BIN)/python

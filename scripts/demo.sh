@@ -67,3 +67,38 @@ $CP compile wine.ipynb -o wine.yaml
 echo "components: $(grep -c "^  comp-" wine.yaml) (one lightweight Python component per step)"
 $CP image wine.ipynb -o build-context
 ls build-context
+
+say "cellpipe models register: the first run's forest as model wine:1, alias production"
+$CP models register wine --run "$FIRST" --step train_forest --var forest --alias production
+$CP models register wine --run "$LAST" --step train_forest --var forest --description "MAX_DEPTH=2"
+$CP models list
+$CP models show wine@production
+
+say "cellpipe serve: wine@production over the Open Inference Protocol v2, one request, then stop"
+PORT=$(../../../$BIN/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+$CP serve wine@production --port "$PORT" --log-level warning &
+SERVER=$!
+trap 'kill $SERVER 2>/dev/null || true' EXIT
+../../../$BIN/python - "$PORT" <<'PY'
+import json, sys, time, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}"
+for _ in range(150):
+    try:
+        urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1)
+        break
+    except OSError:
+        time.sleep(0.2)
+meta = json.load(urllib.request.urlopen(f"{base}/v2/models/wine"))
+print("GET /v2/models/wine ->", meta["name"], "versions", meta["versions"], meta["platform"])
+row = [13.2, 1.78, 2.14, 11.2, 100, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050]
+body = {"id": "demo", "inputs": [{"name": "input-0", "shape": [1, 13], "datatype": "FP64", "data": row}]}
+request = urllib.request.Request(f"{base}/v2/models/wine/infer", json.dumps(body).encode(),
+                                 {"Content-Type": "application/json"})
+print("POST /v2/models/wine/infer ->", json.load(urllib.request.urlopen(request)))
+PY
+kill -INT $SERVER && wait $SERVER || true
+trap - EXIT
+
+say "cellpipe serve --manifest: the same version as a KServe InferenceService for a cluster"
+$CP serve wine@production --manifest wine-isvc.yaml --storage-uri s3://models/wine/1
+grep -A6 "predictor:" wine-isvc.yaml

@@ -21,17 +21,39 @@ __all__ = [
     "__version__",
     "data",
     "load",
+    "load_model",
     "load_pipeline",
     "log_metric",
+    "register_model",
     "restore",
     "run",
 ]
 
 if TYPE_CHECKING:
-    from cellpipe.api import Run, data, load, load_pipeline, log_metric, restore, run
+    from cellpipe.api import (
+        Run,
+        data,
+        load,
+        load_model,
+        load_pipeline,
+        log_metric,
+        register_model,
+        restore,
+        run,
+    )
     from cellpipe.errors import CellpipeError
 
-_API = {"Run", "data", "load", "load_pipeline", "log_metric", "restore", "run"}
+_API = {
+    "Run",
+    "data",
+    "load",
+    "load_model",
+    "load_pipeline",
+    "log_metric",
+    "register_model",
+    "restore",
+    "run",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -1,8 +1,8 @@
 """What ``import cellpipe`` offers inside a notebook: thin functions over the services.
 
-Owns: the public Python API (`load_pipeline`, `run`, `load`, `log_metric`) and the service
-functions the CLI calls too (`open_project`, `run_notebook`), so the notebook, the CLI and the
-UI behave the same.
+Owns: the public Python API (`load_pipeline`, `run`, `load`, `log_metric`, `register_model`,
+`load_model`) and the service functions the CLI calls too (`open_project`, `run_notebook`), so
+the notebook, the CLI and the UI behave the same.
 
 Invariants: nothing here runs on import; stores are opened per call and closed after it.
 
@@ -23,6 +23,7 @@ from cellpipe.errors import CellpipeError, RunNotFoundError, StorageError
 from cellpipe.pipeline import Pipeline
 
 if TYPE_CHECKING:
+    from cellpipe.registry.model import ModelVersion
     from cellpipe.runner._bare import BareServer
     from cellpipe.runner.events import Event
     from cellpipe.runner.orchestrate import RunReport
@@ -492,3 +493,115 @@ def data(
         )
     finally:
         store.close()
+
+
+def register_model(
+    obj: Any,
+    name: str,
+    *,
+    input_example: Any = None,
+    description: str = "",
+    alias: str | None = None,
+    project: str | Path | None = None,
+) -> ModelVersion:
+    """Register ``obj`` as the next version of model ``name`` in the project's registry.
+
+    Inside a step the version records its lineage: the run, the step, the variable holding
+    ``obj`` (when exactly one global name of the step refers to it), the run's parameters and
+    the metrics known so far (those of the steps that finished and of this step). Outside a
+    run it is registered without lineage, in the project found from the working directory
+    (or ``project``).
+
+    A step whose cache key is known does not run again, so on a cache hit this call does not
+    happen: the version registered by the run that computed the step already exists. Use
+    `cellpipe models register` to register a cached output again, or run with ``--no-cache``.
+
+    Args:
+        obj: the model (scikit-learn objects are stored with joblib, notebook-defined
+            classes and functions with cloudpickle).
+        name: the model's name: 1-64 letters, digits, ``-``, ``_`` or ``.``.
+        input_example: a few rows of input (array, DataFrame, list), used to infer the
+            signature; not stored.
+        description: free text about this version.
+        alias: also point this alias at the new version (e.g. ``"staging"``).
+        project: outside a run, a folder inside the project (default: the working directory).
+
+    Returns:
+        The new version; ``version.ref`` is ``"NAME:N"``.
+
+    Raises:
+        RegistryError: for an invalid name or alias.
+        SerializationError: when the object cannot be stored.
+        StorageError: outside a run, when there is no project at or above the folder.
+
+    Example::
+
+        cellpipe.register_model(forest, "wine", input_example=X_test[:5], alias="staging")
+    """
+    import sys
+
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.runner.context import current_step
+
+    context = current_step()
+    if context is None:
+        settings = find_project(Path(project) if project is not None else Path.cwd())
+        with open_project(settings, create=False) as store:
+            registry = ModelRegistry(store.metadata, store.artifacts)
+            return registry.register(
+                obj, name, input_example=input_example, description=description, alias=alias
+            )
+    caller = sys._getframe(1).f_globals
+    names = [k for k, v in caller.items() if v is obj and not k.startswith("_")]
+    with open_project(Settings.for_notebook(Path(context.notebook))) as store:
+        parameters: dict[str, Any] = {}
+        metrics: dict[str, Any] = {}
+        run_id: str | None = None
+        if context.run_id:
+            try:
+                run_record = store.metadata.get_run(context.run_id)
+            except RunNotFoundError:
+                run_record = None
+            if run_record is not None:
+                run_id = run_record.run_id
+                parameters = dict(run_record.parameters)
+                metrics = dict(run_record.metrics)
+                for record in store.metadata.step_runs(run_id):
+                    metrics.update(record.metrics)
+        metrics.update(context.metrics)
+        registry = ModelRegistry(store.metadata, store.artifacts)
+        return registry.register(
+            obj,
+            name,
+            run_id=run_id,
+            step=context.step if run_id else None,
+            variable=names[0] if len(names) == 1 and run_id else None,
+            parameters=parameters,
+            metrics=metrics,
+            input_example=input_example,
+            description=description,
+            alias=alias,
+        )
+
+
+def load_model(ref: str, *, project: str | Path = ".") -> Any:
+    """Return the model object a reference names, from the project's registry.
+
+    Args:
+        ref: ``NAME`` or ``NAME@latest`` (the newest version), ``NAME:3``, ``NAME@production``.
+        project: a folder inside the project (default: the working directory).
+
+    Raises:
+        RegistryError: for a malformed reference.
+        ModelNotFoundError: for an unknown model, version or alias (what exists is listed).
+
+    Example::
+
+        model = cellpipe.load_model("wine@production")
+    """
+    from cellpipe.registry.registry import ModelRegistry
+
+    settings = find_project(Path(project))
+    with open_project(settings, create=False) as store:
+        registry = ModelRegistry(store.metadata, store.artifacts)
+        return registry.load(registry.resolve(ref))

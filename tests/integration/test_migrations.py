@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 
 from backend_services import PostgresServer
+from cellpipe.registry.model import ModelVersion
+from cellpipe.registry.store import model_store_for
 from cellpipe.storage.backends import open_metadata_store
 from cellpipe.storage.lineage import SnapshotKind, artifact_lineage, history_for
 from cellpipe.storage.metadata import SCHEMA_VERSION, _statements, migrations
@@ -29,6 +31,8 @@ NEW = "wine-20260114-091201-ab11"
 # Schema v3 is indexes only: these must exist after an upgrade, and the ones they replace not.
 V3_INDEXES = {"events_by_artifact", "step_runs_by_status", "data_inputs_by_artifact"}
 REPLACED = {"events_by_digest", "data_inputs_by_digest"}
+# Schema v4 is the model registry.
+V4_TABLES = {"models", "model_versions", "model_aliases", "model_alias_moves"}
 
 
 def test_there_is_a_fixture_for_every_older_schema() -> None:
@@ -79,8 +83,25 @@ def check_wine_runs(url: str) -> None:
         assert hit.run_id == "wine-20260114-091200-ab10"
         assert store.get_run("wine-20260114-091200").run_id == "wine-20260114-091200-ab10"
         check_lineage(store)
+        check_registry(store, train.outputs["model"])
     finally:
         store.close()
+
+
+def check_registry(store: Any, model: Any) -> None:
+    """The upgraded database has the v4 tables: a run's output registers as a model."""
+    from datetime import UTC, datetime
+
+    models = model_store_for(store)
+    assert models.list_models() == []
+    version = models.add_version(
+        ModelVersion(name="wine", version=0, artifact=model, created_at=datetime.now(UTC),
+                     run_id=NEW, step="train", variable="model", parameters={"MAX_DEPTH": 6})
+    )  # fmt: skip
+    assert version.version == 1
+    models.move_alias("wine", "production", 1, at=datetime.now(UTC))
+    got = models.alias_version("wine", "production")
+    assert (got.run_id, got.artifact) == (NEW, model)
 
 
 @pytest.mark.parametrize("database", OLD_DATABASES, ids=[p.stem for p in OLD_DATABASES])
@@ -92,11 +113,13 @@ def test_old_sqlite_database_upgrades_and_reads(database: Path, tmp_path: Path) 
     try:
         versions = [v for (v,) in conn.execute("SELECT version FROM schema_version ORDER BY 1")]
         indexes = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        tables = {n for (n,) in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     finally:
         conn.close()
     assert versions == list(range(1, SCHEMA_VERSION + 1))  # each migration applied once
     assert indexes >= V3_INDEXES
     assert not REPLACED & indexes
+    assert tables >= V4_TABLES
 
 
 def test_v2_snapshots_and_data_inputs_survive_the_upgrade(tmp_path: Path) -> None:
@@ -159,5 +182,8 @@ def test_v1_database_upgrades_on_postgresql(
     with postgres_server.connect(dbname) as pg, pg.cursor() as cur:
         cur.execute("SELECT indexname FROM pg_indexes WHERE schemaname = 'public'")
         indexes = {name for (name,) in cur.fetchall()}
+        cur.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        tables = {name for (name,) in cur.fetchall()}
     assert indexes >= V3_INDEXES
+    assert tables >= V4_TABLES
     assert not REPLACED & indexes

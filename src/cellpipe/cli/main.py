@@ -35,6 +35,8 @@ COMMANDS = (
     "cellpipe.cli.runs",
     "cellpipe.cli.lineage",
     "cellpipe.cli.snapshot",
+    "cellpipe.cli.models",
+    "cellpipe.cli.serve",
     "cellpipe.cli.compile",
     "cellpipe.cli.image",
     "cellpipe.cli.submit",
@@ -42,7 +44,7 @@ COMMANDS = (
 
 # Which module registers each command: a command line that names one only imports and
 # registers that module (most of a short command's start-up was building every parser).
-# tests/unit/cli/test_main.py checks this table against what the modules register.
+# tests/e2e/test_cli_main.py checks this table against what the modules register.
 COMMAND_MODULES = {
     "check": "cellpipe.cli.check",
     "graph": "cellpipe.cli.graph",
@@ -56,6 +58,8 @@ COMMAND_MODULES = {
     "artifacts": "cellpipe.cli.lineage",
     "snapshot": "cellpipe.cli.snapshot",
     "reproduce": "cellpipe.cli.snapshot",
+    "models": "cellpipe.cli.models",
+    "serve": "cellpipe.cli.serve",
     "compile": "cellpipe.cli.compile",
     "image": "cellpipe.cli.image",
     "submit": "cellpipe.cli.submit",

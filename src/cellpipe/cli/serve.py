@@ -1,0 +1,188 @@
+"""The ``cellpipe serve`` command: registered models over the Open Inference Protocol v2.
+
+Owns: resolving the references against the project's registry (before any port is opened,
+so a typo fails at once), saying what is served where, running the server until Ctrl-C, and
+``--manifest``: a KServe ``InferenceService`` for a cluster instead of a local server.
+
+Invariants: a thin shell over `cellpipe.serving.serve` / `write_manifest` and
+`cellpipe.registry.ModelRegistry` on the project's stores; ``--json`` prints exactly one JSON
+document (what is served, before serving starts; or the manifest written). Ctrl-C is a normal
+way to stop the server (exit status 0).
+
+Must not depend on: other command modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cellpipe.cli import render
+from cellpipe.cli._loading import PROJECT_HELP
+
+if TYPE_CHECKING:
+    from cellpipe.registry.model import ModelVersion
+
+DESCRIPTION = """\
+Serve registered model versions over the KServe Open Inference Protocol v2 REST API: health
+(/v2/health/live, /v2/health/ready), server and model metadata (/v2, /v2/models/NAME), and
+inference (POST /v2/models/NAME/infer) with JSON tensors or the binary tensor extension, so
+standard clients (tritonclient, KServe's) work unchanged. /v2/models/NAME is the version the
+reference names; /v2/models/NAME/versions/N reaches any version of that model. Every
+reference is resolved and loaded before the port opens. With --manifest, write a KServe
+InferenceService for a cluster instead."""
+
+EPILOG = """\
+examples:
+  cellpipe serve wine@production               serve the version the alias points at
+  cellpipe serve wine:2 iris --port 9000       several models at once
+  cellpipe serve wine@production --json        say what is served as JSON, then serve
+  cellpipe serve wine@production --manifest wine-isvc.yaml --storage-uri s3://models/wine/2
+
+then, from another terminal:
+  curl -s localhost:8080/v2/models/wine
+  curl -s localhost:8080/v2/models/wine/infer -H 'Content-Type: application/json' \\
+    -d '{"inputs": [{"name": "input-0", "shape": [1, 13], "datatype": "FP64",
+         "data": [13.2, 1.78, 2.14, 11.2, 100, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050]}]}'"""
+
+
+def register(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """Add the ``serve`` command to the CLI."""
+    parser = subparsers.add_parser(
+        "serve",
+        parents=parents,
+        help="serve registered models over the Open Inference Protocol v2 (KServe, Triton)",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "refs",
+        nargs="+",
+        metavar="REF",
+        help="a model: NAME (newest version), NAME:VERSION, NAME@ALIAS",
+    )
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
+    )
+    parser.add_argument(
+        "--port", type=_port, default=8080, help="TCP port (default 8080; 0: any free port)"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="info",
+        choices=["critical", "error", "warning", "info", "debug"],
+        help="the server's request log level",
+    )
+    parser.add_argument(
+        "--manifest",
+        metavar="FILE",
+        help="write a KServe InferenceService for the (single) REF to FILE instead of serving",
+    )
+    parser.add_argument(
+        "--storage-uri",
+        metavar="URI",
+        help="with --manifest: the folder holding the model file on the cluster's storage",
+    )
+    parser.add_argument("--namespace", help="with --manifest: the Kubernetes namespace")
+    parser.add_argument("--name", help="with --manifest: the InferenceService name")
+    parser.add_argument("--project", default=".", help=PROJECT_HELP)
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+    parser.set_defaults(handler=serve_cmd)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
+    return value
+
+
+def _describe(ref: str, version: ModelVersion) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "name": version.name,
+        "version": version.version,
+        "type": version.artifact.type_name,
+        "run_id": version.run_id,
+        "step": version.step,
+        "aliases": list(version.aliases),
+    }
+
+
+def serve_cmd(args: argparse.Namespace) -> int:
+    """Resolve the references, then serve them (or write the manifest)."""
+    from cellpipe.api import find_project, open_project
+    from cellpipe.errors import ServingError
+    from cellpipe.registry.registry import ModelRegistry
+
+    if args.manifest is not None and len(args.refs) != 1:
+        raise ServingError(
+            f"--manifest writes one InferenceService, but {len(args.refs)} models were named",
+            hint="run `cellpipe serve REF --manifest FILE` once per model",
+        )
+    settings = find_project(Path(args.project))
+    with open_project(settings, create=False) as project:
+        registry = ModelRegistry(project.metadata, project.artifacts)
+        versions = [registry.resolve(ref) for ref in args.refs]
+        if args.manifest is not None:
+            return _manifest(args, versions[0])
+        served = [_describe(ref, v) for ref, v in zip(args.refs, versions, strict=True)]
+        _announce(args, served)
+        from cellpipe.serving import serve
+
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
+            serve(args.refs, registry, host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def _announce(args: argparse.Namespace, served: list[dict[str, Any]]) -> None:
+    base = f"http://{args.host}:{args.port}"
+    if args.json:
+        render.write_json({"url": base, "models": served}, sys.stdout)
+    else:
+        for item in served:
+            print(
+                f"serving {item['name']}:{item['version']} ({item['ref']}, "
+                f"{item['type']}) at {base}/v2/models/{item['name']}"
+            )
+        print("Ctrl-C stops the server", file=sys.stderr)
+    sys.stdout.flush()
+
+
+def _manifest(args: argparse.Namespace, version: ModelVersion) -> int:
+    from cellpipe.serving import write_manifest
+
+    path = write_manifest(
+        version,
+        args.manifest,
+        storage_uri=args.storage_uri,
+        name=args.name,
+        namespace=args.namespace,
+    )
+    if args.json:
+        render.write_json({"manifest": str(path), "model": version.ref}, sys.stdout)
+        return 0
+    print(f"wrote KServe InferenceService for {version.ref} to {path}")
+    if args.storage_uri is None:
+        where = (
+            f"`cellpipe artifacts get {version.run_id} {version.step} {version.variable} "
+            "-o model.joblib`"
+            if version.run_id and version.step and version.variable
+            else "the model's artifact"
+        )
+        print(
+            "set spec.predictor.model.storageUri (or pass --storage-uri) to the folder on the "
+            f"cluster's storage holding model.joblib: {where}",
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,254 @@
+"""The ASGI app of the Open Inference Protocol v2 REST API (Starlette).
+
+Owns: `ModelTable` (the model versions a server serves: for each name the version its
+reference resolved to, loaded at start, and any other version of that name, loaded from the
+`ModelSource` on first use) and `create_app` / `build_app`, the routes of the protocol:
+
+    GET  /v2/health/live                                  {"live": true}
+    GET  /v2/health/ready                                 {"ready": true}
+    GET  /v2                                              server metadata
+    GET  /v2/models/NAME[/versions/N]                     model metadata
+    GET  /v2/models/NAME[/versions/N]/ready               {"name", "ready"}
+    POST /v2/models/NAME[/versions/N]/infer               inference (JSON or binary data)
+
+Invariants: every error is JSON ``{"error": "..."}``: 400 for a bad request, 404 for an unknown
+route, model or version, 405 for a wrong method, 500 when the model raised. Loading and
+inference run in a worker thread, never on the event loop; loads are serialised by a lock, so
+a version is loaded once.
+
+Must not depend on: the runner, kfp or notebooks. Starlette is imported here only, and this
+module only when a server or app is built (`cellpipe.serving` imports it lazily).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from cellpipe.errors import ModelNotFoundError, ServingError
+from cellpipe.registry.model import ModelRef, ModelSource, ModelVersion, parse_model_ref
+from cellpipe.serving.adapters import adapt
+from cellpipe.serving.protocol import ServedModel, infer, model_metadata
+from cellpipe.serving.tensors import RequestError
+
+__all__ = ["EXTENSIONS", "ModelTable", "build_app", "create_app"]
+
+logger = logging.getLogger(__name__)
+
+EXTENSIONS = ("binary_tensor_data",)
+"""The protocol extensions this server supports (reported by ``GET /v2``)."""
+
+
+def _load(source: ModelSource, version: ModelVersion) -> ServedModel:
+    return ServedModel(version=version, adapter=adapt(source.load(version), version))
+
+
+class ModelTable:
+    """The model versions one server serves.
+
+    Args:
+        source: where versions are resolved and loaded from (the registry).
+        defaults: for each served name, the loaded version its reference resolved to.
+    """
+
+    def __init__(self, source: ModelSource, defaults: Sequence[ServedModel]) -> None:
+        self.source = source
+        self.defaults = {model.version.name: model for model in defaults}
+        self._loaded = {(m.version.name, m.version.version): m for m in defaults}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def resolve(cls, refs: Sequence[str], source: ModelSource) -> ModelTable:
+        """Resolve and load every reference now, so a missing model fails before serving.
+
+        Raises:
+            RegistryError: a reference is invalid or names no version (`ModelNotFoundError`).
+            ServingError: no references, two references to different versions of one name,
+                or a model object that cannot be served.
+        """
+        if not refs:
+            raise ServingError(
+                "no model to serve", hint="name at least one model: NAME, NAME:N or NAME@ALIAS"
+            )
+        chosen: dict[str, tuple[str, ModelVersion]] = {}
+        for text in refs:
+            version = source.resolve(parse_model_ref(text))
+            earlier = chosen.get(version.name)
+            if earlier is not None and earlier[1].version != version.version:
+                raise ServingError(
+                    f"{earlier[0]!r} and {text!r} are different versions of model "
+                    f"{version.name!r} ({earlier[1].version} and {version.version}); "
+                    f"/v2/models/{version.name} can serve only one",
+                    hint=f"serve one of them; any version stays reachable at "
+                    f"/v2/models/{version.name}/versions/N",
+                )
+            chosen[version.name] = (text, version)
+        return cls(source, [_load(source, version) for _, version in chosen.values()])
+
+    def get(self, name: str, version: str | None = None) -> ServedModel:
+        """Return the served model ``name`` (its resolved version, or version ``version``).
+
+        Raises:
+            RequestError: 404 when the name is not served or the version does not exist,
+                500 when the version cannot be loaded or served.
+        """
+        default = self.defaults.get(name)
+        if default is None:
+            served = ", ".join(sorted(self.defaults))
+            raise RequestError(f"model {name!r} is not served here (served: {served})", status=404)
+        if version is None:
+            return default
+        if not version.isdigit() or int(version) < 1:
+            raise RequestError(
+                f"model {name!r} has no version {version!r}; versions are numbers from 1",
+                status=404,
+            )
+        key = (name, int(version))
+        with self._lock:
+            model = self._loaded.get(key)
+            if model is not None:
+                return model
+            try:
+                resolved = self.source.resolve(ModelRef(name=name, version=int(version)))
+            except ModelNotFoundError as exc:
+                raise RequestError(f"model {name!r} has no version {version}", status=404) from exc
+            try:
+                model = _load(self.source, resolved)
+            except ServingError as exc:
+                raise RequestError(exc.message, status=500, hint=exc.hint) from exc
+            self._loaded[key] = model
+            logger.info("loaded %s on first use", resolved.ref)
+            return model
+
+    def version_names(self, name: str) -> list[str]:
+        """Return every version of ``name`` the source knows, as strings, oldest first."""
+        return [str(v.version) for v in self.source.versions(name)]
+
+
+def _cellpipe_version() -> str:
+    # Not `cellpipe.__version__`: importing the package root links serving to the api layer.
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("cellpipe")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _json(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(data, separators=(",", ":")),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _error(message: str, status: int) -> Response:
+    return _json({"error": message}, status)
+
+
+def build_app(table: ModelTable) -> Starlette:
+    """Return the ASGI app serving the versions of ``table``."""
+    version = _cellpipe_version()
+
+    async def live(request: Request) -> Response:
+        return _json({"live": True})
+
+    async def ready(request: Request) -> Response:
+        # Every resolved version was loaded before the app was built.
+        return _json({"ready": True})
+
+    async def server_metadata(request: Request) -> Response:
+        return _json({"name": "cellpipe", "version": version, "extensions": list(EXTENSIONS)})
+
+    def lookup(request: Request) -> ServedModel:
+        params = request.path_params
+        return table.get(params["name"], params.get("version"))
+
+    async def metadata(request: Request) -> Response:
+        def work() -> dict[str, Any]:
+            model = lookup(request)
+            return model_metadata(model, table.version_names(model.version.name))
+
+        return _json(await run_in_threadpool(work))
+
+    async def model_ready(request: Request) -> Response:
+        model = await run_in_threadpool(lookup, request)
+        return _json({"name": model.version.name, "ready": True})
+
+    async def inference(request: Request) -> Response:
+        body = await request.body()
+        header_length = request.headers.get("inference-header-content-length")
+        encoding = request.headers.get("content-encoding")
+
+        def work() -> tuple[bytes, dict[str, str]]:
+            model = lookup(request)
+            return infer(model, body, header_length=header_length, content_encoding=encoding)
+
+        content, headers = await run_in_threadpool(work)
+        return Response(content, headers=headers)
+
+    async def request_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestError)
+        message = f"{exc.message} (hint: {exc.hint})" if exc.hint else exc.message
+        return _error(message, exc.status)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        if exc.status_code == 404:
+            return _error(f"no such endpoint: {request.method} {request.url.path}", 404)
+        return _error(str(exc.detail), exc.status_code)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        logger.exception("internal error on %s %s", request.method, request.url.path)
+        return _error(f"internal server error: {type(exc).__name__}: {exc}", 500)
+
+    model = "/v2/models/{name}"
+    versioned = "/v2/models/{name}/versions/{version}"
+    routes = [
+        Route("/v2/health/live", live, methods=["GET"]),
+        Route("/v2/health/ready", ready, methods=["GET"]),
+        Route("/v2", server_metadata, methods=["GET"]),
+        Route("/v2/", server_metadata, methods=["GET"]),
+        Route(model, metadata, methods=["GET"]),
+        Route(versioned, metadata, methods=["GET"]),
+        Route(model + "/ready", model_ready, methods=["GET"]),
+        Route(versioned + "/ready", model_ready, methods=["GET"]),
+        Route(model + "/infer", inference, methods=["POST"]),
+        Route(versioned + "/infer", inference, methods=["POST"]),
+    ]
+    return Starlette(
+        routes=routes,
+        exception_handlers={
+            RequestError: request_error,
+            HTTPException: http_error,
+            Exception: server_error,
+        },
+    )
+
+
+def create_app(refs: Sequence[str], source: ModelSource) -> Starlette:
+    """Resolve and load ``refs`` from ``source`` and return the ASGI app serving them.
+
+    Args:
+        refs: model references (``NAME``, ``NAME:N``, ``NAME@ALIAS``); each name is served at
+            ``/v2/models/NAME`` (the resolved version) and ``/v2/models/NAME/versions/N``.
+        source: the registry (any `ModelSource`).
+
+    Raises:
+        RegistryError: a reference is invalid or missing.
+        ServingError: a model cannot be served.
+    """
+    return build_app(ModelTable.resolve(refs, source))
