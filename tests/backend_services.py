@@ -21,9 +21,12 @@ import subprocess
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 PG_READY_TIMEOUT_S = 60.0
 
@@ -233,3 +236,37 @@ class S3Service:
         if self.server is not None:
             with contextlib.suppress(Exception):
                 self.server.stop()
+
+
+# The metadata store implementations every contract suite runs against:
+# name -> (make(request, tmp_path), marks). `request.getfixturevalue` reaches servers; a
+# function-scoped fixture value is shared by every store a test makes, so a reopened store
+# sees the same database.
+def _memory_store(request: Any, tmp: Path) -> Any:
+    from cellpipe.storage.metadata import MemoryMetadataStore
+
+    return MemoryMetadataStore()
+
+
+def _sqlite_store(request: Any, tmp: Path) -> Any:
+    from cellpipe.storage.metadata import SqlMetadataStore
+
+    return SqlMetadataStore(f"sqlite:///{tmp / 'cellpipe.db'}")
+
+
+def _postgres_store(request: Any, tmp: Path) -> Any:
+    from cellpipe.storage.backends import open_metadata_store
+
+    return open_metadata_store(request.getfixturevalue("postgres_url"))
+
+
+METADATA_BACKENDS: dict[str, tuple[Callable[[Any, Path], Any], tuple[Any, ...]]] = {
+    "memory": (_memory_store, ()),
+    "sqlite": (_sqlite_store, ()),
+    "postgresql": (_postgres_store, (pytest.mark.postgres,)),
+}
+
+
+def metadata_backend_params() -> list[Any]:
+    """``pytest.param`` per metadata backend, with its marks, for a parametrized fixture."""
+    return [pytest.param(n, id=n, marks=m) for n, (_, m) in METADATA_BACKENDS.items()]

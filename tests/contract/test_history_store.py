@@ -5,7 +5,7 @@ answer alike: the same step runs, in the same order (newest run id first), the s
 what a limit left out.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from backend_services import METADATA_BACKENDS, metadata_backend_params
 from cellpipe.errors import CellpipeError
-from cellpipe.storage.backends import open_metadata_store
 from cellpipe.storage.lineage import (
     DataInputRecord,
     artifact_lineage,
@@ -22,23 +22,15 @@ from cellpipe.storage.lineage import (
     resolve_digest,
     run_lineage,
 )
-from cellpipe.storage.metadata import MemoryMetadataStore, SqlMetadataStore
 from cellpipe.storage.protocols import ArtifactDigest
 from cellpipe.storage.records import ArtifactRef, RunRecord, RunStatus, StepRunRecord, StepStatus
 
-BACKENDS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], Any], tuple[Any, ...]]] = {
-    "memory": (lambda req, tmp: MemoryMetadataStore(), ()),
-    "sqlite": (lambda req, tmp: SqlMetadataStore(f"sqlite:///{tmp / 'cellpipe.db'}"), ()),
-    "postgresql": (
-        lambda req, tmp: open_metadata_store(req.getfixturevalue("postgres_url")),
-        (pytest.mark.postgres,),
-    ),
-}
+BACKENDS = METADATA_BACKENDS
 
 T0 = datetime(2026, 1, 14, 9, 12, tzinfo=UTC)
 
 
-@pytest.fixture(params=[pytest.param(n, id=n, marks=m) for n, (_, m) in BACKENDS.items()])
+@pytest.fixture(params=metadata_backend_params())
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     opened = BACKENDS[request.param][0](request, tmp_path)
     yield opened

@@ -1,4 +1,4 @@
-"""One suite, every MetadataStore backend. A new backend is one more entry in BACKENDS.
+"""One suite, every MetadataStore backend (`backend_services.METADATA_BACKENDS`).
 
 The PostgreSQL backend runs against a server the tests start (the `postgres_server` fixture);
 each test gets a new database.
@@ -17,33 +17,23 @@ from typing import Any
 
 import pytest
 
+from backend_services import METADATA_BACKENDS, metadata_backend_params
 from cellpipe.errors import RunNotFoundError, SchemaVersionError, StorageError
 from cellpipe.storage.backends import open_metadata_store
 from cellpipe.storage.metadata import (
     SCHEMA_VERSION,
-    MemoryMetadataStore,
     SqlMetadataStore,
     migrations,
 )
 from cellpipe.storage.protocols import ArtifactDigest
 from cellpipe.storage.records import ArtifactRef, RunRecord, RunStatus, StepRunRecord, StepStatus
 
-# name -> (make(request, tmp_path), marks). `request.getfixturevalue` reaches servers; a
-# function-scoped fixture value is shared by every store a test makes, so a reopened store
-# sees the same database.
-BACKENDS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], Any], tuple[Any, ...]]] = {
-    "memory": (lambda req, tmp: MemoryMetadataStore(), ()),
-    "sqlite": (lambda req, tmp: SqlMetadataStore(f"sqlite:///{tmp / 'cellpipe.db'}"), ()),
-    "postgresql": (
-        lambda req, tmp: open_metadata_store(req.getfixturevalue("postgres_url")),
-        (pytest.mark.postgres,),
-    ),
-}
+BACKENDS = METADATA_BACKENDS
 
 T0 = datetime(2026, 1, 14, 9, 12, tzinfo=UTC)
 
 
-@pytest.fixture(params=[pytest.param(n, id=n, marks=m) for n, (_, m) in BACKENDS.items()])
+@pytest.fixture(params=metadata_backend_params())
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Any]]:
     opened: list[Any] = []
 

@@ -8,7 +8,7 @@ model at once get 1, 2, ... with no gap, duplicate or crash.
 from __future__ import annotations
 
 import multiprocessing
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,22 +16,15 @@ from typing import Any
 
 import pytest
 
+from backend_services import METADATA_BACKENDS, metadata_backend_params
 from cellpipe.errors import ModelNotFoundError, RegistryError
 from cellpipe.registry.model import ModelVersion, Signature, TensorSpec
 from cellpipe.registry.store import model_store_for
 from cellpipe.storage.backends import open_metadata_store
-from cellpipe.storage.metadata import MemoryMetadataStore, SqlMetadataStore
 from cellpipe.storage.protocols import ArtifactDigest
 from cellpipe.storage.records import ArtifactRef
 
-BACKENDS: dict[str, tuple[Callable[[pytest.FixtureRequest, Path], Any], tuple[Any, ...]]] = {
-    "memory": (lambda req, tmp: MemoryMetadataStore(), ()),
-    "sqlite": (lambda req, tmp: SqlMetadataStore(f"sqlite:///{tmp / 'cellpipe.db'}"), ()),
-    "postgresql": (
-        lambda req, tmp: open_metadata_store(req.getfixturevalue("postgres_url")),
-        (pytest.mark.postgres,),
-    ),
-}
+BACKENDS = METADATA_BACKENDS
 
 T0 = datetime(2026, 1, 14, 9, 12, tzinfo=UTC)
 SIG = Signature(
@@ -40,7 +33,7 @@ SIG = Signature(
 )
 
 
-@pytest.fixture(params=[pytest.param(n, id=n, marks=m) for n, (_, m) in BACKENDS.items()])
+@pytest.fixture(params=metadata_backend_params())
 def metadata(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
     opened = BACKENDS[request.param][0](request, tmp_path)
     yield opened

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 from cellpipe.errors import ModelNotFoundError, RegistryError
 from cellpipe.registry.model import AliasMove, ModelVersion, Signature
 from cellpipe.storage._sql import SqlConnection
-from cellpipe.storage.metadata import MemoryMetadataStore, SqlMetadataStore
+from cellpipe.storage.metadata import MemoryMetadataStore, SqlMetadataStore, json_default
 from cellpipe.storage.protocols import ArtifactDigest
 from cellpipe.storage.records import ArtifactRef, MetadataStore
 
@@ -177,16 +177,9 @@ def _ts(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def _json_default(value: Any) -> Any:
-    item = getattr(value, "item", None)  # numpy scalars
-    if callable(item):
-        return item()
-    raise TypeError(f"{type(value).__name__} is not a JSON value")
-
-
 def _dumps(value: Any, *, what: str) -> str:
     try:
-        return json.dumps(value, default=_json_default, sort_keys=True, allow_nan=True)
+        return json.dumps(value, default=json_default, sort_keys=True, allow_nan=True)
     except (TypeError, ValueError) as exc:
         raise RegistryError(
             f"the {what} of a model version must be JSON values: {exc}",

@@ -63,6 +63,7 @@ __all__ = [
     "MemoryMetadataStore",
     "SqlMetadataStore",
     "is_process_alive",
+    "json_default",
     "migrations",
 ]
 
@@ -123,7 +124,8 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value)  # C-fast; understands the trailing Z as UTC
 
 
-def _json_default(value: Any) -> Any:
+def json_default(value: Any) -> Any:
+    """``json.dumps`` ``default=`` for records: numpy scalars become Python numbers."""
     item = getattr(value, "item", None)  # numpy scalars
     if callable(item):
         return item()
@@ -132,7 +134,7 @@ def _json_default(value: Any) -> Any:
 
 def _dumps(value: Any, *, what: str) -> str:
     try:
-        return json.dumps(value, default=_json_default, sort_keys=True, allow_nan=True)
+        return json.dumps(value, default=json_default, sort_keys=True, allow_nan=True)
     except (TypeError, ValueError) as exc:
         raise StorageError(
             f"{what} is not a JSON value: {exc}",
