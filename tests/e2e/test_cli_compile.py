@@ -123,3 +123,49 @@ def test_compiled_yaml_runs_under_kfp_local_with_run_metrics(run_cli, examples, 
     assert _kfp_metrics(root) == expected
     reports = sorted(p.parent.name for p in root.rglob("report"))
     assert reports  # every step wrote its HTML report
+
+
+RUN_PACKAGES = """\
+# %% tags=["imports"]
+import helper
+
+# %% tags=["step:load"]
+rows = helper.rows()
+
+# %% tags=["step:count"]
+total = len(rows)
+"""
+
+
+def test_compile_also_pins_what_the_last_local_run_imported(run_cli, tmp_path):
+    """A step's indirect imports only show at run time: the run records them, compile pins."""
+    import yaml
+
+    from cellpipe.notebook.packages import distribution_of
+
+    (tmp_path / "helper.py").write_text("def rows():\n    import yaml\n    return [1, 2, 3]\n")
+    notebook = tmp_path / "nb.py"
+    notebook.write_text(RUN_PACKAGES)
+    pin = "{}=={}".format(*(distribution_of("yaml") or ("?", "?")))
+    assert pin == f"PyYAML=={yaml.__version__}"
+
+    before = run_cli("compile", notebook, "-o", tmp_path / "before.yaml", "--json")
+    assert before.code == 0, before.err
+    assert before.json()["run_packages"] == {}
+    assert pin not in (tmp_path / "before.yaml").read_text()
+
+    assert run_cli("run", notebook).code == 0
+    after = run_cli("compile", notebook, "-o", tmp_path / "after.yaml", "--json")
+    assert after.code == 0, after.err
+    assert after.json()["run_packages"] == {"load": [pin]}  # helper is local: not pinned
+    text = (tmp_path / "after.yaml").read_text()
+    assert text.count(pin) == 1  # in the load step's install command only
+    assert validate_documents(load_yaml(text)) == []
+    human = run_cli("compile", notebook, "-o", tmp_path / "again.yaml")
+    assert f"also pinned 1 package the steps' last local run imported indirectly: {pin}" in (
+        human.out
+    )
+
+    off = run_cli("compile", notebook, "-o", tmp_path / "off.yaml", "--no-run-packages", "--json")
+    assert off.json()["run_packages"] == {}
+    assert (tmp_path / "off.yaml").read_text() == (tmp_path / "before.yaml").read_text()

@@ -98,9 +98,17 @@ def compile_cmd(args: argparse.Namespace) -> int:
                 "bytes": len(compiled.text.encode()),
                 "image": compiled.image,
                 "parameters": compiled.parameters,
+                "run_packages": compiled.run_packages,
             },
             sys.stdout,
         )
     else:
         print(f"compiled {compiled.name} ({steps} steps) to {output}")
+        pinned = sorted({r for reqs in compiled.run_packages.values() for r in reqs})
+        if pinned:
+            noun = "package" if len(pinned) == 1 else "packages"
+            print(
+                f"also pinned {len(pinned)} {noun} the steps' last local run imported "
+                f"indirectly: {', '.join(pinned)} (--no-run-packages: only the code's own)"
+            )
     return 0

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from cellpipe.cli import render
-from cellpipe.cli._kfp import base_image
+from cellpipe.cli._kfp import add_run_packages_option, base_image, with_run_packages
 from cellpipe.cli._loading import NOTEBOOK_HELP, load_notebook
 
 DESCRIPTION = """\
@@ -57,6 +57,7 @@ def register(
     parser.add_argument("--name", metavar="NAME", help="the pipeline name used in the tag")
     parser.add_argument("--build", action="store_true", help="build it with docker/podman/buildah")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    add_run_packages_option(parser)
     parser.set_defaults(handler=image_cmd)
 
 
@@ -73,6 +74,8 @@ def image_cmd(args: argparse.Namespace) -> int:
     from cellpipe.kfp.image import build_context, build_image, write_context
 
     pipeline = load_notebook(args.notebook)
+    if args.run_packages:  # as `compile` does, so --image-from-context names this image
+        pipeline, _ = with_run_packages(pipeline)
     context = build_context(
         pipeline, kfp_version=installed_kfp_version(), base_image=base_image(), name=args.name
     )

@@ -64,10 +64,48 @@ from cellpipe.storage.serializers import deserialize, serialize, type_name
 if TYPE_CHECKING:
     from cellpipe.storage.remote import FsspecArtifactStore
 
-__all__ = ["WarmState", "main", "open_job_store", "preload_serializers", "run_job", "warm_up"]
+__all__ = [
+    "WarmState",
+    "imported_modules",
+    "main",
+    "open_job_store",
+    "preload_serializers",
+    "run_job",
+    "warm_up",
+]
 
 # Frames from files under this folder are cellpipe's own; they are hidden from tracebacks.
 _CELLPIPE_DIR = str(Path(__file__).resolve().parents[1]) + os.sep
+
+
+# -- modules imported ------------------------------------------------------------------------
+
+# Top-level modules present before any user code ran (cellpipe's own machinery), and those
+# cellpipe imported for its own needs since (serializers, a shell built on first use): what
+# remains of ``sys.modules`` is what the notebook's code imported, directly or not.
+_baseline: frozenset[str] = frozenset()
+_machinery: set[str] = set()
+
+
+def _top_level_modules() -> set[str]:
+    return {name.partition(".")[0] for name in list(sys.modules)}
+
+
+def imported_modules() -> list[str]:
+    """Return the third-party top-level modules the notebook's code has imported so far.
+
+    Indirect imports count (``load_wine(as_frame=True)`` imports pandas): they are what a pod
+    running the step needs installed. The standard library and cellpipe's own imports do not.
+    """
+    found = _top_level_modules() - _baseline - _machinery
+    return sorted(
+        m
+        for m in found
+        if m not in sys.stdlib_module_names
+        and not m.startswith("_")
+        # loaded from a file: not a pseudo-module such as Cython's ``cython_runtime``
+        and getattr(sys.modules.get(m), "__file__", None) is not None
+    )
 
 
 # -- files read ------------------------------------------------------------------------------
@@ -206,6 +244,14 @@ def preload_serializers() -> None:
     no thread started) is imported once by the fork server instead of by every step that
     loads or stores a DataFrame.
     """
+    before = _top_level_modules()
+    try:
+        _preload_formats()
+    finally:
+        _machinery.update(_top_level_modules() - before)
+
+
+def _preload_formats() -> None:
     if "pandas" in sys.modules:
         with contextlib.suppress(ImportError):
             import pyarrow.pandas_compat  # the first DataFrame conversion imports it
@@ -337,7 +383,10 @@ class WarmState:
 def _main_shell() -> Any:
     """Return the shell, bound to the current ``__main__`` namespace (built on first use)."""
     main = sys.modules["__main__"]
+    before = None if shell_created() else _top_level_modules()
     shell = get_shell()
+    if before is not None:  # IPython's own imports are not the notebook's
+        _machinery.update(_top_level_modules() - before)
     sys.modules["__main__"] = main  # building the shell installs a module of its own there
     if shell.user_module is not main:
         shell.user_module = main
@@ -386,6 +435,7 @@ def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
     Returns:
         The warm state; its ``failure`` is set when a preamble cell raised.
     """
+    global _baseline
     module = _fresh_main()
     namespace = module.__dict__
     sys.modules["__main__"] = module
@@ -395,6 +445,7 @@ def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
         namespace["get_ipython"] = _lazy_get_ipython
         if not hasattr(builtins, "display"):
             builtins.display = _lazy_display  # type: ignore[attr-defined]
+    _baseline = frozenset(_top_level_modules())
     state = WarmState(key=job.setup_key(), module=module)
     _warm_store(job)
     _bind(namespace, job.params)
@@ -582,6 +633,7 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
     )
     outputs: dict[str, ArtifactRef] = {}
     opened: list[str] = []
+    imported: list[str] = []
     count = warm.execution_count
     try:
         with (
@@ -617,6 +669,7 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
                     os.write(log_fd, failure.traceback.encode("utf-8", "replace"))
                 finally:
                     _flush_figures()
+            imported = imported_modules()  # before storing outputs imports their formats
             for chunk in pending:
                 builder.add_cell(
                     cell_id=f"cell-{chunk.cell}",
@@ -636,7 +689,14 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         os.close(log_fd)
     status = StepStatus.SUCCEEDED if failure is None else StepStatus.FAILED
     notebook = builder.to_notebook(
-        {"cellpipe": {"step": job.step, "run_id": job.run_id, "status": status.value}}
+        {
+            "cellpipe": {
+                "step": job.step,
+                "run_id": job.run_id,
+                "status": status.value,
+                "imported": imported,
+            }
+        }
     )
     job.notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
     pipeline_metrics: dict[str, JsonValue] = {}

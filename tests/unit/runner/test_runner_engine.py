@@ -402,6 +402,26 @@ def test_a_shell_the_analysis_cannot_see_is_built_on_first_use(runner: Runner) -
     assert outputs[0]["data"]["text/plain"] == "'shown late'"
 
 
+def test_the_executed_notebook_lists_what_the_code_imported(runner: Runner) -> None:
+    """Third-party modules the code imported, indirectly too; not cellpipe's own, not IPython."""
+    (runner.workdir / "helper.py").write_text("def load():\n    import yaml\n    return 1\n")
+    pipe = pipeline(
+        step("a", 4, "import helper\nx = helper.load()"),
+        step("b", 5, "eval('display')('shown')\ny = 2"),  # builds IPython on first use
+        imports="import json",
+    )
+    outcome, _ = runner.run(pipe)
+    assert outcome.status is RunStatus.SUCCEEDED, outcome.failed
+
+    def imported(step_name: str) -> list[str]:
+        path = outcome.results[step_name].notebook_path
+        assert path is not None
+        return json.loads(Path(path).read_text())["metadata"]["cellpipe"]["imported"]
+
+    assert imported("a") == ["helper", "yaml"]
+    assert imported("b") == []
+
+
 def test_a_last_expression_builds_the_shell_before_the_step(runner: Runner) -> None:
     pipe = pipeline(
         step("a", 4, "ready = 'IPython' in sys.modules", outputs=["ready"]),
