@@ -17,6 +17,7 @@ notebooks.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Sequence
@@ -114,12 +115,37 @@ def check_header(name: str, datatype: Any, shape: Any) -> tuple[str, tuple[int, 
     return datatype, tuple(shape)
 
 
+def _flat(data: list[Any]) -> list[Any]:
+    """The elements of flat or nested (row-major) ``data``, in order."""
+    kinds = set(map(type, data))
+    if list not in kinds:
+        return data
+    if kinds == {list}:
+        rows = list(itertools.chain.from_iterable(data))
+        if list not in set(map(type, rows)):
+            return rows  # the usual [[row], [row], ...]
+    flat: list[Any] = []
+    _flatten(data, flat)
+    return flat
+
+
 def _flatten(data: Any, out: list[Any]) -> None:
     if isinstance(data, list):
         for item in data:
             _flatten(item, out)
     else:
         out.append(data)
+
+
+# The exact Python types JSON decoding gives each datatype's valid elements (``bool`` is not
+# an ``int`` here: True is refused where a number is expected, as `_element_ok` says).
+_ELEMENT_TYPES: dict[str, frozenset[type]] = {
+    "BOOL": frozenset({bool}),
+    "BYTES": frozenset({str}),
+    **{t: frozenset({int}) for t in ("INT8", "INT16", "INT32", "INT64")},
+    **{t: frozenset({int}) for t in ("UINT8", "UINT16", "UINT32", "UINT64")},
+    **{t: frozenset({int, float}) for t in ("FP16", "FP32", "FP64")},
+}
 
 
 def _element_ok(datatype: str, value: Any) -> bool:
@@ -145,17 +171,19 @@ def decode_json(
     """
     if not isinstance(data, list):
         raise RequestError(f"input {name!r}: 'data' must be a JSON array, got {data!r:.60}")
-    flat: list[Any] = []
-    _flatten(data, flat)
+    flat = _flat(data)
     expected = math.prod(shape)
     if len(flat) != expected:
         raise RequestError(
             f"input {name!r}: shape {list(shape)} needs {expected} elements, "
             f"the data has {len(flat)}"
         )
-    for value in flat:
-        if not _element_ok(datatype, value):
-            raise RequestError(f"input {name!r}: {value!r:.40} is not a valid {datatype} element")
+    if not set(map(type, flat)) <= _ELEMENT_TYPES.get(datatype, frozenset()):  # else: which one
+        for value in flat:
+            if not _element_ok(datatype, value):
+                raise RequestError(
+                    f"input {name!r}: {value!r:.40} is not a valid {datatype} element"
+                )
     dtype = NUMPY_DTYPES[datatype]
     try:
         if datatype == "BYTES":
