@@ -143,7 +143,12 @@ def _cp_coerce(value: Any, kind: str) -> Any:
 
 
 def _cp_cellpipe_shim(logged: dict[str, Any]) -> types.ModuleType:
-    """A stand-in for ``import cellpipe`` inside a pod: ``log_metric`` only."""
+    """A stand-in for ``import cellpipe`` inside a pod: ``log_metric``; ``register_model``.
+
+    ``register_model`` registers into the local project's registry, which a pod does not
+    have: there it only says so (the model, as a step output, is already a KFP artifact) and
+    returns None, so a notebook that registers its model still runs on the cluster.
+    """
     module = types.ModuleType("cellpipe")
 
     def log_metric(name: str, value: Any) -> None:
@@ -152,7 +157,15 @@ def _cp_cellpipe_shim(logged: dict[str, Any]) -> types.ModuleType:
             raise TypeError(f"log_metric({name!r}, ...): needs a name and a scalar value")
         logged[name] = scalar
 
+    def register_model(obj: Any, name: str, **options: Any) -> None:
+        del obj, options
+        print(
+            f"[cellpipe] register_model({name!r}): not registered on the cluster (the model "
+            "registry is the local project's); a step output is stored as a KFP artifact"
+        )
+
     module.log_metric = log_metric  # type: ignore[attr-defined]
+    module.register_model = register_model  # type: ignore[attr-defined]
     return module
 
 

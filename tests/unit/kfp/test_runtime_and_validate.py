@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from cellpipe.kfp import compile_documents
-from cellpipe.kfp.runtime import _cp_coerce, _cp_load, _cp_save
+from cellpipe.kfp.runtime import _cp_cellpipe_shim, _cp_coerce, _cp_load, _cp_save
 from cellpipe.kfp.validate import validate_documents
 from cellpipe.kfp.yaml import dump_yaml, load_yaml
 
@@ -115,3 +115,12 @@ def test_libyaml_and_pure_emitters_agree(make_pipeline, monkeypatch):
     Pure.add_representer(str, kfp_yaml._represent_str)
     monkeypatch.setattr(kfp_yaml, "_Dumper", Pure)
     assert dump_yaml(documents) == fast
+
+
+def test_the_pod_stand_in_for_cellpipe_logs_metrics_and_skips_registering(capsys) -> None:
+    logged: dict[str, object] = {}
+    shim = _cp_cellpipe_shim(logged)
+    shim.log_metric("acc", 0.5)
+    assert logged == {"acc": 0.5}
+    assert shim.register_model(object(), "wine", alias="staging") is None
+    assert "register_model('wine'): not registered on the cluster" in capsys.readouterr().out
