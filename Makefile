@@ -4,19 +4,20 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
+CONSTRAINTS := constraints.txt
 
-.PHONY: demo test check lint format typecheck imports unit e2e quick golden bench clean
+.PHONY: constraints demo test check lint format typecheck imports unit e2e quick golden bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 
-$(VENV)/.installed-examples: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[examples,kfp,serve]'
+$(VENV)/.installed-examples: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install --quiet -e '.[examples,kfp,serve]' -c $(CONSTRAINTS)
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml | $(BIN)/python
-	$(PIP) install --quiet -e '.[dev]'
+$(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
+	$(PIP) install --quiet -e '.[dev]' -c $(CONSTRAINTS)
 	touch $@ $(VENV)/.installed-examples
 
 ## demo: set up and run the whole product on the bundled example
@@ -56,3 +57,8 @@ bench: $(VENV)/.installed-dev
 
 clean:
 	rm -rf $(VENV) build .mypy_cache .ruff_cache .pytest_cache
+
+## constraints: record the versions of the working .venv as the ones make installs
+constraints: $(VENV)/.installed-dev
+	{ sed -n '1,4p' $(CONSTRAINTS); $(PIP) freeze --exclude-editable | grep -v '^cellpipe'; } > $(CONSTRAINTS).new
+	mv $(CONSTRAINTS).new $(CONSTRAINTS)

@@ -28,10 +28,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _results import RESULTS, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-START = "<!-- bench_check:start -->"
-END = "<!-- bench_check:end -->"
 TARGET_S = 1.0
 
 CELLS = 500
@@ -253,21 +252,8 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section("bench_check", section)
         print(f"\nwrote {RESULTS.relative_to(ROOT)}")
-
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (other sections are kept)."""
-    block = f"{START}\n{section}\n{END}"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -23,10 +23,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from _results import RESULTS, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-START = "<!-- bench_compile:start -->"
-END = "<!-- bench_compile:end -->"
 TARGET_S = 0.5
 SIZES = (10, 50, 200)
 COMMAND = ".venv/bin/python benchmarks/bench_compile.py"
@@ -111,7 +110,6 @@ def main() -> int:
     met = results[200]["both_median"] < TARGET_S
     section = "\n".join(
         [
-            START,
             "## cellpipe compile (KFP v2 IR) on generated notebooks, in process",
             "",
             f"Generated percent scripts; {args.runs} timed runs each after one warm-up; reading "
@@ -130,26 +128,13 @@ def main() -> int:
             f"Python {platform.python_version()} ({platform.python_implementation()}).",
             "",
             f"Reproduce: `{COMMAND}` (`--runs N`, `--no-write`).",
-            END,
         ]
     )
     print(section)
     if not args.no_write:
-        write_section(section)
+        write_section("bench_compile", section)
         print(f"\nwrote {RESULTS.relative_to(ROOT)}")
     return 0 if met else 1
-
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (other sections are kept)."""
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + section + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

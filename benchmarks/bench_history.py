@@ -46,12 +46,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from _results import RESULTS, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CELLPIPE = str(BIN / "cellpipe")
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
-START = "<!-- bench_history:start -->"
-END = "<!-- bench_history:end -->"
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 STEPS = ("load", "prepare", "train", "evaluate", "report")
@@ -418,21 +417,8 @@ def main() -> None:
     )
     print("\n" + section)
     if not args.no_write:
-        write_section(section)
+        write_section("bench_history", section)
         print(f"\nwrote {RESULTS.relative_to(ROOT)}")
-
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (other sections are kept)."""
-    block = f"{START}\n{section}\n{END}"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        after = rest.split(END, 1)[1]
-        text = before + block + after
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

@@ -30,13 +30,11 @@ import time
 from pathlib import Path
 
 import nbformat
+from _results import write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CELLPIPE = str(BIN / "cellpipe")
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-START = "<!-- bench_run:start -->"
-END = "<!-- bench_run:end -->"
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
@@ -219,19 +217,7 @@ def main() -> None:
     section = "## cellpipe run\n\n" + header + "\n\n" + "\n".join(rows) + "\n"
     print(section)
     if not args.no_write:
-        write_section(section)
-
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (other sections are kept)."""
-    block = f"{START}\n{section}{END}"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+        write_section("bench_run", section)
 
 
 if __name__ == "__main__":

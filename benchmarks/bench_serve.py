@@ -63,6 +63,7 @@ from typing import Any
 
 import numpy as np
 import uvicorn
+from _results import write_section
 from sklearn.datasets import load_wine
 from sklearn.ensemble import RandomForestClassifier
 
@@ -76,9 +77,6 @@ from cellpipe.serving.protocol import infer
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CELLPIPE = str(BIN / "cellpipe")
-RESULTS = ROOT / "benchmarks" / "RESULTS.md"
-START = "<!-- bench_serve:start -->"
-END = "<!-- bench_serve:end -->"
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 MODEL = "wine"
 INFER = f"/v2/models/{MODEL}/infer"
@@ -537,19 +535,7 @@ def main() -> None:
     )
     print(section)
     if not args.no_write:
-        write_section(section)
-
-
-def write_section(section: str) -> None:
-    """Replace this benchmark's section of RESULTS.md (other sections are kept)."""
-    block = f"{START}\n{section}{END}"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    if START in text and END in text:
-        before, rest = text.split(START, 1)
-        text = before + block + rest.split(END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
+        write_section("bench_serve", section)
 
 
 if __name__ == "__main__":
