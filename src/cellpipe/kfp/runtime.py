@@ -159,9 +159,9 @@ def _cp_cellpipe_shim(logged: dict[str, Any]) -> types.ModuleType:
 
     def register_model(obj: Any, name: str, **options: Any) -> None:
         del obj, options
-        print(
+        sys.stdout.write(
             f"[cellpipe] register_model({name!r}): not registered on the cluster (the model "
-            "registry is the local project's); a step output is stored as a KFP artifact"
+            "registry is the local project's); a step output is stored as a KFP artifact\n"
         )
 
     module.log_metric = log_metric  # type: ignore[attr-defined]
