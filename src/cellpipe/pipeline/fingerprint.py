@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 
 from cellpipe.pipeline.model import CodeChunk, JsonValue, Step
 
-KEY_FORMAT_VERSION = "1"
+KEY_FORMAT_VERSION = "2"  # 2: the versions of the packages the step imports
 """Bumped whenever the fields or their encoding change, so old keys can never match."""
 
 
@@ -114,7 +114,9 @@ def step_cache_fields(
     Returns:
         label -> value. Labels: ``format``, ``step``, ``code[i]`` (i-th cell of the step),
         ``imports[i]``, ``functions[i]``, ``param:NAME`` (canonical JSON of the value),
-        ``input:NAME`` (digest), ``serializers`` and ``outputs``.
+        ``input:NAME`` (digest), ``package:DISTRIBUTION`` (its installed version; the step's
+        packages include those of the imports and functions cells), ``serializers`` and
+        ``outputs``.
     """
     fields: dict[str, str] = {
         # Old keys must never match once the encoding of these fields changes.
@@ -136,6 +138,11 @@ def step_cache_fields(
     # The values it receives, by content.
     for name in sorted(input_digests):
         fields[f"input:{name}"] = input_digests[name]
+    # The installed versions of what it imports: an upgraded library may compute differently.
+    for package in step.packages:
+        fields[f"package:{package.distribution or package.module}"] = (
+            package.version or "not installed"
+        )
     return fields
 
 
@@ -170,7 +177,8 @@ def explain_difference(
 
     Returns:
         Sentences such as ``code of cell 7 changed``, ``parameter MAX_DEPTH changed 4 → 6``,
-        ``input x_trn changed``; empty when the fields are equal.
+        ``input x_trn changed``, ``package scikit-learn changed 1.5.0 → 1.6.1``; empty when the
+        fields are equal.
     """
     cells = {"code": step.code, "imports": imports, "functions": functions}
     reasons: list[str] = []
@@ -199,6 +207,13 @@ def _describe(
         if after is None:
             return f"no longer reads parameter {name}"
         return f"parameter {name} changed {before} → {after}"
+    if label.startswith("package:"):
+        name = label.removeprefix("package:")
+        if before is None:
+            return f"now imports package {name} {after}"
+        if after is None:
+            return f"no longer imports package {name}"
+        return f"package {name} changed {before} → {after}"
     if label.startswith("input:"):
         name = label.removeprefix("input:")
         if before is None:

@@ -2,7 +2,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cellpipe.pipeline import CodeChunk, Step
+from cellpipe.pipeline import CodeChunk, Package, Step
 from cellpipe.pipeline.fingerprint import (
     cache_key,
     canonical_json,
@@ -75,6 +75,24 @@ def test_why_names_the_changed_cell_and_input() -> None:
     assert explain_difference(old, new, step=new_step) == [
         "code of cell 3 changed",
         "input x changed",
+    ]
+
+
+def test_an_upgraded_package_changes_the_key_and_why_names_it() -> None:
+    def with_sklearn(version: str | None) -> Step:
+        package = Package(module="sklearn", distribution="scikit-learn", version=version)
+        return Step(name="train", cells=(3,), code=(chunk("y = x"),), outputs=("y",),
+                    packages=(package,))  # fmt: skip
+
+    old, new = fields_for(with_sklearn("1.5.0")), fields_for(with_sklearn("1.6.1"))
+    assert cache_key(old) != cache_key(new)
+    assert explain_difference(old, new, step=with_sklearn("1.6.1")) == [
+        "package scikit-learn changed 1.5.0 → 1.6.1"
+    ]
+    assert cache_key(old) == cache_key(fields_for(with_sklearn("1.5.0")))
+    without = fields_for(make_step(code="y = x", params=()))
+    assert explain_difference(without, new, step=with_sklearn("1.6.1")) == [
+        "now imports package scikit-learn 1.6.1"
     ]
 
 
