@@ -89,10 +89,7 @@ class ModelRegistry:
             ArtifactNotFoundError: if the store no longer has the bytes.
             ArtifactCorruptedError: if the bytes no longer match the digest.
         """
-        from cellpipe.storage.serializers import deserialize
-
-        path = self.artifacts.local_path(version.artifact.digest)
-        return deserialize(version.artifact.serializer, path)
+        return self.load_artifact(version.artifact)
 
     # -- registering ------------------------------------------------------------------------
 
