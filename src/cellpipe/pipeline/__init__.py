@@ -1,8 +1,10 @@
 """The pure pipeline model; see `cellpipe.pipeline.model`. No I/O, no notebooks, no storage."""
 
 from cellpipe.pipeline.model import (
+    RANDOM_STATE,
     CodeChunk,
     Edge,
+    FileRef,
     InputRef,
     JsonValue,
     Metric,
@@ -15,8 +17,10 @@ from cellpipe.pipeline.model import (
 )
 
 __all__ = [
+    "RANDOM_STATE",
     "CodeChunk",
     "Edge",
+    "FileRef",
     "InputRef",
     "JsonValue",
     "Metric",

@@ -25,6 +25,16 @@ JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, 
 
 _EMPTY: Mapping[str, str] = MappingProxyType({})
 
+RANDOM_STATE = "__random_state__"
+"""The pseudo-variable that carries the global random generators' state from step to step.
+
+When a notebook seeds a global generator (``np.random.seed``, ``random.seed``,
+``torch.manual_seed``), the analysis makes every step that may draw from it read and write this
+name, in notebook order, so the random stream continues as in Jupyter. The runner restores the
+generators from it before the step's code and stores their state after it; it takes part in
+cache keys, lineage and ``why`` like any other variable. It is never bound in the namespace.
+"""
+
 
 def _frozen_map(value: Mapping[str, str] | None) -> Mapping[str, str]:
     return MappingProxyType(dict(sorted((value or {}).items())))
@@ -134,6 +144,23 @@ class InputRef:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class FileRef:
+    """A workspace file a step reads after an earlier step writes it (a file edge).
+
+    Attributes:
+        path: the file as written in the code, relative to the notebook's folder.
+        producer: the step that writes it; the reader runs after it.
+        cell: the 1-based cell of the read.
+        line: the 1-based line of the read in that cell.
+    """
+
+    path: str
+    producer: str
+    cell: int = 0
+    line: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     """One step of the pipeline: the code of one or more cells, run in its own process.
 
@@ -147,6 +174,7 @@ class Step:
         parameters: the pipeline parameters it reads (directly or through functions), sorted.
         packages: the distributions it needs (imports cell, functions cell and its own).
         settings: per-step settings from the tags.
+        files: the workspace files it reads that an upstream step writes (file edges), sorted.
     """
 
     name: str
@@ -158,6 +186,7 @@ class Step:
     parameters: tuple[str, ...] = ()
     packages: tuple[Package, ...] = ()
     settings: StepSettings = field(default_factory=StepSettings)
+    files: tuple[FileRef, ...] = ()
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -175,6 +204,11 @@ class Step:
             "parameters": list(self.parameters),
             "packages": [p.to_json() for p in self.packages],
             "settings": self.settings.to_json(),
+            **(
+                {"files": [{"path": f.path, "from": f.producer} for f in self.files]}
+                if self.files
+                else {}
+            ),
         }
 
 
@@ -186,15 +220,24 @@ class Edge:
         source: the upstream step.
         target: the downstream step.
         variables: the variables passed, sorted; empty for a pure ordering edge (``prev:``).
+        files: the workspace files the source writes and the target reads, sorted.
     """
 
     source: str
     target: str
     variables: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, JsonValue]:
-        """Return a JSON-ready dict with ``from``, ``to`` and ``variables``."""
-        return {"from": self.source, "to": self.target, "variables": list(self.variables)}
+        """Return a JSON-ready dict with ``from``, ``to``, ``variables`` (and ``files``)."""
+        doc: dict[str, JsonValue] = {
+            "from": self.source,
+            "to": self.target,
+            "variables": list(self.variables),
+        }
+        if self.files:
+            doc["files"] = list(self.files)
+        return doc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -476,6 +519,17 @@ def _structure_problems(
                         step=step.name,
                     )
                 )
+        for ref in step.files:
+            if ref.producer not in step.upstream:
+                problems.append(
+                    Problem(
+                        code="unwired-input",
+                        message=f"step '{step.name}' reads file '{ref.path}' written by "
+                        f"'{ref.producer}' but does not run after it",
+                        cell=cell,
+                        step=step.name,
+                    )
+                )
     seen_params: set[str] = set()
     for param in params:
         if param.name in seen_params:
@@ -552,5 +606,8 @@ def _edges(steps: tuple[Step, ...]) -> tuple[Edge, ...]:
     for step in steps:
         for up in step.upstream:
             variables = sorted({r.name for r in step.inputs if r.producer == up})
-            edges.append(Edge(source=up, target=step.name, variables=tuple(variables)))
+            files = sorted({f.path for f in step.files if f.producer == up})
+            edges.append(
+                Edge(source=up, target=step.name, variables=tuple(variables), files=tuple(files))
+            )
     return tuple(sorted(edges, key=lambda e: (e.source, e.target)))
