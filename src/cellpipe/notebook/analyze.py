@@ -13,6 +13,17 @@ Rules (each fact is kept with the cell and line where it first occurs):
 - a *mutation* is ``x.attr = v``, ``x[k] = v``, ``x += v`` (also a read and a bind),
   ``del x[k]``/``del x.attr``, a method call ``x.m(...)`` unless ``m`` is in
   `READ_ONLY_METHODS`, and any call with ``inplace=True``; the root name of the chain counts;
+- a mutation through an *alias* counts for the aliased names too: ``d = train`` (and
+  ``for d in (train, test)``, ``a, b = train, test``, ``dfs = [train, test]``) make ``d`` an
+  alias, until ``d`` is bound to something else; calls that change an argument in place
+  (``random.shuffle(x)``, ``next(it)``, ``out=x``; see `_effects`) mutate that argument's root;
+- calls of functions by name are recorded with the roots of their arguments (`CallFact`), so
+  the pipeline builder can tell which arguments a notebook-defined function changes
+  (``def add_col(df): df["r"] = 1`` then ``add_col(data)`` mutates ``data``), transitively;
+- the block also records the seeding of global random generators, whether it may draw from
+  one, changes of process-wide settings (``pd.set_option``, ``os.environ[...] = ...``), the
+  files it reads and writes through literal paths, names bound to string constants, and the
+  names whose last binding is an import (modules are re-imported, never passed as data);
 - ``del x`` at module level is a *delete*;
 - comprehensions, lambdas, functions and classes have their own scopes; free names of
   function and lambda bodies are *deferred* reads (they run when called), and so are the
@@ -28,8 +39,11 @@ Must not depend on: anything in cellpipe.
 from __future__ import annotations
 
 import ast
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+
+from cellpipe.notebook import _effects
+from cellpipe.notebook._effects import PathSpec
 
 Loc = tuple[int, int]
 """(cell, line): where a fact occurs, both 1-based."""
@@ -67,6 +81,33 @@ _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class CallFact:
+    """A call of a function by its name, with the root names of its arguments.
+
+    Attributes:
+        callee: the called name (``add_col``).
+        args: per positional argument, the names it may refer to (root and aliases); a
+            starred argument ends the list.
+        keywords: the same for keyword arguments.
+        loc: where the call is.
+    """
+
+    callee: str
+    args: tuple[frozenset[str], ...]
+    keywords: Mapping[str, frozenset[str]]
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileFact:
+    """A file a block reads or writes through a literal path (or a name bound to one)."""
+
+    kind: str  # "read" or "write"
+    path: PathSpec
+    loc: Loc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class FunctionFacts:
     """What calling a module-level function (or class) may do.
 
@@ -74,11 +115,23 @@ class FunctionFacts:
         reads: free names it reads (globals), first location each.
         writes: globals it assigns (``global g; g = ...``).
         mutates: free names it may mutate.
+        params: its positional parameters, in order.
+        vararg: the name of its ``*args`` parameter, if any.
+        param_mutates: the parameters it changes in place directly (``df["r"] = 1``).
+        calls: the calls by name in its body, for the arguments it passes on.
+        seeds: seedings of global random generators in its body.
+        files: the files its body reads and writes.
     """
 
     reads: Mapping[str, Loc]
     writes: Mapping[str, Loc]
     mutates: Mapping[str, Loc]
+    params: tuple[str, ...] = ()
+    vararg: str | None = None
+    param_mutates: frozenset[str] = frozenset()
+    calls: tuple[CallFact, ...] = ()
+    seeds: Mapping[str, Loc] = field(default_factory=dict)
+    files: tuple[FileFact, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -99,6 +152,14 @@ class BlockFacts:
     functions: dict[str, FunctionFacts] = field(default_factory=dict)
     bound: set[str] = field(default_factory=set)
     syntax_errors: list[tuple[Loc, str]] = field(default_factory=list)
+    aliases: dict[str, frozenset[str]] = field(default_factory=dict)
+    calls: list[CallFact] = field(default_factory=list)
+    import_binds: dict[str, tuple[str, Loc]] = field(default_factory=dict)
+    seeds: dict[str, Loc] = field(default_factory=dict)
+    draws: Loc | None = None
+    settings: dict[str, Loc] = field(default_factory=dict)
+    files: list[FileFact] = field(default_factory=list)
+    constants: dict[str, str] = field(default_factory=dict)
 
     def add_cell(self, cell: int, python: str) -> ast.Module | None:
         """Analyse one cell's Python code as the continuation of this block.
@@ -145,6 +206,16 @@ def _root(node: ast.expr) -> ast.Name | None:
             return None
 
 
+def _target_names(node: ast.expr) -> list[str]:
+    if isinstance(node, ast.Name):
+        return [node.id]
+    if isinstance(node, ast.Tuple | ast.List):
+        return [n for elt in node.elts for n in _target_names(elt)]
+    if isinstance(node, ast.Starred):
+        return _target_names(node.value)
+    return []
+
+
 def _arg_names(args: ast.arguments) -> list[str]:
     names = [a.arg for a in (*args.posonlyargs, *args.args, *args.kwonlyargs)]
     if args.vararg:
@@ -158,22 +229,37 @@ class _Scope:
     """Name usage of one scope; nested scopes are summarised and merged in."""
 
     __slots__ = (
+        "aliases",
+        "calls",
         "cell",
         "declared",
         "deferred",
+        "draws",
+        "files",
         "global_writes",
         "imports",
         "kind",
         "loads",
         "mutations",
+        "seeds",
+        "settings",
         "stars",
         "stores",
         "walrus",
     )
 
-    def __init__(self, kind: str, cell: int) -> None:
+    def __init__(
+        self, kind: str, cell: int, aliases: Mapping[str, frozenset[str]] | None = None
+    ) -> None:
         self.kind = kind  # "expr" (module level), "function", "class" or "comp"
         self.cell = cell
+        # name -> the names it may refer to; a module-level scope sees the block's aliases
+        self.aliases: dict[str, frozenset[str]] = dict(aliases or {})
+        self.calls: list[CallFact] = []
+        self.seeds: dict[str, Loc] = {}
+        self.draws: Loc | None = None
+        self.settings: dict[str, Loc] = {}
+        self.files: list[FileFact] = []
         self.loads: dict[str, Loc] = {}
         self.deferred: dict[str, Loc] = {}
         self.stores: dict[str, Loc] = {}
@@ -217,16 +303,38 @@ class _Scope:
                 name = node.target.id
                 self.loads.setdefault(name, self.loc(node))
                 self.stores.setdefault(name, self.loc(node))
-                self.mutations.setdefault(name, self.loc(node))
+                self.mutate(name, self.loc(node))
             else:
                 self.visit(node.target)
         elif kind is ast.Attribute or kind is ast.Subscript:
             if not isinstance(node.ctx, ast.Load):  # type: ignore[attr-defined]
                 root = _root(node)  # type: ignore[arg-type]
                 if root is not None:
-                    self.mutations.setdefault(root.id, self.loc(node))
+                    self.mutate(root.id, self.loc(node))
+                changed = _effects.settings_target(node)  # type: ignore[arg-type]
+                if changed is not None:
+                    self.settings.setdefault(changed, self.loc(node))
             for child in ast.iter_child_nodes(node):
                 self.visit(child)
+        elif kind is ast.Assign and self.kind != "expr":
+            assert isinstance(node, ast.Assign)
+            self.visit(node.value)
+            roots = self.alias_roots(node.value)
+            for assigned in node.targets:
+                self.visit(assigned)
+                for name in _target_names(assigned):
+                    if roots:
+                        self.aliases[name] = self.aliases.get(name, frozenset()) | roots
+        elif (kind is ast.For or kind is ast.AsyncFor) and self.kind != "expr":
+            assert isinstance(node, ast.For | ast.AsyncFor)
+            self.visit(node.iter)
+            roots = self.element_roots(node.iter)
+            for name in _target_names(node.target):
+                if roots:
+                    self.aliases[name] = self.aliases.get(name, frozenset()) | roots
+            self.visit(node.target)
+            for stmt in (*node.body, *node.orelse):
+                self.visit(stmt)
         elif kind is ast.Call:
             assert isinstance(node, ast.Call)
             self.call(node)
@@ -246,8 +354,57 @@ class _Scope:
             for child in ast.iter_child_nodes(node):
                 self.visit(child)
 
+    def mutate(self, name: str, loc: Loc) -> None:
+        """Record a change of ``name`` in place, and of every name it may refer to."""
+        self.mutations.setdefault(name, loc)
+        for other in self.aliases.get(name, ()):
+            self.mutations.setdefault(other, loc)
+
+    def names_of(self, node: ast.expr) -> frozenset[str]:
+        """The names an argument expression may refer to: its root and the root's aliases."""
+        root = _root(node)
+        if root is None:
+            return frozenset()
+        return frozenset({root.id}) | self.aliases.get(root.id, frozenset())
+
+    def alias_roots(self, value: ast.expr) -> frozenset[str]:
+        """The names a value may refer to when it is a name or a literal container of names."""
+        if isinstance(value, ast.Name):
+            return frozenset({value.id}) | self.aliases.get(value.id, frozenset())
+        if isinstance(value, ast.Tuple | ast.List | ast.Set):
+            found: frozenset[str] = frozenset()
+            for elt in value.elts:
+                found |= self.alias_roots(elt.value if isinstance(elt, ast.Starred) else elt)
+            return found
+        if isinstance(value, ast.Dict):
+            found = frozenset()
+            for elt in value.values:
+                found |= self.alias_roots(elt)
+            return found
+        return frozenset()
+
+    def element_roots(self, iterable: ast.expr) -> frozenset[str]:
+        """The names the elements of a loop's iterable may refer to."""
+        if (
+            isinstance(iterable, ast.Call)
+            and isinstance(iterable.func, ast.Name)
+            and iterable.func.id in ("enumerate", "zip", "reversed", "list", "tuple", "iter")
+        ):
+            found: frozenset[str] = frozenset()
+            for arg in iterable.args:
+                found |= self.element_roots(arg)
+            return found
+        if (
+            isinstance(iterable, ast.Call)
+            and isinstance(iterable.func, ast.Attribute)
+            and iterable.func.attr in ("values", "items")
+        ):
+            return self.alias_roots(iterable.func.value)
+        return self.alias_roots(iterable)
+
     def call(self, node: ast.Call) -> None:
         func = node.func
+        loc = self.loc(node)
         mutating = isinstance(func, ast.Attribute) and func.attr not in READ_ONLY_METHODS
         if any(
             k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
@@ -257,7 +414,31 @@ class _Scope:
         if mutating and isinstance(func, ast.Attribute):
             root = _root(func.value)
             if root is not None:
-                self.mutations.setdefault(root.id, self.loc(node))
+                self.mutate(root.id, loc)
+        for arg in _effects.mutated_arguments(node):
+            for name in self.names_of(arg):
+                self.mutate(name, loc)
+        if isinstance(func, ast.Name):
+            args: list[frozenset[str]] = []
+            for arg in node.args:
+                if isinstance(arg, ast.Starred):
+                    break
+                args.append(self.names_of(arg))
+            keywords = {k.arg: self.names_of(k.value) for k in node.keywords if k.arg}
+            self.calls.append(
+                CallFact(callee=func.id, args=tuple(args), keywords=keywords, loc=loc)
+            )
+        if _effects.is_seed_call(node):
+            self.seeds.setdefault(_effects.dotted(node.func) or "seed", loc)
+        if self.draws is None and _effects.may_draw(node):
+            self.draws = loc
+        setting = _effects.settings_change(node)
+        if setting is not None:
+            self.settings.setdefault(setting, loc)
+        access = _effects.file_access(node)
+        if access is not None:
+            kind, specs = access
+            self.files.extend(FileFact(kind=kind, path=spec, loc=loc) for spec in specs)
         for child in ast.iter_child_nodes(node):
             self.visit(child)
 
@@ -310,7 +491,19 @@ class _Scope:
         for n, loc in free.items():
             self.deferred.setdefault(n, loc)
         self._merge_effects(child, mutates, writes)
-        return FunctionFacts(reads=free, writes=writes, mutates=mutates)
+        params = tuple(a.arg for a in (*args.posonlyargs, *args.args))
+        all_params = set(_arg_names(args))
+        return FunctionFacts(
+            reads=free,
+            writes=writes,
+            mutates=mutates,
+            params=params,
+            vararg=args.vararg.arg if args.vararg else None,
+            param_mutates=frozenset(n for n in child.mutations if n in all_params),
+            calls=tuple(child.calls),
+            seeds=dict(child.seeds),
+            files=tuple(child.files),
+        )
 
     def klass(self, node: ast.ClassDef) -> FunctionFacts:
         for child_node in (*node.decorator_list, *node.bases, *node.keywords):
@@ -331,12 +524,13 @@ class _Scope:
         reads = dict(immediate)
         for n, loc in child.deferred.items():
             reads.setdefault(n, loc)
+        self._merge_immediate(child)
         return FunctionFacts(reads=reads, writes=writes, mutates=mutates)
 
     def comprehension(
         self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
     ) -> None:
-        child = _Scope("comp", self.cell)
+        child = _Scope("comp", self.cell, self.aliases)
         for i, gen in enumerate(node.generators):
             (self if i == 0 else child).visit(gen.iter)
             child.visit(gen.target)
@@ -359,6 +553,19 @@ class _Scope:
             walrus.setdefault(n, loc)
         mutates = {n: loc for n, loc in child.mutations.items() if n not in local}
         self._merge_effects(child, mutates, child.global_writes)
+        self._merge_immediate(child)
+
+    def _merge_immediate(self, child: _Scope) -> None:
+        # Comprehensions and class bodies run where they stand: their calls, seedings,
+        # draws, settings and files are this scope's. A function's run when it is called.
+        self.calls.extend(child.calls)
+        for n, loc in child.seeds.items():
+            self.seeds.setdefault(n, loc)
+        if self.draws is None:
+            self.draws = child.draws
+        for n, loc in child.settings.items():
+            self.settings.setdefault(n, loc)
+        self.files.extend(child.files)
 
     def _merge_effects(
         self, child: _Scope, mutates: Mapping[str, Loc], writes: Mapping[str, Loc]
@@ -392,9 +599,22 @@ class _ModuleVisitor:
     def bind(self, name: str, loc: Loc) -> None:
         self.facts.binds.setdefault(name, loc)
         self.facts.bound.add(name)
+        # Any binding ends what the name referred to before; callers that bind an alias,
+        # an import or a constant record it after this.
+        self.facts.aliases.pop(name, None)
+        self.facts.import_binds.pop(name, None)
+        self.facts.constants.pop(name, None)
 
     def apply(self, scope: _Scope) -> None:
         facts = self.facts
+        facts.calls.extend(scope.calls)
+        for name, loc in scope.seeds.items():
+            facts.seeds.setdefault(name, loc)
+        if facts.draws is None:
+            facts.draws = scope.draws
+        for name, loc in scope.settings.items():
+            facts.settings.setdefault(name, loc)
+        facts.files.extend(scope.files)
         for name, loc in scope.loads.items():
             self.read(name, loc)
         for name, loc in scope.deferred.items():
@@ -410,9 +630,17 @@ class _ModuleVisitor:
             self.bind(name, loc)
 
     def expr(self, node: ast.AST) -> None:
-        scope = _Scope("expr", self.cell)
+        scope = _Scope("expr", self.cell, self.facts.aliases)
         scope.visit(node)
         self.apply(scope)
+
+    def alias(self, targets: Iterable[ast.expr], roots: frozenset[str]) -> None:
+        if not roots:
+            return
+        for target in targets:
+            for name in _target_names(target):
+                if name not in roots:
+                    self.facts.aliases[name] = roots
 
     def target(self, node: ast.expr) -> None:
         if isinstance(node, ast.Name):
@@ -432,6 +660,14 @@ class _ModuleVisitor:
             self.expr(node.value)
             for target in node.targets:
                 self.target(target)
+            self.alias(
+                node.targets, _Scope("expr", self.cell, facts.aliases).alias_roots(node.value)
+            )
+            value = node.value
+            if isinstance(value, ast.Constant) and isinstance(value.value, str):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        facts.constants[target.id] = value.value
         elif isinstance(node, ast.AnnAssign):
             if node.value is not None:
                 self.expr(node.value)
@@ -444,12 +680,16 @@ class _ModuleVisitor:
                 name = node.target.id
                 self.read(name, loc)
                 facts.mutates.setdefault(name, loc)
+                for other in facts.aliases.get(name, ()):  # ``x += [1]`` on a list alias
+                    facts.mutates.setdefault(other, loc)
                 self.bind(name, loc)
             else:
                 self.expr(node.target)
         elif isinstance(node, ast.For | ast.AsyncFor):
             self.expr(node.iter)
             self.target(node.target)
+            roots = _Scope("expr", self.cell, facts.aliases).element_roots(node.iter)
+            self.alias([node.target], roots)
             self.block(node.body)
             self.block(node.orelse)
         elif isinstance(node, ast.While):
@@ -499,6 +739,18 @@ class _ModuleVisitor:
                     self.expr(target)
         elif isinstance(node, ast.Import | ast.ImportFrom):
             self.expr(node)
+            for alias in node.names:
+                if alias.name == "*":
+                    continue
+                single = (
+                    ast.Import(names=[alias])
+                    if isinstance(node, ast.Import)
+                    else ast.ImportFrom(module=node.module, names=[alias], level=node.level)
+                )
+                bound = alias.asname or alias.name.split(".")[0]
+                if isinstance(node, ast.ImportFrom):
+                    bound = alias.asname or alias.name
+                facts.import_binds[bound] = (ast.unparse(single), loc)
         elif isinstance(node, ast.Match):
             self.expr(node.subject)
             saved = set(facts.bound)

@@ -44,14 +44,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cellpipe.errors import PipelineValidationError, Problem
-from cellpipe.notebook.analyze import BlockFacts, FunctionFacts, Loc
+from cellpipe.notebook import _effects
+from cellpipe.notebook.analyze import BlockFacts, CallFact, FileFact, FunctionFacts, Loc
 from cellpipe.notebook.magics import PipRequirement, has_ipython_syntax, pip_requirements, to_python
 from cellpipe.notebook.packages import resolve_modules
 from cellpipe.notebook.parse import CODE, NotebookSource, read_notebook
 from cellpipe.notebook.settings import StepDefaults, read_settings
 from cellpipe.notebook.tags import CellTags, Role, parse_tags
 from cellpipe.pipeline import (
+    RANDOM_STATE,
     CodeChunk,
+    FileRef,
     InputRef,
     JsonValue,
     Metric,
@@ -156,6 +159,13 @@ class _Analysis:
     deleted: set[str]
     parameters: set[str]
     star: bool
+    # name -> (import statement, where): names whose last binding in the step is an import;
+    # a later step that needs one imports it again (modules are never data)
+    imports: dict[str, tuple[str, Loc]] = field(default_factory=dict)
+    seeds: dict[str, Loc] = field(default_factory=dict)
+    draws: Loc | None = None
+    reads_files: dict[str, Loc] = field(default_factory=dict)
+    writes_files: dict[str, Loc] = field(default_factory=dict)
 
 
 def _at(loc: Loc) -> str:
@@ -176,6 +186,9 @@ class _Builder:
         self.known_names: set[str] = set()
         self.writers: dict[str, list[int]] = {}
         self.ancestors: list[int] = []
+        self.param_strings: dict[str, str] = {}
+        self.reimports: dict[str, dict[str, tuple[str, Loc]]] = {}
+        self.files: dict[str, dict[str, FileRef]] = {}
 
     def run(self) -> NotebookReport:
         settings, defaults, warnings = read_settings(self.source.metadata, path=self.path)
@@ -184,11 +197,14 @@ class _Builder:
         params = self.parse_parameters()
         metrics = self.parse_metrics()
         param_names = {p.name for p in params}
+        self.param_strings = {p.name: p.default for p in params if isinstance(p.default, str)}
         shared = self.analyze_shared(param_names)
         order = self.order_steps()
         analyses = {
             name: self.analyze_step(self.drafts[name], shared, param_names) for name in order
         }
+        self.random_state(order, analyses, shared)
+        self.process_state(order)
         inputs, outputs, upstream = self.resolve(order, analyses, shared, param_names)
         metric_objs = self.resolve_metrics(metrics, order, analyses, outputs, param_names)
         packages = self.packages(shared, order)
@@ -199,7 +215,7 @@ class _Builder:
                 Step(
                     name=name,
                     cells=tuple(draft.cells),
-                    code=tuple(draft.chunks),
+                    code=self._reimports(name) + tuple(draft.chunks),
                     upstream=tuple(sorted(upstream[name])),
                     inputs=tuple(
                         InputRef(name=n, producer=p) for n, p in sorted(inputs[name].items())
@@ -208,6 +224,7 @@ class _Builder:
                     parameters=tuple(sorted(analyses[name].parameters)),
                     packages=packages[name],
                     settings=self.step_settings(draft, defaults),
+                    files=tuple(sorted(self.files.get(name, {}).values(), key=lambda f: f.path)),
                 )
             )
         if not steps and not self.errors:
@@ -459,6 +476,9 @@ class _Builder:
             imports=facts.imports,
             parameters=shared_params,
             star=bool(facts.star_imports),
+            constants=dict(facts.constants),
+            imports_bound={n: stmt for n, (stmt, _) in facts.import_binds.items()},
+            seeds=dict(facts.seeds),
         )
 
     def _syntax_errors(self, facts: BlockFacts, step: str | None) -> None:
@@ -510,6 +530,12 @@ class _Builder:
         writes = set(facts.binds) | set(facts.mutates) | set(facts.deletes)
         writes |= set(facts.global_writes)
         fn_writes: dict[str, tuple[Loc, str]] = {}
+        seeds = dict(facts.seeds)
+        files = list(facts.files)
+        for own in facts.functions.values():
+            for name, loc in own.seeds.items():
+                seeds.setdefault(name, loc)
+            files.extend(own.files)
         for fname in sorted(shared.functions.keys() & (needs.keys() | facts.deferred.keys())):
             if fname in local:
                 continue
@@ -524,12 +550,26 @@ class _Builder:
                 local.add(name)
                 if name not in facts.binds:
                     needs.setdefault(name, (call_loc, fname))
+            for name in closure.seeds:
+                seeds.setdefault(name, call_loc)
+            files.extend(FileFact(kind=f.kind, path=f.path, loc=call_loc) for f in closure.files)
+        # Arguments that a notebook-defined function changes in place (``add_col(data)``).
+        functions = {**shared.functions, **facts.functions}
+        for name, (loc, fname) in _call_mutations(facts.calls, functions).items():
+            writes.add(name)
+            fn_writes.setdefault(name, (loc, fname))
+            if name not in facts.binds:
+                needs.setdefault(name, (loc, None))
         parameters = set(shared.parameters)
         for name in list(needs):
             if name in params:
                 parameters.add(name)
             if name in params or name in shared.names:
                 del needs[name]
+        # Modules are never data: a name whose last binding is an import is imported again by
+        # the steps that need it, and using it (``np.random.seed``) does not change it.
+        imports = dict(facts.import_binds)
+        writes -= imports.keys()
         for name in sorted(writes & params):
             where = _first(name, facts.binds, facts.global_writes, facts.deletes, facts.mutates)
             via = ""
@@ -548,6 +588,8 @@ class _Builder:
                 )
             )
         for name in sorted((set(facts.binds) | set(facts.global_writes)) & shared.names):
+            if name in imports and imports[name][0] == shared.imports_bound.get(name):
+                continue  # the same import again: harmless
             where = _first(name, facts.binds, facts.global_writes) or (0, 0)
             self.warnings.append(
                 Problem(
@@ -562,6 +604,7 @@ class _Builder:
                 )
             )
         writes -= params | shared.names
+        reads_files, writes_files = self._files(files, facts, shared, params)
         return _Analysis(
             needs=needs,
             writes=writes,
@@ -569,7 +612,108 @@ class _Builder:
             deleted=facts.deleted_at_end,
             parameters=parameters,
             star=bool(facts.star_imports) or shared.star,
+            imports=imports,
+            seeds=seeds,
+            draws=facts.draws,
+            reads_files=reads_files,
+            writes_files=writes_files,
         )
+
+    def _files(
+        self, files: list[FileFact], facts: BlockFacts, shared: _Shared, params: set[str]
+    ) -> tuple[dict[str, Loc], dict[str, Loc]]:
+        """The workspace files a step reads and writes, by normalised path (first place)."""
+        reads: dict[str, Loc] = {}
+        writes: dict[str, Loc] = {}
+        for fact in files:
+            kind, text = fact.path
+            if kind == "name":
+                value = facts.constants.get(text)
+                if value is None and text not in facts.binds:
+                    value = shared.constants.get(text)
+                if value is None and text in params:
+                    value = self.param_strings.get(text)
+                if value is None or not _effects.looks_like_file(("literal", value)):
+                    continue
+                text = value
+            path = _effects.normalise(text)
+            if path.startswith("../") or path == "..":
+                continue  # outside the notebook's folder: not the workspace
+            target = writes if fact.kind == "write" else reads
+            if path not in target or fact.loc < target[path]:
+                target[path] = fact.loc
+        return reads, writes
+
+    def _reimports(self, step: str) -> tuple[CodeChunk, ...]:
+        # The import statement of the cell that imported the name, padded so that its line
+        # number is the one in that cell: tracebacks and `why` point at the user's line.
+        chunks = []
+        for stmt, (cell, line) in sorted(set(self.reimports.get(step, {}).values())):
+            chunks.append(CodeChunk(cell=cell, source=stmt, python="\n" * (line - 1) + stmt))
+        return tuple(chunks)
+
+    def random_state(
+        self, order: list[str], analyses: Mapping[str, _Analysis], shared: _Shared
+    ) -> None:
+        """Chain the steps that may draw from a seeded global generator, in notebook order.
+
+        In Jupyter, a generator seeded once continues from cell to cell. Each step that may
+        seed or draw (after the first seeding) reads and writes `RANDOM_STATE`, so its state
+        flows from step to step like a variable, and those steps run one after another.
+        """
+        start: int | None = 0 if shared.seeds else None
+        seeding = dict(shared.seeds)
+        if start is None:
+            for i, name in enumerate(order):
+                if analyses[name].seeds:
+                    start = i
+                    seeding = analyses[name].seeds
+                    break
+        if start is None:
+            return
+        chain: list[str] = []
+        for name in order[start:]:
+            analysis = analyses[name]
+            places = [*analysis.seeds.values(), *([analysis.draws] if analysis.draws else [])]
+            if not places:
+                continue
+            analysis.needs.setdefault(RANDOM_STATE, (min(places), None))
+            analysis.writes.add(RANDOM_STATE)
+            chain.append(name)
+        if len(chain) < 2:
+            return
+        call, loc = min(seeding.items(), key=lambda item: item[1])
+        self.warnings.append(
+            Problem(
+                code="random-state",
+                message=f"the notebook seeds a global random generator (`{call}`, {_at(loc)}); "
+                "as in Jupyter, its state carries on from step to step, so steps "
+                + ", ".join(f"'{n}'" for n in chain)
+                + " run one after another, in notebook order",
+                cell=loc[0],
+                line=loc[1],
+                hint="to let them run in parallel, draw from explicit generators: "
+                "`rng = np.random.default_rng(SEED)` in a step, and `random_state=SEED` for "
+                "estimators, instead of seeding the global one",
+            )
+        )
+
+    def process_state(self, order: list[str]) -> None:
+        """Warn about process-wide settings a step changes: later steps will not see them."""
+        for name in order[:-1]:
+            for what, loc in sorted(self.facts[name].settings.items(), key=lambda i: i[1]):
+                self.warnings.append(
+                    Problem(
+                        code="process-state",
+                        message=f"Step '{name}' ({_at(loc)}) changes process-wide state "
+                        f"(`{what}`), but each step runs in its own process, so later steps "
+                        "will not see this change",
+                        cell=loc[0],
+                        line=loc[1],
+                        step=name,
+                        hint="move it to the imports cell, which runs before every step",
+                    )
+                )
 
     # -- order and producers -----------------------------------------------------------------
 
@@ -655,23 +799,35 @@ class _Builder:
         outputs: dict[str, set[str]] = {name: set() for name in order}
         upstream: dict[str, set[str]] = {name: set(self.explicit[name]) for name in order}
         reported: set[tuple[str, int, int]] = set()
+        importers: dict[str, list[int]] = {}
+        file_writers: dict[str, list[int]] = {}
         self.known_names = set(all_writers) | shared.names | params
+        for name in order:
+            self.known_names |= analyses[name].imports.keys()
         for i, name in enumerate(order):
             analysis = analyses[name]
             declared = 0
             for up in self.explicit[name]:
                 j = index[up]
                 declared |= ancestors[j] | (1 << j)
+            reimports = self.reimports.setdefault(name, {})
             for var, (loc, via) in sorted(analysis.needs.items()):
-                cands = writers.get(var)
-                if not cands:
-                    if var in _AMBIENT or var in analysis.local or analysis.star:
-                        continue
-                    self._undefined(name, var, loc, via, all_writers.get(var, []), index)
+                full = writers.get(var)
+                imported = importers.get(var)
+                if imported and (not full or imported[-1] > full[-1]):
+                    reimports[var] = analyses[order[imported[-1]]].imports[var]
                     continue
-                if declared:
+                if not full:
+                    if var == RANDOM_STATE or var in _AMBIENT or var in analysis.local:
+                        continue
+                    if not analysis.star:
+                        self._undefined(name, var, loc, via, all_writers.get(var, []), index)
+                    continue
+                cands = full
+                if declared and var != RANDOM_STATE:
                     # A step with prev: tags sits where the user put it in the graph: it sees
                     # the writers among its declared ancestors, not its parallel siblings.
+                    # The random state always flows in notebook order.
                     cands = [c for c in cands if declared >> c & 1] or cands
                 producer = cands[-1]
                 pname = order[producer]
@@ -689,9 +845,21 @@ class _Builder:
                         )
                     )
                     continue
-                self._check_ambiguous(var, loc, name, cands, order, analyses, ancestors, reported)
+                if var != RANDOM_STATE:
+                    self._check_ambiguous(
+                        var, loc, name, full, producer, order, analyses, ancestors, reported
+                    )
                 inputs[name][var] = pname
                 outputs[pname].add(var)
+                upstream[name].add(pname)
+            refs = self.files.setdefault(name, {})
+            for path, loc in sorted(analysis.reads_files.items()):
+                own = analysis.writes_files.get(path)
+                found = file_writers.get(path)
+                if (own is not None and own < loc) or not found:
+                    continue  # the step reads what it wrote itself, or what no step writes
+                pname = order[found[-1]]
+                refs[path] = FileRef(path=path, producer=pname, cell=loc[0], line=loc[1])
                 upstream[name].add(pname)
             mask = 0
             for up in upstream[name]:
@@ -700,6 +868,10 @@ class _Builder:
             ancestors[i] = mask
             for var in analysis.writes:
                 writers.setdefault(var, []).append(i)
+            for var in analysis.imports:
+                importers.setdefault(var, []).append(i)
+            for path in analysis.writes_files:
+                file_writers.setdefault(path, []).append(i)
         self.writers = writers
         self.ancestors = ancestors
         return inputs, outputs, upstream
@@ -710,17 +882,19 @@ class _Builder:
         loc: Loc,
         reader: str,
         cands: list[int],
+        producer: int,
         order: list[str],
         analyses: Mapping[str, _Analysis],
         ancestors: list[int],
         reported: set[tuple[str, int, int]],
     ) -> None:
-        # The reader gets the producer's value. A writer that is not an ancestor of the
-        # producer loses its change, unless a writer that rebinds the name from scratch (and
-        # is the producer or one of its ancestors) comes after it anyway. Without prev: tags
-        # every read resolves to the latest writer, which chains the writers; with prev: tags
-        # two branches may both change a name, and that is reported here.
-        producer = cands[-1]
+        # The reader gets the producer's value. In Jupyter it would see every change made
+        # before it in notebook order: a writer that is not an ancestor of the producer loses
+        # its change, unless a writer that rebinds the name from scratch (and is the producer
+        # or one of its ancestors) comes after it anyway. Without prev: tags every read
+        # resolves to the latest writer, which chains the writers; with prev: tags two
+        # branches may both change a name (also two siblings of one step), and that is
+        # reported here.
         pname = order[producer]
         lineage = ancestors[producer] | (1 << producer)
         rebind = -1
@@ -728,11 +902,27 @@ class _Builder:
             if lineage >> cand & 1 and var not in analyses[order[cand]].needs:
                 rebind = cand
                 break
-        for other in cands[:-1]:
-            if other < rebind or lineage >> other & 1 or (var, producer, other) in reported:
+        for other in cands:
+            if (
+                other == producer
+                or other < rebind
+                or lineage >> other & 1
+                or (var, producer, other) in reported
+            ):
                 continue
             reported.add((var, producer, other))
             qname = order[other]
+            if other > producer:
+                hint = (
+                    f"add `prev:{qname}` to step '{reader}' so it sees the change made by "
+                    f"'{qname}' (as in Jupyter, where '{qname}' runs first), or rename the "
+                    "variable in one of them"
+                )
+            else:
+                hint = (
+                    f"add `prev:{qname}` to step '{pname}' so it runs after '{qname}', or "
+                    "rename the variable in one of them"
+                )
             self.errors.append(
                 Problem(
                     code="ambiguous-producer",
@@ -742,8 +932,7 @@ class _Builder:
                     cell=loc[0],
                     line=loc[1],
                     step=reader,
-                    hint=f"add `prev:{qname}` to step '{pname}' so it runs after '{qname}', or "
-                    "rename the variable in one of them",
+                    hint=hint,
                 )
             )
 
@@ -794,8 +983,12 @@ class _Builder:
         reported: set[tuple[str, int, int]] = set()
         for var, loc in metrics:
             cands = self.writers.get(var)
+            if not cands and var in params:
+                # A parameter named as a metric (Kale allows it): its value for the run.
+                found.append(Metric(name=var, producer="", cell=loc[0], line=loc[1]))
+                continue
             if not cands:
-                what = "is a pipeline parameter, not" if var in params else "is not"
+                what = "is not"
                 self.errors.append(
                     Problem(
                         code="undefined-metric",
@@ -819,7 +1012,15 @@ class _Builder:
                 )
                 continue
             self._check_ambiguous(
-                var, loc, "pipeline-metrics", cands, order, analyses, self.ancestors, reported
+                var,
+                loc,
+                "pipeline-metrics",
+                cands,
+                cands[-1],
+                order,
+                analyses,
+                self.ancestors,
+                reported,
             )
             outputs[pname].add(var)
             found.append(Metric(name=var, producer=pname, cell=loc[0], line=loc[1]))
@@ -835,6 +1036,8 @@ class _Builder:
             step_modules[name] = set(facts.imports)
             for module, loc in facts.imports.items():
                 modules.setdefault(module, loc)
+            for stmt, _ in self.reimports.get(name, {}).values():
+                step_modules[name].add(_imported_module(stmt))
         folder = self.source.path.parent
         resolved = {p.module: p for p in resolve_modules(modules, folder=folder)}
         for module, package in sorted(resolved.items()):
@@ -924,6 +1127,9 @@ class _Shared:
     imports: Mapping[str, Loc]
     parameters: set[str]
     star: bool
+    constants: Mapping[str, str] = field(default_factory=dict)
+    imports_bound: Mapping[str, str] = field(default_factory=dict)
+    seeds: Mapping[str, Loc] = field(default_factory=dict)
     _closures: dict[str, FunctionFacts] = field(default_factory=dict)
 
     def closure(self, name: str) -> FunctionFacts:
@@ -936,6 +1142,8 @@ class _Shared:
         reads: dict[str, Loc] = {}
         writes: dict[str, Loc] = {}
         mutates: dict[str, Loc] = {}
+        seeds: dict[str, Loc] = {}
+        files: list[FileFact] = []
         while pending:
             facts = self.functions[pending.pop()]
             for var, loc in facts.reads.items():
@@ -947,9 +1155,80 @@ class _Shared:
                 writes.setdefault(var, loc)
             for var, loc in facts.mutates.items():
                 mutates.setdefault(var, loc)
-        result = FunctionFacts(reads=reads, writes=writes, mutates=mutates)
+            # globals it passes to a function that changes them (``add_col(data)`` inside)
+            for var, (loc, _) in _call_mutations(list(facts.calls), self.functions).items():
+                if var in facts.reads:
+                    mutates.setdefault(var, loc)
+            for var, loc in facts.seeds.items():
+                seeds.setdefault(var, loc)
+            files.extend(facts.files)
+        result = FunctionFacts(
+            reads=reads, writes=writes, mutates=mutates, seeds=seeds, files=tuple(files)
+        )
         self._closures[name] = result
         return result
+
+
+def _argument_names(call: CallFact, callee: FunctionFacts, changed: set[str]) -> set[str]:
+    """The names passed to ``callee`` in the parameters it changes."""
+    found: set[str] = set()
+    for i, names in enumerate(call.args):
+        param = callee.params[i] if i < len(callee.params) else callee.vararg
+        if param is not None and param in changed:
+            found |= names
+    for key, names in call.keywords.items():
+        if key in changed:
+            found |= names
+    return found
+
+
+def _changed_parameters(functions: Mapping[str, FunctionFacts]) -> dict[str, set[str]]:
+    """Which parameters each function changes in place, directly or not.
+
+    A parameter passed on to a function that changes it counts too: a fixed point over the
+    call graph of the notebook's functions.
+    """
+    changed = {name: set(facts.param_mutates) for name, facts in functions.items()}
+    progress = True
+    while progress:
+        progress = False
+        for name, facts in functions.items():
+            own = {*facts.params, *([facts.vararg] if facts.vararg else [])}
+            for call in facts.calls:
+                callee = functions.get(call.callee)
+                if callee is None:
+                    continue
+                passed = _argument_names(call, callee, changed[call.callee]) & own
+                if not passed <= changed[name]:
+                    changed[name] |= passed
+                    progress = True
+    return changed
+
+
+def _call_mutations(
+    calls: list[CallFact], functions: Mapping[str, FunctionFacts]
+) -> dict[str, tuple[Loc, str]]:
+    """Names a block's calls change in place through notebook functions: name -> (where, via)."""
+    if not any(call.callee in functions for call in calls):
+        return {}
+    changed = _changed_parameters(functions)
+    found: dict[str, tuple[Loc, str]] = {}
+    for call in calls:
+        callee = functions.get(call.callee)
+        if callee is None or not changed[call.callee]:
+            continue
+        for name in sorted(_argument_names(call, callee, changed[call.callee])):
+            found.setdefault(name, (call.loc, call.callee))
+    return found
+
+
+def _imported_module(stmt: str) -> str:
+    """The top-level module of a one-name import statement (`_Analysis.imports`)."""
+    node = ast.parse(stmt).body[0]
+    if isinstance(node, ast.ImportFrom):
+        return (node.module or "").split(".")[0]
+    assert isinstance(node, ast.Import)
+    return node.names[0].name.split(".")[0]
 
 
 def _first(name: str, *maps: Mapping[str, Loc]) -> Loc | None:

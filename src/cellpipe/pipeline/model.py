@@ -275,7 +275,8 @@ class Metric:
 
     Attributes:
         name: the variable name.
-        producer: the step whose output holds its final value.
+        producer: the step whose output holds its final value; empty for a pipeline
+            parameter named as a metric (its value for the run is the metric).
         cell: 1-based cell number.
         line: 1-based line in that cell.
     """
@@ -519,13 +520,13 @@ def _structure_problems(
                         step=step.name,
                     )
                 )
-        for ref in step.files:
-            if ref.producer not in step.upstream:
+        for file in step.files:
+            if file.producer not in step.upstream:
                 problems.append(
                     Problem(
                         code="unwired-input",
-                        message=f"step '{step.name}' reads file '{ref.path}' written by "
-                        f"'{ref.producer}' but does not run after it",
+                        message=f"step '{step.name}' reads file '{file.path}' written by "
+                        f"'{file.producer}' but does not run after it",
                         cell=cell,
                         step=step.name,
                     )
@@ -553,6 +554,8 @@ def _structure_problems(
                     )
                 )
     for metric in metrics:
+        if metric.producer == "" and metric.name in seen_params:
+            continue  # a pipeline parameter named as a metric: its value for the run
         producer = names.get(metric.producer)
         if producer is None or metric.name not in producer.outputs:
             problems.append(

@@ -157,3 +157,115 @@ def test_deep_nesting_is_recorded_not_raised():
     code = "x = " + "+".join(["a"] * 20000)
     result = facts(code)
     assert result.syntax_errors
+
+
+# -- issue 9: aliases, mutating calls, effects ----------------------------------------------
+
+ALIAS_CASES = {
+    "loop-over-literal-tuple": (
+        "for d in (train, test):\n    d.drop(columns='a', inplace=True)", {"train", "test"}),
+    "loop-over-literal-list-enumerate": (
+        "for i, d in enumerate([train, test]):\n    d['x'] = i", {"train", "test"}),
+    "simple-assignment": ("d = train\nd['x'] = 1", {"train"}),
+    "tuple-assignment": ("a, b = train, test\nb['x'] = 1", {"train", "test"}),
+    "container-then-loop": ("dfs = [train, test]\nfor d in dfs:\n    d.fillna(0, inplace=True)",
+                            {"train", "test"}),
+    "dict-values": ("parts = {'a': train}\nfor d in parts.values():\n    d['x'] = 1", {"train"}),
+    "augassign-through-alias": ("d = items\nd += [1]", {"items"}),
+    "shuffle": ("random.shuffle(xs)", {"xs"}),
+    "np-shuffle": ("np.random.shuffle(arr)", {"arr"}),
+    "next": ("first = next(it)", {"it"}),
+    "heappush": ("heapq.heappush(h, 3)", {"h"}),
+    "out-keyword": ("np.add(a, b, out=c)", {"c"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(("code", "mutated"), ALIAS_CASES.values(), ids=ALIAS_CASES.keys())
+def test_changes_through_another_name_are_mutations(code, mutated):
+    assert mutated <= set(facts(code).mutates)
+
+
+def test_rebinding_ends_an_alias():
+    result = facts("d = train\nd = other.copy()\nd['x'] = 1")
+    assert "train" not in result.mutates
+
+
+def test_sklearn_shuffle_returns_copies():
+    # (a bare ``shuffle(X)`` is taken as random.shuffle: safe, as X may have changed)
+    result = facts("import sklearn\nX3 = sklearn.utils.shuffle(X)")
+    assert "X" not in result.mutates
+
+
+def test_function_parameters_changed_in_place_are_recorded():
+    result = facts(
+        """
+        def add_col(df, name, *, value=1):
+            view = df
+            view[name] = value
+        def keep(df):
+            return df.head()
+        add_col(data, 'r')
+        """
+    )
+    assert result.functions["add_col"].param_mutates == frozenset({"df"})
+    assert result.functions["add_col"].params == ("df", "name")
+    assert result.functions["keep"].param_mutates == frozenset()
+    (call,) = [c for c in result.calls if c.callee == "add_col"]
+    assert call.args == (frozenset({"data"}), frozenset())
+
+
+def test_seeds_draws_settings_and_imports_are_recorded():
+    result = facts(
+        """
+        import numpy as np
+        from sklearn.ensemble import RandomForestClassifier as RF
+        np.random.seed(42)
+        rng = np.random.default_rng(0)
+        pd.set_option("display.max_rows", 10)
+        os.environ["MODE"] = "fast"
+        plt.rcParams["figure.dpi"] = 80
+        """
+    )
+    assert set(result.seeds) == {"numpy.random.seed"}
+    assert result.draws is not None
+    assert set(result.settings) == {"pandas.set_option", "os.environ", "matplotlib.pyplot.rcParams"}
+    assert result.import_binds == {
+        "np": ("import numpy as np", (1, 2)),
+        "RF": ("from sklearn.ensemble import RandomForestClassifier as RF", (1, 3)),
+    }
+
+
+def test_printing_does_not_draw():
+    assert facts("print(len(xs))\nx = sorted(ys)").draws is None
+
+
+def test_literal_file_paths_are_recorded():
+    result = facts(
+        """
+        OUT = "out/data.csv"
+        df.to_csv(OUT, index=False, sep=";")
+        x = pd.read_csv("data/raw.csv")
+        with open("notes.txt", "w") as f:
+            f.write("a")
+        text = open("notes.txt").read()
+        joblib.dump(model, "model.joblib")
+        Path("a/b.txt").write_text("x")
+        plt.savefig(os.path.join("figs", "loss.png"))
+        arr = np.load(Path("cache") / "arr.npy")
+        frame = pd.read_csv(url_variable)
+        """
+    )
+    found = {(f.kind, f.path) for f in result.files}
+    assert found == {
+        ("write", ("name", "OUT")),
+        ("read", ("literal", "data/raw.csv")),
+        ("write", ("literal", "notes.txt")),
+        ("read", ("literal", "notes.txt")),
+        ("write", ("name", "model")),
+        ("write", ("literal", "model.joblib")),
+        ("write", ("literal", "a/b.txt")),
+        ("write", ("literal", "figs/loss.png")),
+        ("read", ("literal", "cache/arr.npy")),
+        ("read", ("name", "url_variable")),
+    }
+    assert result.constants == {"OUT": "out/data.csv"}

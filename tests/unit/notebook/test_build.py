@@ -226,9 +226,19 @@ def test_branches_declared_with_prev_that_both_change_a_name_are_ambiguous(make_
             (["step:report", "prev:left", "prev:right"], "print(data)"),
         ]
     )
-    with pytest.raises(PipelineValidationError, match="1 error") as info:
+    with pytest.raises(PipelineValidationError, match="2 errors") as info:
         load_pipeline(path)
-    (found,) = info.value.problems
+    sibling, found = info.value.problems
+    # In Jupyter 'right' runs after 'left' and sees its change (issue 9, item 4)
+    assert sibling.code == "ambiguous-producer"
+    assert sibling.message == (
+        "Step 'right' (cell 3, line 1) reads 'data', which steps 'left' and 'load' both may "
+        "change, independently of each other, so the change made by 'left' would be lost"
+    )
+    assert sibling.hint == (
+        "add `prev:left` to step 'right' so it sees the change made by 'left' (as in Jupyter, "
+        "where 'left' runs first), or rename the variable in one of them"
+    )
     assert found.code == "ambiguous-producer"
     assert found.message == (
         "Step 'report' (cell 4, line 1) reads 'data', which steps 'left' and 'right' both may "
@@ -241,12 +251,26 @@ def test_branches_declared_with_prev_that_both_change_a_name_are_ambiguous(make_
     assert (found.cell, found.line, found.step) == (4, 1, "report")
 
 
-def test_a_step_with_prev_reads_from_its_declared_ancestors_not_siblings(load):
-    pipeline = load(
+def test_a_step_with_prev_does_not_read_a_sibling_that_changes_its_input(problems):
+    # Jupyter runs 'left' first, so 'right' would see [1, 2]: a sibling cannot give it that.
+    found = problems(
         [
             ("step:load", "data = [1]"),
             (["step:left", "prev:load"], "data.append(2)"),
             (["step:right", "prev:load"], "n = len(data)"),
+        ]
+    )
+    assert codes(found) == ["ambiguous-producer"]
+    assert found[0].step == "right"
+    assert "add `prev:left` to step 'right'" in (found[0].hint or "")
+
+
+def test_a_sibling_placed_before_the_changing_step_reads_the_old_value(load):
+    pipeline = load(
+        [
+            ("step:load", "data = [1]"),
+            (["step:right", "prev:load"], "n = len(data)"),
+            (["step:left", "prev:load"], "data.append(2)"),
         ]
     )
     assert pipeline.step("right").inputs == (InputRef(name="data", producer="load"),)
@@ -274,8 +298,9 @@ def test_metrics_changed_by_two_branches_are_ambiguous(problems):
             ("pipeline-metrics", "acc"),
         ]
     )
-    assert codes(found) == ["ambiguous-producer"]
-    assert found[0].message.startswith("Step 'pipeline-metrics' (cell 4, line 1) reads 'acc'")
+    assert codes(found) == ["ambiguous-producer", "ambiguous-producer"]
+    assert found[0].message.startswith("Step 'c' (cell 3, line 1) reads 'acc'")
+    assert found[1].message.startswith("Step 'pipeline-metrics' (cell 4, line 1) reads 'acc'")
 
 
 def test_prev_between_branches_resolves_the_ambiguity(load):
@@ -637,3 +662,203 @@ def test_code_chunks_keep_source_and_python(load):
     assert chunk.source == "!echo hi\nx = 1"
     assert chunk.python.startswith("get_ipython().system(")
     assert len(chunk.python.splitlines()) == 2
+
+
+# -- issue 9: fidelity of the data flow ----------------------------------------------------
+
+
+def test_a_helper_that_changes_its_argument_makes_the_caller_a_producer(load):
+    pipeline = load(
+        [
+            ("functions", "def add_col(df):\n    df['r'] = 1\n\ndef outer(frame):\n"
+                          "    add_col(frame)"),
+            ("step:load", "data = {'a': 1}\ntrain = {'b': 2}"),
+            ("step:change", "outer(data)"),
+            ("step:use", "n = len(data)\nm = len(train)"),
+        ]
+    )  # fmt: skip
+    assert pipeline.step("use").inputs == (
+        InputRef(name="data", producer="change"),
+        InputRef(name="train", producer="load"),
+    )
+
+
+def test_a_step_defined_helper_counts_too(load):
+    pipeline = load(
+        [
+            ("step:load", "data = [3, 1]"),
+            ("step:change", "def order(xs):\n    xs.sort()\norder(data)"),
+            ("step:use", "first = data[0]"),
+        ]
+    )
+    assert pipeline.step("use").inputs == (InputRef(name="data", producer="change"),)
+
+
+def test_a_functions_cell_helper_that_passes_a_global_on(load):
+    pipeline = load(
+        [
+            ("functions", "def add_col(df):\n    df['r'] = 1\n\ndef prep():\n    add_col(data)"),
+            ("step:load", "data = {}"),
+            ("step:change", "prep()"),
+            ("step:use", "n = len(data)"),
+        ]
+    )
+    assert pipeline.step("use").inputs == (InputRef(name="data", producer="change"),)
+
+
+def test_loop_aliases_change_every_element(load):
+    pipeline = load(
+        [
+            ("step:load", "train = {}\ntest = {}"),
+            ("step:clean", "for d in (train, test):\n    d['x'] = 1"),
+            ("step:use", "n = len(train) + len(test)"),
+        ]
+    )
+    assert {r.producer for r in pipeline.step("use").inputs} == {"clean"}
+
+
+def test_modules_are_imported_again_never_passed(load):
+    pipeline = load(
+        [
+            ("step:a", "import json\nfrom os import path as osp\nx = 1"),
+            ("step:b", "y = 2"),
+            ("step:c", "s = json.dumps(x) + osp.sep"),
+        ]
+    )
+    c = pipeline.step("c")
+    assert c.inputs == (InputRef(name="x", producer="a"),)
+    assert "json" not in pipeline.step("a").outputs
+    assert [chunk.source for chunk in c.code[:2]] == [
+        "from os import path as osp",
+        "import json",
+    ]
+    reimport = c.code[1]
+    assert reimport.cell == 1
+    assert reimport.python.splitlines()[0] == "import json"
+
+
+def test_a_step_that_imports_a_module_again_needs_its_package(load):
+    pipeline = load([("step:a", "import numpy\nx = 1"), ("step:b", "y = numpy.zeros(x)")])
+    assert "numpy" in {p.module for p in pipeline.step("b").packages}
+
+
+def test_independent_imports_of_the_same_module_are_not_ambiguous(load):
+    pipeline = load(
+        [
+            ("step:a", "x = 1"),
+            (["step:b", "prev:a"], "import math\nb = math.pi"),
+            (["step:c", "prev:a"], "import math\nc = math.e"),
+            (["step:d", "prev:b", "prev:c"], "print(math.tau, b, c)"),
+        ]
+    )
+    assert pipeline.step("d").code[0].source == "import math"
+
+
+def test_importing_again_what_the_imports_cell_imports_is_not_a_warning(load):
+    pipeline = load([("imports", "import numpy as np"), ("step:a", "import numpy as np\nx = 1")])
+    assert [w.code for w in pipeline.warnings if w.code == "shadows-shared-name"] == []
+
+
+def test_a_seeded_global_generator_chains_the_steps_that_draw(load):
+    from cellpipe.pipeline import RANDOM_STATE
+
+    pipeline = load(
+        [
+            ("imports", "import numpy as np\nnp.random.seed(42)"),
+            ("step:a", "x = np.random.rand()"),
+            ("step:b", "y = np.random.rand()"),
+            ("step:quiet", "print(len('abc'))"),
+            ("step:c", "z = np.random.rand()"),
+        ]
+    )
+    assert RANDOM_STATE not in pipeline.step("a").input_names
+    assert RANDOM_STATE in pipeline.step("a").outputs
+    assert pipeline.step("b").inputs == (InputRef(name=RANDOM_STATE, producer="a"),)
+    assert pipeline.step("c").inputs == (InputRef(name=RANDOM_STATE, producer="b"),)
+    assert pipeline.step("quiet").inputs == ()
+    (warning,) = [w for w in pipeline.warnings if w.code == "random-state"]
+    assert "`numpy.random.seed`" in warning.message
+    assert "'a', 'b', 'c'" in warning.message
+    assert (warning.cell, warning.line) == (1, 2)
+    assert "default_rng" in (warning.hint or "")
+
+
+def test_the_random_state_chain_starts_at_a_seeding_step_and_ignores_prev_siblings(load):
+    from cellpipe.pipeline import RANDOM_STATE
+
+    pipeline = load(
+        [
+            ("imports", "import random"),
+            ("step:before", "w = random.random()"),
+            ("step:make", "random.seed(1)\nbase = 1"),
+            (["step:s1", "prev:make"], "a = random.random() + base"),
+            (["step:s2", "prev:make"], "b = random.random() + base"),
+        ]
+    )
+    assert RANDOM_STATE not in pipeline.step("before").outputs
+    assert InputRef(name=RANDOM_STATE, producer="s1") in pipeline.step("s2").inputs
+    assert "s1" in pipeline.step("s2").upstream
+
+
+def test_an_unseeded_notebook_has_no_random_state(load):
+    from cellpipe.pipeline import RANDOM_STATE
+
+    pipeline = load(
+        [("imports", "import numpy as np"), ("step:a", "x = np.random.rand()"),
+         ("step:b", "y = np.random.rand()")]
+    )  # fmt: skip
+    assert all(RANDOM_STATE not in s.input_names for s in pipeline.steps)
+
+
+def test_process_state_changed_in_a_step_is_a_warning(load):
+    pipeline = load(
+        [
+            ("imports", "import os\nimport pandas as pd"),
+            ("step:a", "pd.set_option('display.max_rows', 5)\nos.environ['MODE'] = 'x'\nv = 1"),
+            ("step:b", "print(os.environ.get('MODE'), v)\nos.chdir('..')"),
+        ]
+    )
+    found = [(w.code, w.step, w.cell, w.line) for w in pipeline.warnings]
+    assert ("process-state", "a", 2, 1) in found
+    assert ("process-state", "a", 2, 2) in found
+    # the last step changes nothing any later step could miss
+    assert all(step != "b" for _, step, _, _ in found)
+    warning = next(w for w in pipeline.warnings if w.code == "process-state")
+    assert "`pandas.set_option`" in warning.message
+    assert warning.hint == "move it to the imports cell, which runs before every step"
+
+
+def test_a_file_written_by_one_step_and_read_by_a_later_one_is_an_edge(load):
+    from cellpipe.pipeline import FileRef
+
+    pipeline = load(
+        [
+            ("pipeline-parameters", "OUT = 'out/values.csv'"),
+            ("imports", "import pandas as pd\nRAW = 'raw.csv'"),
+            ("step:write", "pd.DataFrame({'a': [1]}).to_csv(OUT)\nopen(RAW, 'w').write('x')"),
+            ("step:other", "z = 3"),
+            ("step:read", "df = pd.read_csv('./out/values.csv')\ntext = open(RAW).read()"),
+            ("step:own", "open('t.txt', 'w').write('a')\nt = open('t.txt').read()"),
+        ]
+    )
+    read = pipeline.step("read")
+    assert read.upstream == ("write",)
+    assert read.files == (
+        FileRef(path="out/values.csv", producer="write", cell=5, line=1),
+        FileRef(path="raw.csv", producer="write", cell=5, line=2),
+    )
+    assert pipeline.step("own").files == ()
+    (edge,) = [e for e in pipeline.edges if e.target == "read"]
+    assert edge.files == ("out/values.csv", "raw.csv")
+    assert edge.to_json()["files"] == ["out/values.csv", "raw.csv"]
+
+
+def test_a_parameter_named_as_a_metric_is_allowed(load):
+    pipeline = load(
+        [
+            ("pipeline-parameters", "lr = 0.1"),
+            ("step:a", "acc = lr * 2"),
+            ("pipeline-metrics", "print(lr, acc)"),
+        ]
+    )
+    assert [(m.name, m.producer) for m in pipeline.metrics] == [("lr", ""), ("acc", "a")]
