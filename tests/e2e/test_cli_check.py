@@ -171,7 +171,7 @@ def test_mistakes_report_goes_to_stderr_with_exit_2(run_cli, examples, mistakes_
     assert tag_typo.out == analysis.out == ""
     assert tag_typo.err.startswith("error: ")
     assert "cell 9" in tag_typo.err
-    assert analysis.err.startswith("error: the pipeline has errors (4 errors)")
+    assert analysis.err.startswith("error: the pipeline has errors (5 errors)")
     assert "(cell 8, line 1) reads" in analysis.err
     assert "featurs" in analysis.err
     assert "hint: " in analysis.err

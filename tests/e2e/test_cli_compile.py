@@ -159,7 +159,8 @@ def test_compile_also_pins_what_the_last_local_run_imported(run_cli, tmp_path):
     assert after.code == 0, after.err
     assert after.json()["run_packages"] == {"load": [pin]}  # helper is local: not pinned
     text = (tmp_path / "after.yaml").read_text()
-    assert text.count(pin) == 1  # in the load step's install command only
+    # in the load step's install command, and in its reader's, which inherits it (issue 9)
+    assert text.count(pin) == 2
     assert validate_documents(load_yaml(text)) == []
     human = run_cli("compile", notebook, "-o", tmp_path / "again.yaml")
     assert f"also pinned 1 package the steps' last local run imported indirectly: {pin}" in (

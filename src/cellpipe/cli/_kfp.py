@@ -160,7 +160,11 @@ def compile_notebook(args: argparse.Namespace) -> Compiled:
     """
     from cellpipe import __version__
     from cellpipe.cli._loading import load_notebook
-    from cellpipe.kfp.compiler import compile_documents, installed_kfp_version
+    from cellpipe.kfp.compiler import (
+        compile_documents,
+        installed_kfp_version,
+        with_producer_packages,
+    )
     from cellpipe.kfp.dag import pipeline_name
     from cellpipe.kfp.image import build_context
     from cellpipe.kfp.validate import validate_documents
@@ -171,6 +175,7 @@ def compile_notebook(args: argparse.Namespace) -> Compiled:
     added: dict[str, list[str]] = {}
     if getattr(args, "run_packages", True):
         pipeline, added = with_run_packages(pipeline)
+    pipeline = with_producer_packages(pipeline)
     values = resolve_parameters(pipeline, text=parse_assignments(args.params))
     kfp_version = installed_kfp_version()
     image: str | None = args.image

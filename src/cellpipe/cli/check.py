@@ -231,10 +231,16 @@ def show_report(pipeline: Pipeline, out: render.Output) -> None:
     )
 
     out.heading("Edges")
+    with_files = any(edge.files for edge in pipeline.edges)
     out.table(
-        ["from", "to", "variables"],
+        ["from", "to", "variables", *(["files"] if with_files else [])],
         [
-            [edge.source, edge.target, render.join(edge.variables) if edge.variables else "(order)"]
+            [
+                edge.source,
+                edge.target,
+                render.join(edge.variables) if edge.variables or edge.files else "(order)",
+                *([render.join(edge.files)] if with_files else []),
+            ]
             for edge in pipeline.edges
         ],
     )

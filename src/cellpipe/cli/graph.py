@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING
 from cellpipe.cli._loading import NOTEBOOK_HELP, load_notebook
 
 if TYPE_CHECKING:
-    from cellpipe.pipeline import JsonValue, Pipeline
+    from cellpipe.pipeline import Edge, JsonValue, Pipeline
 
 FORMATS = ("mermaid", "dot", "json")
 
 DESCRIPTION = """\
 Print the pipeline's graph: one node per step, one edge per dependency, each edge labelled
-with the variables that flow along it (dashed when it only orders two steps, from a prev: tag).
+with the variables that flow along it and the files one step writes and the other reads
+(dashed when it only orders two steps, from a prev: tag).
 
   mermaid  a Mermaid flowchart: paste it into a Markdown file on GitHub or mermaid.live
   dot      Graphviz: render it with `dot -Tsvg`
@@ -107,12 +108,17 @@ def to_mermaid(pipeline: Pipeline) -> str:
     lines.extend(f'    {ids[step.name]}["{step.name}"]' for step in pipeline.steps)
     for edge in pipeline.edges:
         source, target = ids[edge.source], ids[edge.target]
-        if edge.variables:
-            label = _mermaid_text(", ".join(edge.variables))
+        if edge.variables or edge.files:
+            label = _mermaid_text(_label(edge))
             lines.append(f'    {source} -->|"{label}"| {target}')
         else:
             lines.append(f"    {source} -.-> {target}")
     return "\n".join(lines) + "\n"
+
+
+def _label(edge: Edge) -> str:
+    # Variables as they are; files written by one step and read by the other, marked.
+    return ", ".join([*edge.variables, *(f"file {path}" for path in edge.files)])
 
 
 def _mermaid_id(name: str) -> str:
@@ -141,8 +147,8 @@ def to_dot(pipeline: Pipeline) -> str:
     lines.extend(f"    {_dot_quote(step.name)};" for step in pipeline.steps)
     for edge in pipeline.edges:
         head = f"    {_dot_quote(edge.source)} -> {_dot_quote(edge.target)}"
-        if edge.variables:
-            lines.append(f"{head} [label={_dot_quote(', '.join(edge.variables))}];")
+        if edge.variables or edge.files:
+            lines.append(f"{head} [label={_dot_quote(_label(edge))}];")
         else:
             lines.append(f"{head} [style=dashed];")
     lines.append("}")

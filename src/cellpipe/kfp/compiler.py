@@ -19,6 +19,7 @@ Must not depend on: the runner, storage, kfp.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -111,6 +112,33 @@ def compile_pipeline(
         "schemaVersion": SCHEMA_VERSION,
         "sdkVersion": f"cellpipe-{cellpipe_version}",
     }
+
+
+def with_producer_packages(pipeline: Pipeline) -> Pipeline:
+    """Give each step the packages of the steps whose outputs it reads.
+
+    A value crosses pods as a file: a numpy array made by one step needs numpy where it is
+    loaded, even when the reading step never imports numpy itself. Without a local run to
+    tell what each step really imported, the producers' packages are the safe answer.
+
+    Returns:
+        The pipeline with each step's packages extended (distribution names kept unique).
+    """
+    by_name = {step.name: step for step in pipeline.steps}
+    steps = []
+    for step in pipeline.steps:
+        known = {(p.distribution or p.module) for p in step.packages}
+        extra = []
+        for producer in sorted({ref.producer for ref in step.inputs}):
+            for package in by_name[producer].packages:
+                key = package.distribution or package.module
+                if key not in known:
+                    known.add(key)
+                    extra.append(package)
+        steps.append(
+            dataclasses.replace(step, packages=(*step.packages, *extra)) if extra else step
+        )
+    return dataclasses.replace(pipeline, steps=tuple(steps))
 
 
 def compile_platform(pipeline: Pipeline) -> dict[str, Any] | None:

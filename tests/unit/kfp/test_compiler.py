@@ -204,3 +204,27 @@ def test_unsupported_constructs_name_the_step(make_pipeline, cell, match):
 def test_allowed_magics_compile(make_pipeline):
     pipeline = make_pipeline('# %% tags=["step:a"]\n%matplotlib inline\nx = 1\n')
     assert validate_documents(compile_documents(pipeline, **OPTIONS)) == []
+
+
+def test_a_step_inherits_the_packages_of_the_steps_whose_outputs_it_reads(make_pipeline):
+    from cellpipe.kfp.compiler import with_producer_packages
+    from cellpipe.kfp.executors import requirements
+
+    pipeline = make_pipeline(
+        """
+        # %% tags=["step:make"]
+        import numpy
+        values = numpy.arange(3)
+
+        # %% tags=["step:other"]
+        n = 1
+
+        # %% tags=["step:use"]
+        total = sum(values.tolist()) + n
+        """
+    )
+    assert [p.module for p in pipeline.step("use").packages] == []
+    inherited = with_producer_packages(pipeline)
+    assert [p.module for p in inherited.step("use").packages] == ["numpy"]
+    assert requirements(inherited.step("use")) == requirements(pipeline.step("make"))
+    assert inherited.step("other").packages == ()
