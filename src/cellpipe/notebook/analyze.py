@@ -73,9 +73,13 @@ READ_ONLY_METHODS = frozenset(
         "exists", "is_file", "is_dir", "read_text", "read_bytes", "iterdir", "glob", "rglob",
         "with_suffix", "with_name", "relative_to", "resolve", "isoformat", "strftime", "issubset",
         "issuperset", "isdisjoint", "union", "intersection", "difference", "symmetric_difference",
-        "savefig", "show", "summary",
+        "savefig", "show", "summary", "iterrows", "itertuples", "corrwith", "rank", "cummax",
+        "cummin", "reindex", "assign", "asfreq", "to_period", "to_timestamp",
+        "bar", "barh", "scatter", "line", "box", "kde", "pie", "area",
     }
 )  # fmt: skip
+
+_ACCESSORS = frozenset({"plot", "str", "dt", "cat", "sparse", "style"})
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
 
@@ -405,7 +409,12 @@ class _Scope:
     def call(self, node: ast.Call) -> None:
         func = node.func
         loc = self.loc(node)
-        mutating = isinstance(func, ast.Attribute) and func.attr not in READ_ONLY_METHODS
+        mutating = (
+            isinstance(func, ast.Attribute)
+            and func.attr not in READ_ONLY_METHODS
+            # pandas accessors return new objects: ``df.plot.bar()``, ``s.str.lower()``
+            and not (isinstance(func.value, ast.Attribute) and func.value.attr in _ACCESSORS)
+        )
         if any(
             k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
             for k in node.keywords

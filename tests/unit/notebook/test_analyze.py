@@ -269,3 +269,10 @@ def test_literal_file_paths_are_recorded():
         ("read", ("name", "url_variable")),
     }
     assert result.constants == {"OUT": "out/data.csv"}
+
+
+def test_pandas_accessors_do_not_change_the_frame():
+    result = facts(
+        "df.plot.bar()\nlow = s.str.lower()\nyear = t.dt.year\nfor i, r in df.iterrows():\n    pass"
+    )
+    assert set(result.mutates) == set()
