@@ -63,14 +63,11 @@ def mutated_arguments(node: ast.Call) -> list[ast.expr]:
     ``heapq.heappush(h, v)`` change their first argument; any call with ``out=x`` writes x.
     """
     found: list[ast.expr] = []
-    func = node.func
-    last = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
-    name = dotted(func)
     if (
-        last in _MUTATE_FIRST
+        last_name(node) in _MUTATE_FIRST
         and node.args
         and not isinstance(node.args[0], ast.Starred)
-        and name not in _COPYING_SHUFFLE
+        and dotted(node.func) not in _COPYING_SHUFFLE
     ):
         found.append(node.args[0])
     for keyword in node.keywords:
@@ -91,8 +88,23 @@ _SEED_CALLS = frozenset(
 )  # fmt: skip
 
 
+_SEED_LAST = frozenset(name.rpartition(".")[2] for name in _SEED_CALLS)
+
+
+def last_name(node: ast.Call) -> str | None:
+    """The called name's last part (``seed`` of ``np.random.seed``), the cheap first test."""
+    func = node.func
+    if isinstance(func, ast.Name):
+        return func.id
+    if isinstance(func, ast.Attribute):
+        return func.attr
+    return None
+
+
 def is_seed_call(node: ast.Call) -> bool:
     """Whether the call seeds a process-wide random generator (``np.random.seed(42)``)."""
+    if last_name(node) not in _SEED_LAST:
+        return False
     name = dotted(node.func)
     return name is not None and name in _SEED_CALLS
 
@@ -171,8 +183,13 @@ _SETTINGS_TARGETS = (
 )
 
 
+_SETTINGS_LAST = frozenset(name.rpartition(".")[2] for name in _SETTINGS_CALLS)
+
+
 def settings_change(node: ast.Call) -> str | None:
     """Return the dotted name of a call that changes process-wide settings, else None."""
+    if last_name(node) not in _SETTINGS_LAST:
+        return None
     name = dotted(node.func)
     return name if name in _SETTINGS_CALLS else None
 
@@ -317,6 +334,13 @@ def file_access(node: ast.Call) -> tuple[str, list[PathSpec]] | None:
     # Names (``pd.read_csv(DATA)``) are kept as candidates: the analysis keeps those bound
     # to a string constant that looks like a file name.
     return (kind, specs) if specs else None
+
+
+# The last name parts of every call these tables know: a call named otherwise (and without
+# keywords, for ``out=``) has none of these effects, which spares the analysis most lookups.
+NOTABLE = (
+    _MUTATE_FIRST | _SEED_LAST | _SETTINGS_LAST | _READ_CALLS | _WRITE_CALLS | frozenset({"open"})
+)
 
 
 def normalise(path: str) -> str:

@@ -39,6 +39,7 @@ Must not depend on: anything in cellpipe.
 from __future__ import annotations
 
 import ast
+import builtins
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -79,6 +80,7 @@ READ_ONLY_METHODS = frozenset(
     }
 )  # fmt: skip
 
+_BUILTINS = frozenset(dir(builtins))
 _ACCESSORS = frozenset({"plot", "str", "dt", "cat", "sparse", "style"})
 
 _COMPREHENSIONS = (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)
@@ -257,8 +259,10 @@ class _Scope:
     ) -> None:
         self.kind = kind  # "expr" (module level), "function", "class" or "comp"
         self.cell = cell
-        # name -> the names it may refer to; a module-level scope sees the block's aliases
-        self.aliases: dict[str, frozenset[str]] = dict(aliases or {})
+        # name -> the names it may refer to. A module-level or comprehension scope shares its
+        # block's aliases (read only: only statements add aliases, and such scopes have none
+        # of their own); functions and classes start their own.
+        self.aliases: Mapping[str, frozenset[str]] = aliases if aliases is not None else {}
         self.calls: list[CallFact] = []
         self.seeds: dict[str, Loc] = {}
         self.draws: Loc | None = None
@@ -328,14 +332,14 @@ class _Scope:
                 self.visit(assigned)
                 for name in _target_names(assigned):
                     if roots:
-                        self.aliases[name] = self.aliases.get(name, frozenset()) | roots
+                        self.add_alias(name, roots)
         elif (kind is ast.For or kind is ast.AsyncFor) and self.kind != "expr":
             assert isinstance(node, ast.For | ast.AsyncFor)
             self.visit(node.iter)
             roots = self.element_roots(node.iter)
             for name in _target_names(node.target):
                 if roots:
-                    self.aliases[name] = self.aliases.get(name, frozenset()) | roots
+                    self.add_alias(name, roots)
             self.visit(node.target)
             for stmt in (*node.body, *node.orelse):
                 self.visit(stmt)
@@ -357,6 +361,11 @@ class _Scope:
         else:
             for child in ast.iter_child_nodes(node):
                 self.visit(child)
+
+    def add_alias(self, name: str, roots: frozenset[str]) -> None:
+        if not isinstance(self.aliases, dict):
+            self.aliases = dict(self.aliases)
+        self.aliases[name] = self.aliases.get(name, frozenset()) | roots
 
     def mutate(self, name: str, loc: Loc) -> None:
         """Record a change of ``name`` in place, and of every name it may refer to."""
@@ -408,14 +417,15 @@ class _Scope:
 
     def call(self, node: ast.Call) -> None:
         func = node.func
-        loc = self.loc(node)
+        loc = (self.cell, node.lineno)
+        last = _effects.last_name(node)
         mutating = (
             isinstance(func, ast.Attribute)
-            and func.attr not in READ_ONLY_METHODS
+            and last not in READ_ONLY_METHODS
             # pandas accessors return new objects: ``df.plot.bar()``, ``s.str.lower()``
             and not (isinstance(func.value, ast.Attribute) and func.value.attr in _ACCESSORS)
         )
-        if any(
+        if node.keywords and any(
             k.arg == "inplace" and isinstance(k.value, ast.Constant) and k.value.value is True
             for k in node.keywords
         ):
@@ -424,10 +434,7 @@ class _Scope:
             root = _root(func.value)
             if root is not None:
                 self.mutate(root.id, loc)
-        for arg in _effects.mutated_arguments(node):
-            for name in self.names_of(arg):
-                self.mutate(name, loc)
-        if isinstance(func, ast.Name):
+        if isinstance(func, ast.Name) and func.id not in _BUILTINS:
             args: list[frozenset[str]] = []
             for arg in node.args:
                 if isinstance(arg, ast.Starred):
@@ -437,10 +444,20 @@ class _Scope:
             self.calls.append(
                 CallFact(callee=func.id, args=tuple(args), keywords=keywords, loc=loc)
             )
-        if _effects.is_seed_call(node):
-            self.seeds.setdefault(_effects.dotted(node.func) or "seed", loc)
         if self.draws is None and _effects.may_draw(node):
             self.draws = loc
+        if last in _effects.NOTABLE or node.keywords:
+            self.effects(node, loc)
+        for child in ast.iter_child_nodes(node):
+            self.visit(child)
+
+    def effects(self, node: ast.Call, loc: Loc) -> None:
+        """Record what a call with a notable name does beyond its value (see `_effects`)."""
+        for arg in _effects.mutated_arguments(node):
+            for name in self.names_of(arg):
+                self.mutate(name, loc)
+        if _effects.is_seed_call(node):
+            self.seeds.setdefault(_effects.dotted(node.func) or "seed", loc)
         setting = _effects.settings_change(node)
         if setting is not None:
             self.settings.setdefault(setting, loc)
@@ -448,8 +465,6 @@ class _Scope:
         if access is not None:
             kind, specs = access
             self.files.extend(FileFact(kind=kind, path=spec, loc=loc) for spec in specs)
-        for child in ast.iter_child_nodes(node):
-            self.visit(child)
 
     def import_(self, node: ast.Import | ast.ImportFrom) -> None:
         loc = self.loc(node)
