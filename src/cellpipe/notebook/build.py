@@ -53,7 +53,13 @@ from pathlib import Path
 
 from cellpipe.errors import PipelineValidationError, Problem
 from cellpipe.notebook.analyze import BlockFacts, FunctionFacts, Loc
-from cellpipe.notebook.magics import PipRequirement, has_ipython_syntax, pip_requirements, to_python
+from cellpipe.notebook.magics import (
+    PipRequirement,
+    has_ipython_syntax,
+    pip_requirements,
+    repeating_magics,
+    to_python,
+)
 from cellpipe.notebook.packages import resolve_modules
 from cellpipe.notebook.parse import CODE, NotebookSource, read_notebook
 from cellpipe.notebook.settings import StepDefaults, read_settings
@@ -389,6 +395,19 @@ class _Builder:
         )
 
     def _chunk(self, cell: int, source: str) -> CodeChunk:
+        for line in repeating_magics(source):
+            self.warnings.append(
+                Problem(
+                    code="timeit-repeats",
+                    message=f"cell {cell}, line {line} runs code with timeit, which runs it many "
+                    "times (as in Jupyter): its changes to existing objects happen repeatedly, "
+                    "and the names it assigns stay inside the timing loop",
+                    cell=cell,
+                    line=line,
+                    hint="use %%time (or %time) to run the code once, or move the timing to a "
+                    "cell tagged `skip`",
+                )
+            )
         return CodeChunk(cell=cell, source=source, python=to_python(source))
 
     def _pip(self, cell: int, source: str, draft: _Draft | None) -> None:

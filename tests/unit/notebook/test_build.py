@@ -750,3 +750,27 @@ def test_code_chunks_keep_source_and_python(load):
     assert chunk.source == "!echo hi\nx = 1"
     assert chunk.python.startswith("get_ipython().system(")
     assert len(chunk.python.splitlines()) == 2
+
+
+# -- magics ----------------------------------------------------------------------------------
+
+
+def test_a_step_starting_with_a_cell_magic_produces_its_body_s_names(load):
+    pipeline = load(
+        [
+            ("step:a", "%%time\ndata = [1, 2]"),
+            ("step:b", "%%capture out\nprint(data)\nn = len(data)"),
+            ("step:c", "summary = (n, out.stdout)"),
+        ]
+    )
+    assert InputRef(name="data", producer="a") in pipeline.step("b").inputs
+    assert {i.name: i.producer for i in pipeline.step("c").inputs} == {"n": "b", "out": "b"}
+
+
+def test_timeit_warns_that_its_effects_repeat(load):
+    pipeline = load([("step:a", "data = []"), ("step:b", "%%timeit -n 3\ndata.append(1)")])
+    (warning,) = [w for w in pipeline.warnings if w.code == "timeit-repeats"]
+    assert (warning.cell, warning.line) == (2, 1)
+    assert "runs it many times" in warning.message
+    assert warning.hint is not None
+    assert "%%time" in warning.hint
