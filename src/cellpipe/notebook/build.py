@@ -60,7 +60,7 @@ from cellpipe.notebook.magics import (
     repeating_magics,
     to_python,
 )
-from cellpipe.notebook.packages import resolve_modules
+from cellpipe.notebook.packages import pip_name, resolve_modules
 from cellpipe.notebook.parse import CODE, NotebookSource, read_notebook
 from cellpipe.notebook.settings import StepDefaults, read_settings
 from cellpipe.notebook.tags import CellTags, Role, parse_tags
@@ -381,9 +381,7 @@ class _Builder:
     def _skipped(self, cell: int, tags: CellTags) -> None:
         if not (tags.has_settings or tags.steps):
             return
-        what = [f"step:{n}" for n in tags.steps]
-        if tags.has_settings:
-            what.append("prev:/image:/limit:/cache:/annotation:/label:/secret:/report:")
+        what = [f"step:{n}" for n in tags.steps] + _setting_tags(tags)
         self.warnings.append(
             Problem(
                 code="skip-with-step-tags",
@@ -955,7 +953,7 @@ class _Builder:
                         "package and version are unknown",
                         cell=loc[0],
                         line=loc[1],
-                        hint=f"install it (pip install {module}) or add a `%pip install` line",
+                        hint=_install_hint(module),
                     )
                 )
         shared_mods = set(shared.imports)
@@ -1058,6 +1056,29 @@ class _Shared:
         result = FunctionFacts(reads=reads, writes=writes, mutates=mutates)
         self._closures[name] = result
         return result
+
+
+def _setting_tags(tags: CellTags) -> list[str]:
+    found = [f"prev:{n}" for n in tags.prev]
+    found += [f"image:{tags.image}"] if tags.image is not None else []
+    found += [f"limit:{k}:{v}" for k, v in tags.limits]
+    found += [f"cache:{str(tags.cache).lower()}"] if tags.cache is not None else []
+    found += [f"annotation:{k}:{v}" for k, v in tags.annotations]
+    found += [f"label:{k}:{v}" for k, v in tags.labels]
+    found += [f"secret:{v}" for v in tags.secrets]
+    found += [f"report:{str(tags.report).lower()}"] if tags.report is not None else []
+    return found
+
+
+def _install_hint(module: str) -> str:
+    dist = pip_name(module)
+    if not dist:
+        return (
+            f"'{module}' is a namespace shared by many distributions: install the one that "
+            f"provides the '{module}.' submodule you import (google.protobuf comes from "
+            "protobuf), or add a `%pip install` line"
+        )
+    return f"install it (pip install {dist}) or add a `%pip install {dist}` line"
 
 
 def _first(name: str, *maps: Mapping[str, Loc]) -> Loc | None:

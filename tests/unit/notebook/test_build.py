@@ -218,9 +218,9 @@ def test_unknown_tags_are_reported_with_every_other_error(problems):
 @pytest.mark.parametrize(
     ("tags", "what"),
     [
-        (["skip", "prev:a"], "prev:/image:"),
-        (["limit:memory:1Gi", "skip"], "prev:/image:"),
-        (["step:b", "skip"], "step:b"),
+        (["skip", "prev:a"], "(prev:a)"),
+        (["limit:memory:1Gi", "skip", "cache:false"], "(limit:memory:1Gi, cache:false)"),
+        (["step:b", "skip"], "(step:b)"),
     ],
 )
 def test_a_skip_cell_with_step_tags_is_skipped_with_a_warning(load, tags, what):
@@ -660,6 +660,8 @@ def test_step_settings_and_notebook_metadata(load):
             "volumes": [{"name": "v", "mount_point": "/data"}],
             "steps_defaults": ["label:team:ml", "limit:cpu:1"],
             "katib_run": False,
+            "katib_metadata": {"parameterConfigs": [{"name": "lr"}]},
+            "autosnapshot": True,
         }
     }
     pipeline = load(
@@ -681,7 +683,9 @@ def test_step_settings_and_notebook_metadata(load):
     assert pipeline.settings.experiment == "exp"
     assert pipeline.settings.image == "img:1"
     assert [w.code for w in pipeline.warnings] == ["notebook-metadata"]
-    assert "katib_run" in pipeline.warnings[0].message
+    assert "autosnapshot" in pipeline.warnings[0].message
+    assert pipeline.settings.raw["katib_run"] is False
+    assert pipeline.settings.raw["katib_metadata"] == {"parameterConfigs": [{"name": "lr"}]}
 
 
 def test_pipeline_name_defaults_to_file_stem(load):
@@ -774,3 +778,20 @@ def test_timeit_warns_that_its_effects_repeat(load):
     assert "runs it many times" in warning.message
     assert warning.hint is not None
     assert "%%time" in warning.hint
+
+
+@pytest.mark.parametrize(
+    ("module", "hint"),
+    [
+        ("wx", "install it (pip install wxPython) or add a `%pip install wxPython` line"),
+        (
+            "definitely_not_installed_pkg",
+            "install it (pip install definitely_not_installed_pkg) or add a "
+            "`%pip install definitely_not_installed_pkg` line",
+        ),
+    ],
+)
+def test_the_unknown_package_hint_names_the_distribution(load, module, hint):
+    pipeline = load([("step:a", f"import {module}\nx = 1")])
+    (warning,) = [w for w in pipeline.warnings if w.code == "unknown-package"]
+    assert warning.hint == hint
