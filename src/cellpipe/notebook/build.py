@@ -5,15 +5,23 @@ to steps, analyses each step, resolves the producer of every name a step reads, 
 *every* definition problem before anything runs.
 
 Cell assignment (Kale's rules):
-- a cell tagged ``step:NAME`` belongs to step NAME (the same name again later adds to it); with
-  several names it belongs to each, and untagged cells after it continue the *last* name;
+- a cell tagged ``step:NAME`` belongs to step NAME; with several names it belongs to each, and
+  untagged cells after it continue the *last* name;
+- naming again a step of the last step tag continues it (``step:a`` on consecutive cells, or
+  with untagged, skip, markdown or imports/functions cells between); a name that reappears
+  after another step's tag is a ``duplicate-step`` error naming both cells (Kale merges the
+  cells, which changes the order of their effects);
 - an untagged cell (or ``step:`` with no name) continues the block above it: a step, or the
   imports, functions, parameters or metrics cells; ``skip`` cells are left out and do not change
   what the next untagged cell continues;
-- untagged code before the first tagged cell is an ``orphan-cell`` error (never dropped);
+- untagged code before the first tagged cell is left out with a ``code-before-first-step``
+  warning naming the cells (Kale drops it); its ``%pip install`` / ``!pip install`` lines count
+  as requirements of every step. Step settings on such a cell are an ``orphan-cell`` error;
 - with no ``step:``/``block:`` names at all, every untagged code cell is one step ``main``;
 - ``prev:`` and setting tags apply to the step(s) the cell belongs to; on imports, functions,
-  parameters, metrics or skip cells they are a ``misplaced-tag`` error;
+  parameters or metrics cells they are a ``misplaced-tag`` error; on a ``skip`` cell (also
+  with step names: ``skip`` wins, as in Kale) a ``skip-with-step-tags`` warning, and the cell is
+  skipped;
 - markdown, raw and whitespace-only code cells are ignored (a tagged empty cell still declares
   its step).
 
@@ -46,8 +54,14 @@ from pathlib import Path
 from cellpipe.errors import PipelineValidationError, Problem
 from cellpipe.notebook import _effects
 from cellpipe.notebook.analyze import BlockFacts, CallFact, FileFact, FunctionFacts, Loc
-from cellpipe.notebook.magics import PipRequirement, has_ipython_syntax, pip_requirements, to_python
-from cellpipe.notebook.packages import resolve_modules
+from cellpipe.notebook.magics import (
+    PipRequirement,
+    has_ipython_syntax,
+    pip_requirements,
+    repeating_magics,
+    to_python,
+)
+from cellpipe.notebook.packages import pip_name, resolve_modules
 from cellpipe.notebook.parse import CODE, NotebookSource, read_notebook
 from cellpipe.notebook.settings import StepDefaults, read_settings
 from cellpipe.notebook.tags import CellTags, Role, parse_tags
@@ -267,12 +281,15 @@ class _Builder:
         parsed = [parse_tags(c.tags, cell=c.number) for c in code_cells]
         has_steps = any(t.role is Role.STEP and t.steps for t in parsed)
         current: list[str] | Role | None = None
+        first_cell: dict[str, int] = {}  # step name -> the cell that started it
+        group: tuple[list[str], int] | None = None  # names of the last step tag, and its cell
+        before_first: list[int] = []
         for cell, tags in zip(code_cells, parsed, strict=True):
             self.errors.extend(tags.problems)
             empty = not cell.source.strip()
             role = tags.role
             if role is Role.SKIP:
-                self._no_settings(cell.number, tags, "skip")
+                self._skipped(cell.number, tags)
                 continue
             chunk = None if empty else self._chunk(cell.number, cell.source)
             if role in _SHARED_ROLES:
@@ -287,17 +304,27 @@ class _Builder:
                 if current is None or isinstance(current, Role):
                     continue
             elif role is Role.STEP and tags.steps:
-                current = list(tags.steps)
+                names = list(tags.steps)
+                self._check_reused(cell.number, names, first_cell, group)
+                for name in names:
+                    first_cell.setdefault(name, cell.number)
+                if group is None or names != group[0]:
+                    group = (names, cell.number)
+                current = names
             if current is None:
-                if chunk is not None or tags.has_settings:
+                if tags.has_settings:
                     self.errors.append(
                         Problem(
                             code="orphan-cell",
-                            message=f"cell {cell.number} has code but comes before the first step",
+                            message=f"cell {cell.number} has step tags (prev:, image:, limit:, "
+                            "...) but comes before the first step",
                             cell=cell.number,
-                            hint="tag it `skip`, `imports`, or a step (`step:NAME`)",
+                            hint="add the step's name (`step:NAME`) to the cell's tags",
                         )
                     )
+                elif chunk is not None:
+                    before_first.append(cell.number)
+                    self._pip(cell.number, chunk.source, None)
                 continue
             if isinstance(current, Role):
                 self._no_settings(cell.number, tags, str(current))
@@ -315,8 +342,87 @@ class _Builder:
                 draft.add(cell.number, chunk, tags)
                 if chunk is not None:
                     self._pip(cell.number, chunk.source, draft)
+        if before_first:
+            self._before_first_step(before_first)
+
+    def _check_reused(
+        self,
+        cell: int,
+        names: list[str],
+        first_cell: Mapping[str, int],
+        group: tuple[list[str], int] | None,
+    ) -> None:
+        # A name that reappears after another step started would merge cells that are not
+        # next to each other into one step, and run the later cell before the steps between.
+        # Naming a step of the last step tag again (`step:a` twice in a row, with untagged,
+        # skip, markdown or imports/functions cells between, or one of the names of a
+        # multi-step cell) continues it and is fine.
+        if group is None:
+            return
+        last, last_cell = group
+        for name in names:
+            first = first_cell.get(name)
+            if first is None or name in last:
+                continue
+            between = " and ".join(f"'{n}'" for n in last)
+            self.errors.append(
+                Problem(
+                    code="duplicate-step",
+                    message=f"step '{name}' (first cell {first}) is used again in cell {cell}, "
+                    f"after step {between} started in cell {last_cell}: the two cells would be "
+                    "merged into one step and the order of their effects would change",
+                    cell=cell,
+                    step=name,
+                    hint=f"rename the step of cell {cell} (e.g. `step:{name}_2`), or merge the "
+                    f"cells: move cell {cell} up to follow cell {first}",
+                )
+            )
+
+    def _before_first_step(self, cells: list[int]) -> None:
+        which = ", ".join(str(c) for c in cells)
+        noun = "cell" if len(cells) == 1 else "cells"
+        self.warnings.append(
+            Problem(
+                code="code-before-first-step",
+                message=f"{noun} {which} {'has' if len(cells) == 1 else 'have'} code but "
+                f"{'comes' if len(cells) == 1 else 'come'} before the first step, so "
+                f"{'it is' if len(cells) == 1 else 'they are'} left out of the pipeline (as "
+                "Kale does); `%pip install` / `!pip install` lines there still count as "
+                "requirements of every step",
+                cell=cells[0],
+                hint="tag the cells `skip` to keep them out, `imports` if the steps need "
+                "them, or give them a step (`step:NAME`)",
+            )
+        )
+
+    def _skipped(self, cell: int, tags: CellTags) -> None:
+        if not (tags.has_settings or tags.steps):
+            return
+        what = [f"step:{n}" for n in tags.steps] + _setting_tags(tags)
+        self.warnings.append(
+            Problem(
+                code="skip-with-step-tags",
+                message=f"cell {cell} is tagged `skip` and also has step tags "
+                f"({', '.join(what)}); the cell is skipped and those tags are ignored",
+                cell=cell,
+                hint="remove `skip` to run the cell in its step, or remove the step tags",
+            )
+        )
 
     def _chunk(self, cell: int, source: str) -> CodeChunk:
+        for line in repeating_magics(source):
+            self.warnings.append(
+                Problem(
+                    code="timeit-repeats",
+                    message=f"cell {cell}, line {line} runs code with timeit, which runs it many "
+                    "times (as in Jupyter): its changes to existing objects happen repeatedly, "
+                    "and the names it assigns stay inside the timing loop",
+                    cell=cell,
+                    line=line,
+                    hint="use %%time (or %time) to run the code once, or move the timing to a "
+                    "cell tagged `skip`",
+                )
+            )
         return CodeChunk(cell=cell, source=source, python=to_python(source))
 
     def _pip(self, cell: int, source: str, draft: _Draft | None) -> None:
@@ -1050,7 +1156,7 @@ class _Builder:
                         "package and version are unknown",
                         cell=loc[0],
                         line=loc[1],
-                        hint=f"install it (pip install {module}) or add a `%pip install` line",
+                        hint=_install_hint(module),
                     )
                 )
         shared_mods = set(shared.imports)
@@ -1229,6 +1335,29 @@ def _imported_module(stmt: str) -> str:
         return (node.module or "").split(".")[0]
     assert isinstance(node, ast.Import)
     return node.names[0].name.split(".")[0]
+
+
+def _setting_tags(tags: CellTags) -> list[str]:
+    found = [f"prev:{n}" for n in tags.prev]
+    found += [f"image:{tags.image}"] if tags.image is not None else []
+    found += [f"limit:{k}:{v}" for k, v in tags.limits]
+    found += [f"cache:{str(tags.cache).lower()}"] if tags.cache is not None else []
+    found += [f"annotation:{k}:{v}" for k, v in tags.annotations]
+    found += [f"label:{k}:{v}" for k, v in tags.labels]
+    found += [f"secret:{v}" for v in tags.secrets]
+    found += [f"report:{str(tags.report).lower()}"] if tags.report is not None else []
+    return found
+
+
+def _install_hint(module: str) -> str:
+    dist = pip_name(module)
+    if not dist:
+        return (
+            f"'{module}' is a namespace shared by many distributions: install the one that "
+            f"provides the '{module}.' submodule you import (google.protobuf comes from "
+            "protobuf), or add a `%pip install` line"
+        )
+    return f"install it (pip install {dist}) or add a `%pip install {dist}` line"
 
 
 def _first(name: str, *maps: Mapping[str, Loc]) -> Loc | None:

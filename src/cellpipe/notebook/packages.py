@@ -1,6 +1,8 @@
 """Top-level module name -> installed distribution and version (``sklearn`` -> scikit-learn).
 
-Owns: `resolve_modules`, the mapping from the modules a notebook imports to `Package` values.
+Owns: `resolve_modules`, the mapping from the modules a notebook imports to `Package` values,
+and `pip_name` with its table `DISTRIBUTIONS`: the distribution to ``pip install`` for a module
+that is not installed here (``cv2`` -> opencv-python, ``PIL`` -> Pillow, ``yaml`` -> PyYAML).
 
 Invariants: standard-library modules (`sys.stdlib_module_names`) and modules that live beside
 the notebook (``helpers.py`` or a ``helpers/`` folder) are not packages. A module no installed
@@ -18,9 +20,10 @@ Must not depend on: anything in cellpipe but the pipeline model.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from functools import cache
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from cellpipe.pipeline import Package
@@ -30,10 +33,92 @@ if TYPE_CHECKING:
 
 _STDLIB = frozenset(sys.stdlib_module_names) | {"__future__", "__main__", "builtins"}
 
+DISTRIBUTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "absl": "absl-py",
+        "attr": "attrs",
+        "Bio": "biopython",
+        "bs4": "beautifulsoup4",
+        "bson": "pymongo",
+        "Crypto": "pycryptodome",
+        "cv2": "opencv-python",
+        "dateutil": "python-dateutil",
+        "dns": "dnspython",
+        "docx": "python-docx",
+        "dotenv": "python-dotenv",
+        "faiss": "faiss-cpu",
+        "fitz": "PyMuPDF",
+        "gi": "PyGObject",
+        "git": "GitPython",
+        "github": "PyGithub",
+        "google.cloud.bigquery": "google-cloud-bigquery",
+        "google.cloud.storage": "google-cloud-storage",
+        "google.protobuf": "protobuf",
+        "jose": "python-jose",
+        "jwt": "PyJWT",
+        "kale": "kubeflow-kale",
+        "ldap": "python-ldap",
+        "Levenshtein": "python-Levenshtein",
+        "magic": "python-magic",
+        "mpl_toolkits": "matplotlib",
+        "MySQLdb": "mysqlclient",
+        "OpenSSL": "pyOpenSSL",
+        "osgeo": "GDAL",
+        "PIL": "Pillow",
+        "pkg_resources": "setuptools",
+        "pptx": "python-pptx",
+        "psycopg2": "psycopg2-binary",
+        "ruamel": "ruamel.yaml",
+        "sentence_transformers": "sentence-transformers",
+        "serial": "pyserial",
+        "skimage": "scikit-image",
+        "sklearn": "scikit-learn",
+        "slugify": "python-slugify",
+        "telegram": "python-telegram-bot",
+        "tensorflow_datasets": "tensorflow-datasets",
+        "tensorflow_hub": "tensorflow-hub",
+        "tflite_runtime": "tflite-runtime",
+        "umap": "umap-learn",
+        "usb": "pyusb",
+        "websocket": "websocket-client",
+        "win32api": "pywin32",
+        "wx": "wxPython",
+        "yaml": "PyYAML",
+        "zmq": "pyzmq",
+    }
+)
+"""Imported module (top-level or dotted) -> the distribution to ``pip install`` for it, where its
+name differs from the module's or is easy to get wrong; other modules install as named."""
+
 
 def is_stdlib(module: str) -> bool:
     """Return whether ``module`` is part of the standard library."""
     return module in _STDLIB
+
+
+NAMESPACE_ROOTS = frozenset({"google", "azure", "zope", "jaraco", "backports", "sphinxcontrib"})
+"""Top-level modules shared by many distributions: the module alone does not name one."""
+
+
+def pip_name(module: str) -> str:
+    """Return the distribution to ``pip install`` for an imported module (``cv2`` -> opencv-python).
+
+    Args:
+        module: the imported module, top-level (``sklearn``) or dotted (``google.protobuf``);
+            the longest dotted prefix in `DISTRIBUTIONS` wins.
+
+    Returns:
+        The distribution name; the top-level module name when the table does not know it;
+        ``""`` for a namespace package root (``google``) without a known submodule.
+    """
+    parts = module.split(".")
+    for end in range(len(parts), 0, -1):
+        found = DISTRIBUTIONS.get(".".join(parts[:end]))
+        if found is not None:
+            return found
+    if parts[0] in NAMESPACE_ROOTS:
+        return ""
+    return parts[0]
 
 
 def is_local(module: str, folder: Path) -> bool:

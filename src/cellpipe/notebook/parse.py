@@ -8,7 +8,8 @@ Invariants:
 - ``.ipynb`` must be nbformat v4; a v3 notebook, malformed JSON or a wrong shape raises
   `NotebookParseError` naming the file and what is wrong;
 - in a percent script every ``# %%`` line starts a cell (``# %% [markdown]`` and ``[raw]`` too);
-  code before the first marker is a cell unless it is only comments (the jupytext header);
+  code before the first marker is a cell unless it is only comments (the jupytext header); when
+  it is only a module docstring (as in scikit-learn's gallery scripts) it is a markdown cell;
   magics that jupytext comments out (``# %pip install x``) are uncommented so both formats give
   the same model; percent scripts carry no notebook-level metadata.
 
@@ -21,6 +22,7 @@ Must not depend on: storage, runner, kfp, registry, serving, cli, ui.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from collections.abc import Mapping
@@ -191,12 +193,26 @@ def parse_percent(text: str, *, path: Path) -> NotebookSource:
         chunks.append((kind, tags, current))
     cells: list[Cell] = []
     if any(line.strip() and not line.lstrip().startswith("#") for line in header):
-        cells.append(Cell(number=1, kind=CODE, source=_cell_text(header, CODE)))
+        kind = MARKDOWN if _only_docstring("\n".join(header)) else CODE
+        cells.append(Cell(number=1, kind=kind, source=_cell_text(header, kind)))
     for kind, tags, body in chunks:
         cells.append(
             Cell(number=len(cells) + 1, kind=kind, source=_cell_text(body, kind), tags=tags)
         )
     return NotebookSource(path=path, cells=tuple(cells))
+
+
+def _only_docstring(text: str) -> bool:
+    try:
+        body = ast.parse(text).body
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return False
+    return (
+        len(body) == 1
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    )
 
 
 def _percent_tags(text: str, path: Path, line: int) -> tuple[object, ...]:

@@ -4,8 +4,11 @@ Owns: `read_settings`. Known keys: ``pipeline_name``, ``pipeline_description``,
 ``experiment_name`` or ``experiment: {name}``, ``docker_image``, ``volumes`` and
 ``steps_defaults`` (Kale's ``annotation:``/``label:``/``limit:`` tags applied to every step).
 
-Invariants: never fails. Other Kale keys (``katib_run``, ``autosnapshot``, ...) and values of
-the wrong type are accepted with a warning (code ``notebook-metadata``) and ignored; the whole
+Kale's Katib keys (``katib_metadata``, ``katib_run``) are kept in ``raw`` for hyperparameter
+sweeps, without a warning.
+
+Invariants: never fails. Other Kale keys (``autosnapshot``, ``snapshot_volumes``, ...) and values
+of the wrong type are accepted with a warning (code ``notebook-metadata``) and ignored; the whole
 dict is kept in ``raw`` for targets that need more.
 
 Must not depend on: anything in cellpipe but errors, the pipeline model and `tags`.
@@ -34,6 +37,8 @@ _KNOWN = frozenset(
         "steps_defaults",
     }
 )
+_KEPT = frozenset({"katib_metadata", "katib_run"})
+"""Kale's Katib keys: not used yet, kept in ``raw`` (for sweeps) without a warning."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,7 +85,7 @@ def read_settings(
         warnings.append(_warning(f"'{METADATA_KEY}.{key}' is not a string; it is ignored"))
         return None
 
-    for key in sorted(raw.keys() - _KNOWN):
+    for key in sorted(raw.keys() - _KNOWN - _KEPT):
         warnings.append(
             _warning(f"notebook metadata '{METADATA_KEY}.{key}' is not used by cellpipe; ignored")
         )

@@ -21,6 +21,9 @@ The grammar (Kale's, plus ``cache:``, ``secret:`` and ``report:`` settings):
 ``report:true|false``       switch the HTML report of captured outputs on or off
 ==========================  ============================================================
 
+``skip`` wins over step tags on the same cell (Kale's rule): the role is `Role.SKIP` and the step
+names and settings are still returned, so the caller can warn that they are ignored.
+
 Invariants: never raises on tag content. A tag outside the grammar (``unknown-tag``), a malformed
 setting tag (``malformed-tag``), a step name outside ``[a-z_][a-z0-9_]*`` (``bad-step-name``)
 and two roles on one cell (``conflicting-tags``) are returned as `Problem` values with the cell
@@ -237,6 +240,9 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
     role = Role.NONE
     if len(distinct) == 1:
         role = distinct[0]
+    elif set(distinct) == {Role.SKIP, Role.STEP}:
+        # Kale's rule: `skip` wins over step tags. The caller warns (skip-with-step-tags).
+        role = Role.SKIP
     elif len(distinct) > 1:
         problems.append(
             Problem(

@@ -49,9 +49,59 @@ def test_untagged_cells_belong_to_the_step_above(load):
     assert pipeline.step("b").inputs == (InputRef(name="x", producer="a"),)
 
 
-def test_the_same_step_name_later_adds_to_the_step(load):
-    pipeline = load([("step:a", "x = 1"), ("step:b", "y = 2"), ("step:a", "z = 3")])
-    assert pipeline.step("a").cells == (1, 3)
+def test_a_step_name_used_again_after_another_step_is_an_error(problems):
+    found = problems([("step:a", "x = 1"), ("step:b", "y = 2"), ("step:a", "z = 3")])
+    assert codes(found) == ["duplicate-step"]
+    assert found[0].cell == 3
+    assert found[0].step == "a"
+    assert found[0].message == (
+        "step 'a' (first cell 1) is used again in cell 3, after step 'b' started in cell 2: "
+        "the two cells would be merged into one step and the order of their effects would change"
+    )
+    assert found[0].hint == (
+        "rename the step of cell 3 (e.g. `step:a_2`), or merge the cells: move cell 3 up to "
+        "follow cell 1"
+    )
+
+
+def test_each_reappearing_name_is_reported(problems):
+    found = problems(
+        [("step:a", "x = 1"), ("step:b", "y = 2"), ("step:a", "z = 3"), ("step:b", "w = 4")]
+    )
+    assert [(p.code, p.cell, p.step) for p in found] == [
+        ("duplicate-step", 3, "a"),
+        ("duplicate-step", 4, "b"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "between",
+    [
+        [],
+        [("", "y = x")],
+        [("skip", "experiment()")],
+        [("#markdown", "text")],
+        [("functions", "def f():\n    return 1")],
+        [("", "y = x"), ("skip", "e()"), ("", "  ")],
+    ],
+    ids=["consecutive", "untagged", "skip", "markdown", "functions", "mixed"],
+)
+def test_the_same_step_tag_continuing_its_step_is_fine(load, between):
+    pipeline = load([("step:a", "x = 1"), *between, ("step:a", "z = x")])
+    assert pipeline.step_names == ("a",)
+    assert pipeline.step("a").cells[0] == 1
+    assert pipeline.step("a").cells[-1] == 2 + len(between)
+
+
+def test_a_name_of_the_last_multi_step_cell_continues_it(load):
+    pipeline = load([("step:a", "x = 1"), (["block:a", "block:b"], "y = x"), ("step:a", "z = y")])
+    assert pipeline.step("a").cells == (1, 2, 3)
+    assert pipeline.step("b").cells == (2,)
+
+
+def test_a_name_left_by_a_narrower_step_tag_is_used_again(problems):
+    found = problems([(["block:a", "block:b"], "x = 1"), ("step:b", "y = 2"), ("step:a", "z = x")])
+    assert [(p.code, p.cell) for p in found] == [("duplicate-step", 3)]
 
 
 def test_skip_cells_are_left_out_and_do_not_end_the_step(load):
@@ -91,11 +141,54 @@ def test_untagged_cells_after_imports_continue_the_imports(load):
     assert pipeline.step("a").inputs == ()
 
 
-def test_code_before_the_first_step_is_an_orphan(problems):
-    found = problems([("", "x = 1"), ("step:a", "y = 2")])
+def test_code_before_the_first_step_is_left_out_with_a_warning(load):
+    pipeline = load(
+        [
+            ("", "!wget https://example.com/data.csv"),
+            ("#markdown", "text"),
+            ("", "x = 1"),
+            ("step:a", "y = 2"),
+        ]
+    )
+    assert pipeline.step("a").cells == (4,)
+    assert [c.cell for c in pipeline.imports] == []
+    (warning,) = [w for w in pipeline.warnings if w.code == "code-before-first-step"]
+    assert warning.cell == 1
+    assert warning.message == (
+        "cells 1, 3 have code but come before the first step, so they are left out of the "
+        "pipeline (as Kale does); `%pip install` / `!pip install` lines there still count as "
+        "requirements of every step"
+    )
+    assert warning.hint is not None
+    assert "`skip`" in warning.hint
+
+
+def test_a_name_defined_before_the_first_step_is_still_undefined(problems):
+    found = problems([("", "x = 1"), ("step:a", "y = x")])
+    assert codes(found) == ["undefined-name"]
+
+
+def test_pip_lines_before_the_first_step_are_requirements_of_every_step(load):
+    pipeline = load(
+        [
+            ("", "!pip install -r requirements.txt\n%pip install tqdm==4.66.1 requests"),
+            ("step:a", "x = 1"),
+            ("step:b", "y = 2"),
+        ]
+    )
+    for step in pipeline.steps:
+        pip = [p for p in step.packages if p.source == "pip"]
+        assert [(p.distribution, p.version) for p in pip] == [
+            ("requests", None),
+            ("tqdm", "4.66.1"),
+        ]
+
+
+def test_step_settings_before_the_first_step_are_an_orphan(problems):
+    found = problems([("limit:memory:1Gi", "x = 1"), ("step:a", "y = 2")])
     assert codes(found) == ["orphan-cell"]
-    assert found[0].message == "cell 1 has code but comes before the first step"
-    assert found[0].hint == "tag it `skip`, `imports`, or a step (`step:NAME`)"
+    assert found[0].cell == 1
+    assert found[0].hint == "add the step's name (`step:NAME`) to the cell's tags"
 
 
 def test_empty_cells_before_the_first_step_are_fine(load):
@@ -120,6 +213,26 @@ def test_unknown_tags_are_reported_with_every_other_error(problems):
     assert found[1].message == "cell 2 has an unknown tag 'pipeline-metric'"
     assert found[1].hint is not None
     assert found[1].hint.startswith("did you mean 'pipeline-metrics'?")
+
+
+@pytest.mark.parametrize(
+    ("tags", "what"),
+    [
+        (["skip", "prev:a"], "(prev:a)"),
+        (["limit:memory:1Gi", "skip", "cache:false"], "(limit:memory:1Gi, cache:false)"),
+        (["step:b", "skip"], "(step:b)"),
+    ],
+)
+def test_a_skip_cell_with_step_tags_is_skipped_with_a_warning(load, tags, what):
+    pipeline = load([("step:a", "x = 1"), (tags, "experiment()"), ("", "y = x")])
+    assert pipeline.step_names == ("a",)
+    assert pipeline.step("a").cells == (1, 3)
+    assert dict(pipeline.step("a").settings.limits) == {}
+    (warning,) = [w for w in pipeline.warnings if w.code == "skip-with-step-tags"]
+    assert warning.cell == 2
+    assert warning.message.startswith("cell 2 is tagged `skip` and also has step tags (")
+    assert what in warning.message
+    assert warning.message.endswith("the cell is skipped and those tags are ignored")
 
 
 def test_settings_on_a_non_step_cell_are_misplaced(problems):
@@ -572,6 +685,8 @@ def test_step_settings_and_notebook_metadata(load):
             "volumes": [{"name": "v", "mount_point": "/data"}],
             "steps_defaults": ["label:team:ml", "limit:cpu:1"],
             "katib_run": False,
+            "katib_metadata": {"parameterConfigs": [{"name": "lr"}]},
+            "autosnapshot": True,
         }
     }
     pipeline = load(
@@ -593,7 +708,9 @@ def test_step_settings_and_notebook_metadata(load):
     assert pipeline.settings.experiment == "exp"
     assert pipeline.settings.image == "img:1"
     assert [w.code for w in pipeline.warnings] == ["notebook-metadata"]
-    assert "katib_run" in pipeline.warnings[0].message
+    assert "autosnapshot" in pipeline.warnings[0].message
+    assert pipeline.settings.raw["katib_run"] is False
+    assert pipeline.settings.raw["katib_metadata"] == {"parameterConfigs": [{"name": "lr"}]}
 
 
 def test_pipeline_name_defaults_to_file_stem(load):
@@ -862,3 +979,44 @@ def test_a_parameter_named_as_a_metric_is_allowed(load):
         ]
     )
     assert [(m.name, m.producer) for m in pipeline.metrics] == [("lr", ""), ("acc", "a")]
+
+
+# -- magics ----------------------------------------------------------------------------------
+
+
+def test_a_step_starting_with_a_cell_magic_produces_its_body_s_names(load):
+    pipeline = load(
+        [
+            ("step:a", "%%time\ndata = [1, 2]"),
+            ("step:b", "%%capture out\nprint(data)\nn = len(data)"),
+            ("step:c", "summary = (n, out.stdout)"),
+        ]
+    )
+    assert InputRef(name="data", producer="a") in pipeline.step("b").inputs
+    assert {i.name: i.producer for i in pipeline.step("c").inputs} == {"n": "b", "out": "b"}
+
+
+def test_timeit_warns_that_its_effects_repeat(load):
+    pipeline = load([("step:a", "data = []"), ("step:b", "%%timeit -n 3\ndata.append(1)")])
+    (warning,) = [w for w in pipeline.warnings if w.code == "timeit-repeats"]
+    assert (warning.cell, warning.line) == (2, 1)
+    assert "runs it many times" in warning.message
+    assert warning.hint is not None
+    assert "%%time" in warning.hint
+
+
+@pytest.mark.parametrize(
+    ("module", "hint"),
+    [
+        ("wx", "install it (pip install wxPython) or add a `%pip install wxPython` line"),
+        (
+            "definitely_not_installed_pkg",
+            "install it (pip install definitely_not_installed_pkg) or add a "
+            "`%pip install definitely_not_installed_pkg` line",
+        ),
+    ],
+)
+def test_the_unknown_package_hint_names_the_distribution(load, module, hint):
+    pipeline = load([("step:a", f"import {module}\nx = 1")])
+    (warning,) = [w for w in pipeline.warnings if w.code == "unknown-package"]
+    assert warning.hint == hint

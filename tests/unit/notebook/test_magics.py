@@ -4,7 +4,14 @@ import ast
 
 import pytest
 
-from cellpipe.notebook.magics import PipRequirement, pip_requirements, to_python
+from cellpipe.notebook.analyze import BlockFacts
+from cellpipe.notebook.magics import (
+    PipRequirement,
+    cell_magic,
+    pip_requirements,
+    repeating_magics,
+    to_python,
+)
 
 SOURCES = {
     "plain": "x = 1\ny = x % 2\n",
@@ -17,6 +24,15 @@ SOURCES = {
     "cell-magic": "%%bash\necho 1\necho 2",
     "continuation": "%pip install \\\n    pandas numpy\nx = 1\ny = 2",
     "percent-in-string": "s = '%d' % 3",
+    "time": "%%time\nx = 1\ny = x",
+    "capture": "%%capture out --no-stderr\nx = 1\nprint(x)",
+    "timeit-lead": "\n\n%%timeit -n 3 -r 1\ndata.append(1)\n",
+    "prun-comment-only": "%%prun\n# nothing",
+    "time-empty": "%%time",
+    "time-nested-magic": "%%time\n%matplotlib inline\nfor i in range(2):\n    !echo {i}\n",
+    "time-string": '%%time\ns = """a\nb"""\nt = s',
+    "bash-lead": "\n%%bash\necho hi",
+    "line-time": "%time x = f(1)\nif x:\n    %prun y = 2\n%timeit -n 2 g()\n%time for i in r: pass",
 }
 
 
@@ -68,3 +84,68 @@ def test_pip_requirements(source, expected):
 
 def test_pip_requirement_is_a_value():
     assert pip_requirements("%pip install a")[0] == PipRequirement(name="a", version=None, line=1)
+
+
+def facts(source: str) -> BlockFacts:
+    found = BlockFacts()
+    found.add_cell(1, to_python(source))
+    assert not found.syntax_errors
+    return found
+
+
+@pytest.mark.parametrize("magic", ["time", "timeit", "prun", "capture"])
+def test_the_body_of_a_python_cell_magic_is_analysed(magic):
+    found = facts(f"%%{magic}\nmodel = make(data)\nrows.append(model)")
+    assert {"make", "data", "rows"} <= found.reads.keys()
+    assert "model" in found.binds
+    assert "rows" in found.mutates
+    assert found.reads["data"] == (1, 2)
+
+
+def test_the_magic_call_stays_on_the_magic_line_and_the_body_keeps_its_lines():
+    python = to_python("\n%%time\nx = 1\n\ny = x").splitlines()
+    assert python[0] == "#"
+    assert python[1] == (
+        "for [] in (get_ipython().run_cell_magic('time', '', 'x = 1\\n\\ny = x\\n'),)[:0]:"
+    )
+    assert python[2:] == [" x = 1", "#", " y = x"]
+
+
+def test_capture_binds_its_output_name():
+    assert "out" in facts("%%capture out\nprint(1)").binds
+    assert "o2" in facts("%%capture --no-stderr o2 --no-display\nprint(1)").binds
+    assert facts("%%capture\nprint(1)").binds.keys() == set()
+
+
+def test_other_cell_magics_stay_opaque():
+    assert facts("%%bash\necho $x\nx=1").binds.keys() == set()
+    assert facts("%%writefile f.py\nx = 1").binds.keys() == set()
+
+
+def test_a_statement_after_a_line_magic_is_analysed():
+    found = facts("%time model = fit(data)\nif model:\n    %prun score = model.score(data)")
+    assert {"model", "score"} <= found.binds.keys()
+    assert "fit" in found.reads
+    python = to_python("%time model = fit(data)").splitlines()
+    assert python == [
+        "for [] in (get_ipython().run_line_magic('time', 'model = fit(data)'),)[:0]: "
+        "model = fit(data)"
+    ]
+
+
+def test_line_magic_options_and_compound_statements_stay_opaque():
+    assert facts("%timeit -n 3 x = 1").binds.keys() == set()
+    assert facts("%time for i in r: pass").binds.keys() == set()
+
+
+def test_cell_magic_name_and_arguments():
+    assert cell_magic("\n  %%capture out --no-stderr\nx") == ("capture", "out --no-stderr")
+    assert cell_magic("x = 1\n%%time") is None
+    assert cell_magic("%time x") is None
+
+
+def test_repeating_magics_are_the_timeit_lines():
+    assert repeating_magics("%%timeit\nx.append(1)\n%timeit y") == (1, 3)
+    assert repeating_magics("if a:\n    %timeit -n 2 f()\n%time g()") == (2,)
+    assert repeating_magics("%%time\nx = 1") == ()
+    assert repeating_magics("s = 'timeit'") == ()

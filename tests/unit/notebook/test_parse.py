@@ -56,6 +56,30 @@ def test_percent_script_code_before_first_marker_is_a_cell(tmp_path):
     assert [c.source for c in source.cells] == ["x = 1", "y = 2"]
 
 
+def test_percent_script_module_docstring_is_markdown(tmp_path):
+    text = (
+        '"""\n=====\nTitle\n=====\n\nWhat this example shows.\n"""\n'
+        "# Author: someone\n# License: BSD-3-Clause\n\n"
+        '# %% tags=["step:a"]\nx = 1\n'
+    )
+    source = parse_percent(text, path=tmp_path / "s.py")
+    assert [(c.number, c.kind) for c in source.cells] == [(1, "markdown"), (2, "code")]
+    assert "What this example shows." in source.cells[0].source
+    path = tmp_path / "s.py"
+    path.write_text(text, encoding="utf-8")
+    pipeline = load_pipeline(path)
+    assert pipeline.step("a").cells == (2,)
+    assert [w.code for w in pipeline.warnings] == []
+
+
+@pytest.mark.parametrize(
+    "header", ['"""doc"""\nimport os\n', "x = 1\n", "'doc' + 'more'\n", "f'{x}'\n"]
+)
+def test_percent_script_docstring_with_code_is_still_code(tmp_path, header):
+    source = parse_percent(header + "# %%\ny = 2\n", path=tmp_path / "s.py")
+    assert source.cells[0].kind == "code"
+
+
 def test_percent_script_with_bad_tags_json(tmp_path):
     path = tmp_path / "s.py"
     path.write_text("# %% tags=[step:a]\nx = 1\n")

@@ -116,6 +116,19 @@ def test_two_roles_conflict():
     assert tags.role is Role.SKIP
 
 
+def test_skip_wins_over_step_names():
+    tags = parse("step:a", "skip", "prev:b")
+    assert tags.role is Role.SKIP
+    assert tags.problems == ()
+    assert tags.steps == ("a",)
+    assert tags.prev == ("b",)
+
+
+def test_skip_with_another_role_conflicts():
+    tags = parse("skip", "imports")
+    assert [p.code for p in tags.problems] == ["conflicting-tags"]
+
+
 def test_suggest_step_name():
     assert suggest_step_name("Load-Data") == "load_data"
     assert suggest_step_name("1st") == "_1st"
