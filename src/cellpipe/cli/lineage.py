@@ -215,19 +215,26 @@ def compare_cmd(args: argparse.Namespace) -> int:
     header = ["", *[r.run_id for r in runs]]
     for section in ("parameters", "metrics"):
         rows = [
-            ([row["name"], *[_cell(v) for v in row["values"]]], row["differs"])
+            (
+                [
+                    row["name"],
+                    *[
+                        _cell(v, row["name"] in getattr(run, section))
+                        for v, run in zip(row["values"], runs, strict=True)
+                    ],
+                ],
+                row["differs"],
+            )
             for row in document[section]
         ]
         _highlighted_table(section.capitalize(), header, rows)
     return 0
 
 
-def _cell(value: Any) -> str:
-    if value is None:
+def _cell(value: Any, present: bool = True) -> str:
+    if not present:
         return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+    return render.short_value(value, width=40, float_format=".6g")
 
 
 def _highlighted_table(title: str, header: list[str], rows: list[tuple[list[str], bool]]) -> None:

@@ -497,6 +497,11 @@ class _Run:
     def metrics(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for metric in self.pipeline.metrics:
+            if metric.producer == "":
+                # A pipeline parameter named as a metric (Kale allows it): its value this run.
+                if metric.name in self.params:
+                    values[metric.name] = self.params[metric.name]
+                continue
             result = self.results.get(metric.producer)
             if result is not None and metric.name in result.pipeline_metrics:
                 values[metric.name] = result.pipeline_metrics[metric.name]
