@@ -719,7 +719,7 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
     job.notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
     pipeline_metrics, metric_warnings = _pipeline_metrics(job, namespace, succeeded=failure is None)
     if metric_warnings:  # in the step's log, which the run's output shows as the step ends
-        with open(job.log_path, "a", encoding="utf-8") as log:
+        with Path(job.log_path).open("a", encoding="utf-8") as log:
             log.write("".join(f"{w}\n" for w in metric_warnings))
     return StepResult(
         step=job.step,
