@@ -157,6 +157,38 @@ def test_non_json_metric_is_refused(store: Any) -> None:
         store.finish_run("r1", status=RunStatus.SUCCEEDED, finished_at=T0, metrics={"m": object()})
 
 
+def test_non_scalar_metrics_round_trip_in_runs_and_step_runs(store: Any) -> None:
+    metrics = {
+        "cm": [[5, 1], [0, 4]],
+        "report": {"cat": {"precision": 0.5, "support": 3}, "accuracy": None},
+        "acc": 0.75,
+    }
+    store.start_run(make_run("r1"))
+    store.record_step_run(make_step("r1", "evaluate", metrics=metrics))
+    store.finish_run("r1", status=RunStatus.SUCCEEDED, finished_at=T0, metrics=metrics)
+    assert dict(store.get_run("r1").metrics) == metrics
+    assert [dict(r.metrics) for r in store.list_runs()] == [metrics]
+    (step,) = store.step_runs("r1")
+    assert dict(step.metrics) == metrics
+
+
+def test_input_sources_round_trip(store: Any) -> None:
+    """Which step's output each input is: equal values share a digest (lineage per output)."""
+    store.start_run(make_run("r1"))
+    one = make_step("r1", "one", inputs={}, outputs={"a": ref(5)})
+    two = make_step("r1", "two", inputs={}, outputs={"b": ref(5)})
+    three = make_step(
+        "r1", "three", minutes=1, inputs={"a": ref(5), "b": ref(5)},
+        input_sources={"a": "one", "b": "two"},
+    )  # fmt: skip
+    for record in (one, two, three):
+        store.record_step_run(record)
+    got = {s.step: s for s in store.step_runs("r1")}
+    assert dict(got["three"].input_sources) == {"a": "one", "b": "two"}
+    assert got["three"] == three
+    assert dict(got["one"].input_sources) == {}
+
+
 def test_get_run_by_unique_prefix(store: Any) -> None:
     store.start_run(make_run("train-20260114-091200-ab12"))
     store.start_run(make_run("train-20260114-091200-cd34", minutes=1))

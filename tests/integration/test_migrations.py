@@ -76,6 +76,7 @@ def check_wine_runs(url: str) -> None:
         assert load.status == StepStatus.CACHED
         assert load.source_run == "wine-20260114-091200-ab10"
         assert train.inputs["df"] == load.outputs["df"]
+        assert dict(train.input_sources) == {}  # written before v5: producer unknown
         assert train.outputs["model"].type_name == "sklearn.tree.DecisionTreeClassifier"
         assert dict(train.metrics) == {"accuracy": 0.94}
         hit = store.find_cached("train", "key-train-4")

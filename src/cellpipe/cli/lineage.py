@@ -82,17 +82,25 @@ def register(
         "across runs). Cache hits are not followed; they are counted as reuses. An artifact "
         "shows at most --limit step runs on each side of any artifact, newest runs first; "
         "the rest are counted ('... and 9950 more step runs'; in JSON `truncated` and the "
-        "node's `more_readers` / `more_producers`).",
+        "node's `more_readers` / `more_producers`). Equal values share an artifact, so an "
+        "artifact lists every step run that produced it; RUN STEP VAR shows one step "
+        "output's lineage: the step run that computed it and the step runs that read it. "
+        "Each input names the step run whose output it read.",
         epilog="examples:\n  cellpipe lineage wine-2026\n"
         "  cellpipe lineage wine-2026 --format mermaid\n"
         "  cellpipe lineage sha256:9f2c... --format dot | dot -Tsvg > lineage.svg\n"
         "  cellpipe lineage 9f2c1a --json        (a unique digest prefix)\n"
-        "  cellpipe lineage 9f2c1a --limit 10    (10 readers of each artifact; 0: all)",
+        "  cellpipe lineage 9f2c1a --limit 10    (10 readers of each artifact; 0: all)\n"
+        "  cellpipe lineage wine-2026 split x_train   (one step output)",
         formatter_class=_RAW,
     )
     lineage.add_argument(
         "target", metavar="RUN|ARTIFACT", help="a run id (or prefix), or an artifact digest"
     )
+    lineage.add_argument(
+        "step", metavar="STEP", nargs="?", help="with RUN and VAR: one step output's lineage"
+    )
+    lineage.add_argument("variable", metavar="VAR", nargs="?", help="the step's output")
     lineage.add_argument(
         "--format",
         choices=["text", "mermaid", "dot", "json"],
@@ -215,19 +223,26 @@ def compare_cmd(args: argparse.Namespace) -> int:
     header = ["", *[r.run_id for r in runs]]
     for section in ("parameters", "metrics"):
         rows = [
-            ([row["name"], *[_cell(v) for v in row["values"]]], row["differs"])
+            (
+                [
+                    row["name"],
+                    *[
+                        _cell(v, row["name"] in getattr(run, section))
+                        for v, run in zip(row["values"], runs, strict=True)
+                    ],
+                ],
+                row["differs"],
+            )
             for row in document[section]
         ]
         _highlighted_table(section.capitalize(), header, rows)
     return 0
 
 
-def _cell(value: Any) -> str:
-    if value is None:
+def _cell(value: Any, present: bool = True) -> str:
+    if not present:
         return "-"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+    return render.short_value(value, width=40, float_format=".6g")
 
 
 def _highlighted_table(title: str, header: list[str], rows: list[tuple[list[str], bool]]) -> None:
@@ -299,25 +314,43 @@ def lineage_cmd(args: argparse.Namespace) -> int:
     from cellpipe.storage.lineage import (
         artifact_lineage,
         history_for,
+        output_lineage,
         resolve_digest,
         run_lineage,
     )
 
+    if args.step is not None and args.variable is None:
+        raise _LineageUsage(
+            "lineage RUN STEP needs the output variable too",
+            hint=f"cellpipe lineage {args.target} {args.step} VAR "
+            f"(`cellpipe show {args.target}` lists the outputs)",
+        )
     settings = find_project(Path(args.project))
     with open_project(settings, create=False) as project:
         history = history_for(project.metadata)
         if history is None:  # pragma: no cover - every shipped store has one
             raise CellpipeError("this metadata store keeps no lineage")
         target = args.target
-        try:
-            graph = run_lineage(project.metadata, history, target)
-        except RunNotFoundError as run_error:
-            if "ambiguous" in run_error.message:
-                raise
-            digest = resolve_digest(history, project.metadata, target)
-            graph = artifact_lineage(
-                project.metadata, history, digest, depth=args.depth, limit=args.limit or None
+        if args.step is not None:
+            graph = output_lineage(
+                project.metadata,
+                history,
+                target,
+                args.step,
+                args.variable,
+                depth=args.depth,
+                limit=args.limit or None,
             )
+        else:
+            try:
+                graph = run_lineage(project.metadata, history, target)
+            except RunNotFoundError as run_error:
+                if "ambiguous" in run_error.message:
+                    raise
+                digest = resolve_digest(history, project.metadata, target)
+                graph = artifact_lineage(
+                    project.metadata, history, digest, depth=args.depth, limit=args.limit or None
+                )
     fmt = "json" if args.json else args.format
     if fmt == "json":
         render.write_json(graph.to_json(), sys.stdout)
@@ -328,6 +361,11 @@ def lineage_cmd(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(to_text(graph))
     return 0
+
+
+class _LineageUsage(CellpipeError):
+    headline = "invalid arguments"
+    exit_code = 2
 
 
 def _short(digest: str | None) -> str:
@@ -364,12 +402,17 @@ def to_text(graph: LineageGraph) -> str:
     """Return the graph as indented text: each step run with what it read and produced."""
     nodes = _nodes(graph)
     lines = [f"lineage of {graph.root_kind} {graph.root}"]
-    incoming: dict[str, list[tuple[str, str]]] = {}
+    incoming: dict[str, list[tuple[str, str, str]]] = {}
     outgoing: dict[str, list[tuple[str, str]]] = {}
     for edge in graph.edges:
-        incoming.setdefault(edge.target, []).append((edge.label, edge.source))
+        incoming.setdefault(edge.target, []).append((edge.label, edge.source, edge.producer or ""))
         outgoing.setdefault(edge.source, []).append((edge.label, edge.target))
-    producers = {e.target: e.source for e in graph.edges if e.source.startswith("step:")}
+    # Equal values share an artifact: an input names its producer on its edge; otherwise
+    # (records before schema v5) every step run that produced the artifact is named.
+    producers: dict[str, list[str]] = {}
+    for e in graph.edges:
+        if e.source.startswith("step:"):
+            producers.setdefault(e.target, []).append(e.source)
     data_of = {e.target: e.source for e in graph.edges if e.source.startswith("data:")}
     for node in graph.nodes:
         if node.kind != "step_run":
@@ -379,10 +422,15 @@ def to_text(graph: LineageGraph) -> str:
         )
         lines.append("")
         lines.append(f"{node.step}  run {node.run_id}  [{node.status}]{extra}")
-        for label, source in sorted(incoming.get(node.id, [])):
+        for label, source, producer in sorted(incoming.get(node.id, [])):
             origin = ""
-            if source in producers:
-                origin = f"  from {_text_of(nodes[producers[source]])}"
+            if producer in nodes:
+                origin = f"  from {_text_of(nodes[producer])}"
+            elif producer:  # a step run the graph does not show
+                run_id, _, step = producer.removeprefix("step:").rpartition("/")
+                origin = f"  from {step} in {run_id}"
+            elif source in producers:
+                origin = "  from " + " or ".join(_text_of(nodes[p]) for p in producers[source])
             elif source in data_of:
                 origin = f"  from {_text_of(nodes[data_of[source]])}"
             lines.append(f"  in   {label} = {_text_of(nodes[source])}{origin}")

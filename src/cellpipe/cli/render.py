@@ -111,6 +111,40 @@ class Output:
         self._console.print(table)
 
 
+VALUE_WIDTH = 60
+"""The most characters a parameter or metric value takes in a text table (``--json`` shows it
+whole)."""
+
+
+def short_value(value: object, *, width: int = VALUE_WIDTH, float_format: str = ".4g") -> str:
+    """Return a recorded value (a metric or parameter) as table text, at most ``width`` long.
+
+    Numbers are formatted with ``float_format``; lists and dicts (a confusion matrix, a
+    classification report) are written as compact JSON; ``null`` (how NaN and infinity are
+    recorded) as ``null``. Longer text is cut and ends with ``...`` and the full length.
+
+    Args:
+        value: a JSON value.
+        width: the most characters returned.
+        float_format: the format of floats.
+    """
+    if isinstance(value, float):
+        text = format(value, float_format)
+    elif isinstance(value, list | dict):
+        text = json.dumps(value, ensure_ascii=False)
+        if len(text) > width:
+            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    elif value is None:
+        text = "null"
+    else:
+        text = str(value)
+    text = " ".join(text.split())  # one line
+    if len(text) > width:
+        suffix = f"... ({len(text)} chars)"
+        text = text[: max(width - len(suffix), 1)] + suffix
+    return text
+
+
 def join(items: Iterable[str]) -> str:
     """Return ``a, b, c``, or ``-`` when there is nothing."""
     text = ", ".join(items)

@@ -167,7 +167,7 @@ def runs_cmd(args: argparse.Namespace) -> int:
     rows = []
     for run in found:
         doc = run_document(run)
-        metrics = ", ".join(f"{k}={_short(v)}" for k, v in run.metrics.items())
+        metrics = ", ".join(f"{k}={_short(v, 24)}" for k, v in run.metrics.items())
         rows.append(
             [
                 run.run_id,
@@ -251,10 +251,8 @@ def why_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _short(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+def _short(value: object, width: int = render.VALUE_WIDTH) -> str:
+    return render.short_value(value, width=width)
 
 
 def _size(size: int) -> str:

@@ -287,6 +287,13 @@ def run_step(spec: dict[str, Any], arguments: dict[str, Any]) -> None:
                 scalar = _cp_scalar(namespace.get(name))
                 if scalar is not None:
                     values[name] = scalar
+                elif name in namespace:  # KFP's Metrics hold numbers: say so, never drop quietly
+                    sys.stderr.write(
+                        f"cellpipe warning: metric '{name}' of step '{spec['step']}' is a "
+                        f"{type(namespace[name]).__name__}, not a number, and KFP's Metrics "
+                        "artifact holds numbers only: not logged there (a local run records "
+                        "it as JSON)\n"
+                    )
             metrics = arguments[spec["metrics_key"]]
             for name in sorted(values):
                 metrics.log_metric(name, values[name])

@@ -58,6 +58,7 @@ from cellpipe.runner.context import StepContext, activate
 from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
 from cellpipe.storage.artifacts import LocalArtifactStore
 from cellpipe.storage.backends import preload_artifact_backend
+from cellpipe.storage.metric_values import MetricValueError, metric_json
 from cellpipe.storage.records import ArtifactRef, StepStatus
 from cellpipe.storage.serializers import deserialize, serialize, type_name
 
@@ -485,18 +486,35 @@ def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
 # -- one step --------------------------------------------------------------------------------
 
 
-def _json_scalar(value: object) -> JsonValue | None:
-    if isinstance(value, bool | int | float | str):
-        return value
-    item = getattr(value, "item", None)
-    if callable(item) and getattr(value, "shape", ()) == ():
+def _pipeline_metrics(
+    job: StepJob, namespace: Mapping[str, Any], *, succeeded: bool
+) -> tuple[dict[str, JsonValue], list[str]]:
+    """Return the values of the job's metric names as JSON, and a warning per value left out.
+
+    A value without a JSON form is never dropped silently: the warning names the metric, the
+    step, why, and the fix. A name the step did not bind is only worth a warning when the
+    step succeeded (a failed step's run has failed anyway).
+    """
+    values: dict[str, JsonValue] = {}
+    warnings: list[str] = []
+    for name in job.metrics:
+        if name not in namespace:
+            if succeeded:
+                warnings.append(
+                    f"cellpipe warning: metric '{name}' was not recorded: step '{job.step}' "
+                    "did not assign it (bind it in every branch of the step)"
+                )
+            continue
         try:
-            converted = item()
-        except (TypeError, ValueError):
-            return None
-        if isinstance(converted, bool | int | float | str):
-            return converted
-    return None
+            values[name] = metric_json(name, namespace[name])
+        except MetricValueError as exc:
+            warnings.append(
+                f"cellpipe warning: metric '{name}' of step '{job.step}' was not recorded: "
+                f"{exc}; name a number, string, list, dict, numpy array or pandas "
+                "Series/DataFrame in the pipeline-metrics cell (for example a derived "
+                "number or `.tolist()`)"
+            )
+    return values, warnings
 
 
 def _load_inputs(
@@ -699,11 +717,10 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         }
     )
     job.notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
-    pipeline_metrics: dict[str, JsonValue] = {}
-    for name in job.metrics:
-        scalar = _json_scalar(namespace.get(name))
-        if scalar is not None:
-            pipeline_metrics[name] = scalar
+    pipeline_metrics, metric_warnings = _pipeline_metrics(job, namespace, succeeded=failure is None)
+    if metric_warnings:  # in the step's log, which the run's output shows as the step ends
+        with Path(job.log_path).open("a", encoding="utf-8") as log:
+            log.write("".join(f"{w}\n" for w in metric_warnings))
     return StepResult(
         step=job.step,
         status=status,

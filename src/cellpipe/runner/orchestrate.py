@@ -267,6 +267,7 @@ class _Run:
                 started_at=now,
                 finished_at=now,
                 inputs=inputs,
+                input_sources=_sources(step),
                 outputs=hit.outputs,
                 metrics=hit.metrics,
                 files_read=hit.files_read,
@@ -306,6 +307,7 @@ class _Run:
                 cache_reason=reason,
                 started_at=now,
                 inputs=inputs,
+                input_sources=_sources(step),
             )
         )
         self.history.before(step.name, inputs)
@@ -468,6 +470,7 @@ class _Run:
                 started_at=self.started.get(result.step),
                 finished_at=finished,
                 inputs=inputs,
+                input_sources=_sources(self.pipeline.step(result.step), inputs),
                 outputs=result.outputs,
                 metrics=metrics,
                 files_read=files,
@@ -497,6 +500,11 @@ class _Run:
     def metrics(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for metric in self.pipeline.metrics:
+            if metric.producer == "":
+                # A pipeline parameter named as a metric (Kale allows it): its value this run.
+                if metric.name in self.params:
+                    values[metric.name] = self.params[metric.name]
+                continue
             result = self.results.get(metric.producer)
             if result is not None and metric.name in result.pipeline_metrics:
                 values[metric.name] = result.pipeline_metrics[metric.name]
@@ -505,6 +513,18 @@ class _Run:
             if result is not None:
                 values.update(result.metrics)
         return values
+
+
+def _sources(step: Step, inputs: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """Input variable -> the step of this run whose output it is (lineage per output).
+
+    Equal values share a digest; this names which step's output a step actually read.
+    """
+    return {
+        ref.name: ref.producer
+        for ref in step.inputs
+        if ref.producer and (inputs is None or ref.name in inputs)
+    }
 
 
 def _logged(metrics: Mapping[str, Any]) -> dict[str, Any]:

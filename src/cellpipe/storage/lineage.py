@@ -64,6 +64,7 @@ __all__ = [
     "SqlHistoryStore",
     "artifact_lineage",
     "history_for",
+    "output_lineage",
     "resolve_digest",
     "run_lineage",
 ]
@@ -208,6 +209,8 @@ class LineageStep:
         status: the step run's status.
         source_run: for a cache hit, the run whose outputs it reused.
         inputs: input variable -> stored value.
+        input_sources: input variable -> the step of the same run whose output it is (schema
+            v5; missing when unknown).
         outputs: output variable -> stored value.
         data_inputs: the external files it read through ``cellpipe.data``, by URL.
     """
@@ -217,6 +220,7 @@ class LineageStep:
     status: StepStatus
     source_run: str | None = None
     inputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    input_sources: Mapping[str, str] = field(default_factory=dict)
     outputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
     data_inputs: tuple[DataInputRecord, ...] = ()
 
@@ -231,6 +235,7 @@ class LineageStep:
             status=record.status,
             source_run=record.source_run,
             inputs=record.inputs,
+            input_sources=record.input_sources,
             outputs=record.outputs,
             data_inputs=tuple(data_inputs),
         )
@@ -608,6 +613,7 @@ class SqlHistoryStore:
         wanted = list(dict.fromkeys(keys))
         heads: dict[tuple[str, str], tuple[StepStatus, str | None]] = {}
         refs: dict[tuple[str, str], tuple[dict[str, ArtifactRef], dict[str, ArtifactRef]]] = {}
+        sources: dict[tuple[str, str], dict[str, str]] = {}
         data: dict[tuple[str, str], list[DataInputRecord]] = {}
         with self._metadata._read() as conn:
             for chunk in _chunks(wanted):
@@ -619,10 +625,22 @@ class SqlHistoryStore:
                 ):
                     heads[(run_id, step)] = (StepStatus(status), source)
                     refs[(run_id, step)] = ({}, {})
-                for run_id, step, kind, variable, digest, ser, ver, tname, size in conn.execute(
+                    sources[(run_id, step)] = {}
+                for (
+                    run_id,
+                    step,
+                    kind,
+                    variable,
+                    digest,
+                    ser,
+                    ver,
+                    tname,
+                    size,
+                    source_step,
+                ) in conn.execute(
                     (
                         "SELECT e.run_id, e.step, e.kind, e.variable, e.digest, e.serializer,"
-                        " e.serializer_version, e.type_name, a.size FROM events e"
+                        " e.serializer_version, e.type_name, a.size, e.source_step FROM events e"
                         " JOIN artifacts a ON a.digest = e.digest"
                         f" WHERE {events_where} ORDER BY e.run_id, e.step, e.variable"
                     ),
@@ -636,6 +654,8 @@ class SqlHistoryStore:
                         size=size,
                         type_name=tname,
                     )
+                    if kind == "input" and source_step is not None:
+                        sources[(run_id, step)][variable] = source_step
                 for row in conn.execute(
                     (
                         "SELECT run_id, step, url, version, digest, size, fetched_at"
@@ -657,6 +677,7 @@ class SqlHistoryStore:
                     status=status,
                     source_run=source,
                     inputs=inputs,
+                    input_sources=sources[key],
                     outputs=outputs,
                     data_inputs=tuple(data.get(key, ())),
                 )
@@ -926,15 +947,30 @@ class LineageNode:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LineageEdge:
-    """``source`` flows into ``target``; ``label`` names the variable (or URL)."""
+    """``source`` flows into ``target``; ``label`` names the variable (or URL).
+
+    Attributes:
+        source: the node the data comes from.
+        target: the node it goes to.
+        label: the variable (or URL, or a data source's version).
+        producer: for an artifact read by a step run, the step run node whose output the
+            value was (equal values share one artifact node, so the artifact alone cannot
+            name it); None when unknown (records before schema v5) or not an input edge.
+    """
 
     source: str
     target: str
     label: str
+    producer: str | None = None
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str | None]:
         """Return a JSON-ready dict."""
-        return {"source": self.source, "target": self.target, "label": self.label}
+        return {
+            "source": self.source,
+            "target": self.target,
+            "label": self.label,
+            "producer": self.producer,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -942,8 +978,8 @@ class LineageGraph:
     """A lineage graph around ``root`` (a run or an artifact).
 
     Attributes:
-        root: what was asked for (a run id or an artifact digest).
-        root_kind: ``run`` or ``artifact``.
+        root: what was asked for (a run id, an artifact digest, or ``RUN/STEP/VARIABLE``).
+        root_kind: ``run``, ``artifact`` or ``output`` (one step output, `output_lineage`).
         nodes: in a stable order (upstream first).
         edges: data flow, producer to consumer.
         limit: for an artifact, the most step runs shown on each side of any artifact (None:
@@ -997,9 +1033,10 @@ class _Builder:
             self.nodes[node.id] = node  # a later sighting may know the type; order is kept
         return node.id
 
-    def edge(self, source: str, target: str, label: str) -> None:
+    def edge(self, source: str, target: str, label: str, producer: str | None = None) -> None:
         self.edges.setdefault(
-            (source, target, label), LineageEdge(source=source, target=target, label=label)
+            (source, target, label),
+            LineageEdge(source=source, target=target, label=label, producer=producer),
         )
 
     def step_node(self, record: LineageStep) -> str:
@@ -1048,14 +1085,23 @@ class _Builder:
             )
         )
 
-    def add_step_run(self, record: LineageStep) -> str:
-        """Add a step run with its inputs, data inputs and outputs."""
+    def add_step_run(
+        self, record: LineageStep, producers: Mapping[str, tuple[str, str]] | None = None
+    ) -> str:
+        """Add a step run with its inputs, data inputs and outputs.
+
+        Args:
+            record: the step run.
+            producers: input variable -> the step run ``(run_id, step)`` whose output it
+                was, named on the input edge.
+        """
         sid = self.step_node(record)
         for variable, ref in record.inputs.items():
             aid = self.artifact_node(
                 ref.digest, serializer=ref.serializer, type_name=ref.type_name, size=ref.size
             )
-            self.edge(aid, sid, variable)
+            key = (producers or {}).get(variable)
+            self.edge(aid, sid, variable, _step_id(*key) if key else None)
         for data in record.data_inputs:
             aid = self.artifact_node(data.digest, size=data.size)
             self.edge(self.data_node(data), aid, data.version)
@@ -1090,7 +1136,10 @@ def run_lineage(metadata: MetadataStore, history: HistoryStore, run_id: str) -> 
         data.setdefault(item.step, []).append(item)
     builder = _Builder()
     for record in metadata.step_runs(run.run_id):
-        builder.add_step_run(LineageStep.from_record(record, data.get(record.step, ())))
+        # Within a run, an input's producer is the named step's run in this run (a cache hit
+        # shows as such, with the run it reused).
+        producers = {v: (run.run_id, s) for v, s in record.input_sources.items()}
+        builder.add_step_run(LineageStep.from_record(record, data.get(record.step, ())), producers)
     return LineageGraph(
         root=run.run_id,
         root_kind="run",
@@ -1142,8 +1191,8 @@ def artifact_lineage(
     _check_limit(limit)
     builder = _Builder()
     builder.artifact_node(digest)
-    producers = _walk(builder, history, digest, depth, limit, kind="output")
-    readers = _walk(builder, history, digest, depth, limit, kind="input")
+    producers = _walk_up(builder, history, [digest], [], depth, limit)
+    readers = _walk_down(builder, history, {digest: None}, depth, limit)
     root = [u for u in (producers.get(digest), readers.get(digest)) if u is not None]
     if not any(u.total or u.reused_by for u in root) and not history.find_digests(digest, limit=1):
         raise CellpipeError(
@@ -1181,41 +1230,201 @@ def artifact_lineage(
     )
 
 
-def _walk(
+def output_lineage(
+    metadata: MetadataStore,
+    history: LineageIndex,
+    run_id: str,
+    step: str,
+    variable: str,
+    *,
+    depth: int = 50,
+    limit: int | None = DEFAULT_LIMIT,
+) -> LineageGraph:
+    """Return the lineage of one step output: the value ``variable`` of ``step`` in a run.
+
+    Unlike an artifact's lineage, which lists every step run that produced equal bytes, this
+    follows the step run that computed this output (the step itself, or the run it reused if
+    it was a cache hit), what it read and who produced that, upstream; and the step runs that
+    read this output (not an equal value of another output), downstream.
+
+    Args:
+        metadata: the metadata store.
+        history: the history store beside it (`history_for`).
+        run_id: the run id or a unique prefix of it.
+        step: the step's name.
+        variable: the output variable.
+        depth: how many step runs away to follow, each way.
+        limit: the most step runs followed on each side of one artifact; None follows all.
+
+    Raises:
+        RunNotFoundError: for an unknown run, or a step or output the run does not have.
+
+    Example::
+
+        graph = output_lineage(store, history_for(store), "wine-2026", "split", "x_train")
+    """
+    _check_limit(limit)
+    run = metadata.get_run(run_id)
+    found = history.lineage_steps([(run.run_id, step)])
+    if not found:
+        steps = ", ".join(s.step for s in metadata.step_runs(run.run_id)) or "none"
+        raise RunNotFoundError(f"run {run.run_id} has no step '{step}'", hint=f"its steps: {steps}")
+    (record,) = found
+    ref = record.outputs.get(variable)
+    if ref is None:
+        outputs = ", ".join(sorted(record.outputs)) or "none"
+        raise RunNotFoundError(
+            f"step '{step}' of run {run.run_id} has no output '{variable}'",
+            hint=f"its outputs: {outputs}",
+        )
+    producer = _executed_key(record)
+    builder = _Builder()
+    builder.artifact_node(
+        ref.digest, serializer=ref.serializer, type_name=ref.type_name, size=ref.size
+    )
+    _walk_up(builder, history, [], [producer], depth, limit)
+    readers = _walk_down(builder, history, {ref.digest: {producer}}, depth, limit)
+    final = []
+    for node in builder.nodes.values():
+        if node.digest in readers and readers[node.digest].more:
+            node = replace(node, detail={**node.detail, "more_readers": readers[node.digest].more})
+        final.append(node)
+    return LineageGraph(
+        root=f"{run.run_id}/{step}/{variable}",
+        root_kind="output",
+        nodes=tuple(final),
+        edges=tuple(builder.edges.values()),
+        limit=limit,
+    )
+
+
+def _executed_key(head: LineageStep) -> tuple[str, str]:
+    """The step run that computed ``head``'s outputs: itself, or the run a cache hit reused."""
+    if head.status is StepStatus.CACHED and head.source_run:
+        return (head.source_run, head.step)
+    return (head.run_id, head.step)
+
+
+def _named_producers(
+    history: LineageIndex, records: Sequence[LineageStep]
+) -> dict[tuple[str, str], dict[str, tuple[str, str]]]:
+    """For each step run: input variable -> the executed step run whose output it read.
+
+    One batched query for the named steps' runs (to see through cache hits). Inputs whose
+    producer is not recorded (before schema v5) are left out: callers fall back to every
+    producer of the digest.
+    """
+    wanted = list(
+        dict.fromkeys(
+            (r.run_id, s) for r in records for v, s in r.input_sources.items() if v in r.inputs
+        )
+    )
+    heads = {(h.run_id, h.step): h for h in history.lineage_steps(wanted)} if wanted else {}
+    named: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
+    for record in records:
+        found: dict[str, tuple[str, str]] = {}
+        for variable, step in record.input_sources.items():
+            head = heads.get((record.run_id, step))
+            if variable in record.inputs and head is not None:
+                found[variable] = _executed_key(head)
+        named[(record.run_id, record.step)] = found
+    return named
+
+
+def _walk_up(
     builder: _Builder,
     history: LineageIndex,
-    digest: str,
+    digests: Sequence[str],
+    keys: Sequence[tuple[str, str]],
     depth: int,
     limit: int | None,
-    *,
-    kind: str,
 ) -> dict[str, ArtifactUses]:
-    """Follow producers (``output``) or readers (``input``) level by level from ``digest``.
+    """Follow producers level by level from ``digests`` (every producer) and ``keys``.
 
-    Each level is two batched queries: the uses of every artifact on the frontier, then the
-    step runs they name. Returns the uses asked for, by artifact.
+    An input whose producer is recorded leads to that step run only (equal values share a
+    digest, so the digest's other producers did not make it); an input without one (records
+    before schema v5) leads to every step run that produced its digest. Each level is a few
+    batched queries. Returns the producers asked for, by artifact.
     """
     asked: dict[str, ArtifactUses] = {}
-    frontier = [digest]
-    seen_digests = {digest}
+    frontier = list(digests)
+    direct = list(keys)
+    seen_digests = set(frontier)
     seen_steps: set[tuple[str, str]] = set()
     for _ in range(depth):
-        uses = history.artifact_uses(frontier, kind, limit=limit)
-        asked.update(uses)
-        keys = []
-        for d in frontier:
-            for key in uses[d].step_runs:
-                if key not in seen_steps:
-                    seen_steps.add(key)
-                    keys.append(key)
-        frontier = []
-        for record in history.lineage_steps(keys):
-            builder.add_step_run(record)
-            refs = record.inputs if kind == "output" else record.outputs
-            for ref in refs.values():
-                if ref.digest not in seen_digests:
+        wanted: list[tuple[str, str]] = []
+        if frontier:
+            uses = history.artifact_uses(frontier, "output", limit=limit)
+            asked.update(uses)
+            wanted.extend(key for d in frontier for key in uses[d].step_runs)
+        wanted.extend(direct)
+        wanted = [k for k in dict.fromkeys(wanted) if k not in seen_steps]
+        seen_steps.update(wanted)
+        records = history.lineage_steps(wanted)
+        named = _named_producers(history, records)
+        frontier, direct = [], []
+        for record in records:
+            producers = named[(record.run_id, record.step)]
+            builder.add_step_run(record, producers)
+            for variable, ref in record.inputs.items():
+                if variable in producers:
+                    direct.append(producers[variable])
+                elif ref.digest not in seen_digests:
                     seen_digests.add(ref.digest)
                     frontier.append(ref.digest)
+        if not frontier and not direct:
+            break
+    return asked
+
+
+def _walk_down(
+    builder: _Builder,
+    history: LineageIndex,
+    start: Mapping[str, set[tuple[str, str]] | None],
+    depth: int,
+    limit: int | None,
+) -> dict[str, ArtifactUses]:
+    """Follow readers level by level from the artifacts in ``start``.
+
+    ``start`` maps a digest to the step runs whose output it is here (None: any, for an
+    artifact asked by its digest). A reader whose input of that digest names another producer
+    read an equal value of another step's output and is left out; readers without a recorded
+    producer are kept. Returns the readers asked for, by artifact (counts are of every
+    reader of the bytes).
+    """
+    asked: dict[str, ArtifactUses] = {}
+    frontier: dict[str, set[tuple[str, str]] | None] = dict(start)
+    seen_steps: set[tuple[str, str]] = set()
+    for _ in range(depth):
+        uses = history.artifact_uses(list(frontier), "input", limit=limit)
+        asked.update(uses)
+        wanted = [key for d in frontier for key in uses[d].step_runs if key not in seen_steps]
+        wanted = list(dict.fromkeys(wanted))
+        records = history.lineage_steps(wanted)
+        named = _named_producers(history, records)
+        following: dict[str, set[tuple[str, str]] | None] = {}
+        for record in records:
+            key = (record.run_id, record.step)
+            producers = named[key]
+            reads = [(v, ref.digest) for v, ref in record.inputs.items() if ref.digest in frontier]
+            from_data = any(d.digest in frontier for d in record.data_inputs)
+            if reads and not from_data:
+                allowed = [
+                    v
+                    for v, d in reads
+                    if frontier[d] is None
+                    or v not in producers
+                    or producers[v] in (frontier[d] or ())
+                ]
+                if not allowed:
+                    continue  # it read an equal value that another step run produced
+            seen_steps.add(key)
+            builder.add_step_run(record, producers)
+            for ref in record.outputs.values():
+                known = following.setdefault(ref.digest, set())
+                if known is not None:
+                    known.add(key)
+        frontier = following
         if not frontier:
             break
     return asked

@@ -87,7 +87,7 @@ def migrations() -> list[tuple[int, str]]:
     return found
 
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 """The newest metadata schema this cellpipe can read and write (the last migration's number;
 a test checks they agree, so importing this module reads no files)."""
 
@@ -520,13 +520,15 @@ class SqlMetadataStore:
             )
             refs = [("input", v, r) for v, r in record.inputs.items()]
             refs += [("output", v, r) for v, r in record.outputs.items()]
+            sources = record.input_sources
             if refs:
                 self._insert_artifacts(conn, [r for _, _, r in refs])
                 conn.execute(
                     (
                         "INSERT INTO events (run_id, step, kind, variable, digest, serializer,"
-                        " serializer_version, type_name) VALUES (:run_id, :step, :kind,"
-                        " :variable, :digest, :serializer, :serializer_version, :type_name)"
+                        " serializer_version, type_name, source_step) VALUES (:run_id, :step,"
+                        " :kind, :variable, :digest, :serializer, :serializer_version,"
+                        " :type_name, :source_step)"
                     ),
                     [
                         {
@@ -537,6 +539,7 @@ class SqlMetadataStore:
                             "serializer": ref.serializer,
                             "serializer_version": ref.serializer_version,
                             "type_name": ref.type_name,
+                            "source_step": sources.get(variable) if kind == "input" else None,
                         }
                         for kind, variable, ref in refs
                     ],
@@ -717,10 +720,12 @@ class SqlMetadataStore:
             key = {"run_id": row[0], "step": row[1]}
             inputs: dict[str, ArtifactRef] = {}
             outputs: dict[str, ArtifactRef] = {}
-            for kind, variable, digest, ser, ver, tname, size in conn.execute(
+            sources: dict[str, str] = {}
+            for kind, variable, digest, ser, ver, tname, size, source in conn.execute(
                 (
                     "SELECT e.kind, e.variable, e.digest, e.serializer, e.serializer_version,"
-                    " e.type_name, a.size FROM events e JOIN artifacts a ON a.digest = e.digest"
+                    " e.type_name, a.size, e.source_step FROM events e"
+                    " JOIN artifacts a ON a.digest = e.digest"
                     " WHERE e.run_id = :run_id AND e.step = :step ORDER BY e.variable"
                 ),
                 key,
@@ -733,6 +738,8 @@ class SqlMetadataStore:
                     type_name=tname,
                 )
                 (inputs if kind == "input" else outputs)[variable] = ref
+                if kind == "input" and source is not None:
+                    sources[variable] = source
             files: dict[str, str] = dict(
                 conn.execute(
                     (
@@ -767,6 +774,7 @@ class SqlMetadataStore:
                     notebook_digest=ArtifactDigest(row[10]) if row[10] else None,
                     error=row[11],
                     inputs=inputs,
+                    input_sources=sources,
                     outputs=outputs,
                     metrics=metrics,
                     files_read=files,

@@ -137,6 +137,10 @@ class StepRunRecord:
         started_at: when it started (UTC).
         finished_at: when it ended (UTC).
         inputs: input variable -> stored value.
+        input_sources: input variable -> the step of the same run whose output it is (its
+            producer: that step run, or the step run it reused when that was a cache hit).
+            Equal values share a digest, so the digest alone cannot name the producer.
+            Missing for records written before schema v5.
         outputs: output variable -> stored value.
         metrics: metrics it logged.
         files_read: workspace files it opened for reading: relative path -> content digest.
@@ -155,6 +159,7 @@ class StepRunRecord:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     inputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    input_sources: Mapping[str, str] = field(default_factory=dict)
     outputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
     metrics: Mapping[str, Any] = field(default_factory=dict)
     files_read: Mapping[str, str] = field(default_factory=dict)
@@ -163,7 +168,14 @@ class StepRunRecord:
     error: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("cache_fields", "inputs", "outputs", "metrics", "files_read"):
+        for name in (
+            "cache_fields",
+            "inputs",
+            "input_sources",
+            "outputs",
+            "metrics",
+            "files_read",
+        ):
             object.__setattr__(self, name, _ro(getattr(self, name)))
 
 

@@ -288,3 +288,119 @@ def test_readers_are_listed_from_the_index(tmp_path, statements):
     assert "TEMP B-TREE" not in listing
     assert status in counting
     assert status in producing
+
+
+# -- lineage per step output (issue 9): equal values share a digest ---------------------------
+
+
+def _named(store, run_id, step, status, inputs, outputs, minutes=0, source=None):
+    """A step run with named variables: inputs {var: (digest n, producer step)}."""
+    store.record_step_run(
+        StepRunRecord(
+            run_id=run_id,
+            step=step,
+            status=status,
+            started_at=T0 + timedelta(minutes=minutes),
+            finished_at=T0 + timedelta(minutes=minutes),
+            inputs={v: _ref(n) for v, (n, _) in inputs.items()},
+            input_sources={v: p for v, (_, p) in inputs.items()},
+            outputs={v: _ref(n) for v, n in outputs.items()},
+            source_run=source,
+        )
+    )
+
+
+@pytest.fixture
+def equal_values(store):
+    """r1: one -> a (=v5), two -> b (=v5, equal bytes); use_a reads a, use_b reads b.
+
+    r2: one and two are cache hits of r1; use_a re-ran (reads a from r2's one).
+    """
+    _run(store, "r1", 0)
+    _named(store, "r1", "one", StepStatus.SUCCEEDED, {}, {"a": 5})
+    _named(store, "r1", "two", StepStatus.SUCCEEDED, {}, {"b": 5})
+    _named(store, "r1", "use_a", StepStatus.SUCCEEDED, {"a": (5, "one")}, {"x": 6}, 1)
+    _named(store, "r1", "use_b", StepStatus.SUCCEEDED, {"b": (5, "two")}, {"y": 7}, 1)
+    _run(store, "r2", 10)
+    _named(store, "r2", "one", StepStatus.CACHED, {}, {"a": 5}, 10, source="r1")
+    _named(store, "r2", "two", StepStatus.CACHED, {}, {"b": 5}, 10, source="r1")
+    _named(store, "r2", "use_a", StepStatus.SUCCEEDED, {"a": (5, "one")}, {"x": 8}, 11)
+    return store
+
+
+def _steps_of(graph) -> set[tuple[str, str]]:
+    return {(n.run_id, n.step) for n in graph.nodes if n.kind == "step_run"}
+
+
+def _input_producers(graph) -> dict[tuple[str, str], str | None]:
+    return {(e.target, e.label): e.producer for e in graph.edges if e.target.startswith("step:")}
+
+
+def test_run_lineage_names_each_inputs_own_producer(equal_values, history):
+    graph = run_lineage(equal_values, history, "r1")
+    assert _input_producers(graph) == {
+        ("step:r1/use_a", "a"): "step:r1/one",
+        ("step:r1/use_b", "b"): "step:r1/two",
+    }
+
+
+def test_upstream_of_an_output_follows_its_producer_not_an_equal_value(equal_values, history):
+    # x of r1's use_a: upstream is one (a), never two (b), though a and b are the same bytes.
+    graph = artifact_lineage(equal_values, history, _digest(6))
+    assert _steps_of(graph) == {("r1", "use_a"), ("r1", "one")}
+    # r2's use_a read a from r2's one, a cache hit: the producer is the run it reused.
+    graph = artifact_lineage(equal_values, history, _digest(8))
+    assert _steps_of(graph) == {("r2", "use_a"), ("r1", "one")}
+    assert _input_producers(graph) == {("step:r2/use_a", "a"): "step:r1/one"}
+
+
+def test_lineage_of_a_shared_digest_lists_all_its_producers(equal_values, history):
+    graph = artifact_lineage(equal_values, history, _digest(5))
+    producers = {e.source for e in graph.edges if e.target == f"artifact:{_digest(5)}"}
+    assert producers == {"step:r1/one", "step:r1/two"}
+    assert _steps_of(graph) >= {("r1", "use_a"), ("r1", "use_b"), ("r2", "use_a")}
+
+
+@pytest.mark.parametrize(
+    ("step", "variable", "expected"),
+    [
+        ("one", "a", {("r1", "one"), ("r1", "use_a"), ("r2", "use_a")}),
+        ("two", "b", {("r1", "two"), ("r1", "use_b")}),
+    ],
+)
+def test_output_lineage_names_its_own_producer_and_readers(
+    equal_values, history, step, variable, expected
+):
+    from cellpipe.storage.lineage import output_lineage
+
+    graph = output_lineage(equal_values, history, "r1", step, variable)
+    assert graph.root == f"r1/{step}/{variable}"
+    assert graph.root_kind == "output"
+    assert _steps_of(graph) == expected
+
+
+def test_output_lineage_of_a_cache_hit_is_the_run_that_computed_it(equal_values, history):
+    from cellpipe.storage.lineage import output_lineage
+
+    graph = output_lineage(equal_values, history, "r2", "one", "a")
+    assert _steps_of(graph) == {("r1", "one"), ("r1", "use_a"), ("r2", "use_a")}
+
+
+def test_output_lineage_of_an_unknown_output_names_the_outputs(equal_values, history):
+    from cellpipe.errors import RunNotFoundError
+    from cellpipe.storage.lineage import output_lineage
+
+    with pytest.raises(RunNotFoundError, match="has no output 'z'") as info:
+        output_lineage(equal_values, history, "r1", "one", "z")
+    assert info.value.hint == "its outputs: a"
+    with pytest.raises(RunNotFoundError, match="has no step 'nope'"):
+        output_lineage(equal_values, history, "r1", "nope", "a")
+
+
+def test_inputs_without_a_recorded_producer_fall_back_to_every_producer(store, history):
+    _run(store, "r1", 0)
+    _named(store, "r1", "one", StepStatus.SUCCEEDED, {}, {"a": 5})
+    _named(store, "r1", "two", StepStatus.SUCCEEDED, {}, {"b": 5})
+    _step(store, "r1", "use", StepStatus.SUCCEEDED, inputs=[5], outputs=[6], minutes=1)
+    graph = artifact_lineage(store, history, _digest(6))
+    assert _steps_of(graph) == {("r1", "use"), ("r1", "one"), ("r1", "two")}
