@@ -795,3 +795,9 @@ def test_the_unknown_package_hint_names_the_distribution(load, module, hint):
     pipeline = load([("step:a", f"import {module}\nx = 1")])
     (warning,) = [w for w in pipeline.warnings if w.code == "unknown-package"]
     assert warning.hint == hint
+
+
+def test_one_cell_before_the_first_step_is_named_alone(load):
+    pipeline = load([("", "!pip install -r requirements.txt"), ("step:a", "x = 1")])
+    (warning,) = [w for w in pipeline.warnings if w.code == "code-before-first-step"]
+    assert warning.message.startswith("cell 1 has code but comes before the first step, so it is")
