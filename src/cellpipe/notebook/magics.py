@@ -27,8 +27,9 @@ that its effects run repeatedly (`repeating_magics`). Other cell magics (``%%bas
 Invariants: IPython's own `TransformerManager` does the transformation (the same one the
 kernel uses), imported lazily and only for cells that look like they contain IPython syntax,
 because importing it costs ~80 ms. If IPython cannot transform a cell, the source is returned
-unchanged so that the parser reports the syntax error with its line; when the body form does
-not parse, the plain transformation is used.
+unchanged so that the parser reports the syntax error with its line. A Python cell magic whose
+body does not parse keeps the body form, so the syntax error is reported at its line; when only
+the form does not parse (``from __future__`` in the body), the plain transformation is used.
 
 Must not depend on: anything in cellpipe.
 """
@@ -169,11 +170,21 @@ def _python_body(source: str, call: str, magic: tuple[str, str]) -> str | None:
     out = ["#"] * lead + [head] + [f" {line}" if line.strip() else "#" for line in body_python]
     out += ["#"] * (len(lines) - len(out))
     python = "\n".join(out)
+    if _parses(python):
+        return python
+    # A body that does not parse on its own is the user's syntax error: keep the body form so
+    # that the analysis reports it at its line. Otherwise the form itself is at fault.
+    return None if _parses("\n".join(body_python)) else python
+
+
+def _parses(code: str) -> bool:
+    # A full compile, not only ast.parse: `from __future__` after other code, for instance,
+    # parses but does not compile.
     try:
-        ast.parse(python)
+        compile(code, "<cell>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return None
-    return python
+        return False
+    return True
 
 
 def _capture_target(args: str) -> str | None:

@@ -149,3 +149,15 @@ def test_repeating_magics_are_the_timeit_lines():
     assert repeating_magics("if a:\n    %timeit -n 2 f()\n%time g()") == (2,)
     assert repeating_magics("%%time\nx = 1") == ()
     assert repeating_magics("s = 'timeit'") == ()
+
+
+def test_a_syntax_error_in_a_magic_body_is_reported_at_its_line():
+    found = BlockFacts()
+    found.add_cell(4, to_python("%%time\nx = 1\ny = (\n"))
+    assert [loc for loc, _ in found.syntax_errors] == [(4, 3)]
+
+
+def test_a_body_that_only_parses_on_its_own_stays_opaque():
+    python = to_python("%%time\nfrom __future__ import annotations\nx = 1")
+    assert python.splitlines()[0].startswith("get_ipython().run_cell_magic('time'")
+    assert python.splitlines()[1:] == ["#", "#"]
