@@ -694,7 +694,9 @@ class _Builder:
                 )
             )
         for name in sorted((set(facts.binds) | set(facts.global_writes)) & shared.names):
-            if name in imports and imports[name][0] == shared.imports_bound.get(name):
+            if name in imports and _import_target(imports[name][0]) == _import_target(
+                shared.imports_bound.get(name)
+            ):
                 continue  # the same import again: harmless
             where = _first(name, facts.binds, facts.global_writes) or (0, 0)
             self.warnings.append(
@@ -710,6 +712,9 @@ class _Builder:
                 )
             )
         writes -= params | shared.names
+        # ``get_ipython().run_cell_magic(...)`` and ``display(...)`` are calls of the kernel's
+        # own functions, not changes of data (unless the step binds those names itself).
+        writes -= _AMBIENT - set(facts.binds) - set(facts.global_writes)
         reads_files, writes_files = self._files(files, facts, shared, params)
         return _Analysis(
             needs=needs,
@@ -1326,6 +1331,18 @@ def _call_mutations(
         for name in sorted(_argument_names(call, callee, changed[call.callee])):
             found.setdefault(name, (call.loc, call.callee))
     return found
+
+
+def _import_target(stmt: str | None) -> str | None:
+    """What the name an import statement binds refers to (``import os.path`` binds ``os``)."""
+    if stmt is None:
+        return None
+    node = ast.parse(stmt).body[0]
+    if isinstance(node, ast.ImportFrom):
+        return f"{'.' * node.level}{node.module or ''}:{node.names[0].name}"
+    assert isinstance(node, ast.Import)
+    alias = node.names[0]
+    return alias.name if alias.asname else alias.name.split(".")[0]
 
 
 def _imported_module(stmt: str) -> str:
