@@ -4,8 +4,8 @@ Owns: the records added by schema v2 (`SnapshotRecord`, `DataInputRecord`), the
 `HistoryStore` protocol (what runs record) and the `LineageIndex` protocol (the batched
 queries lineage graphs are built from), both implemented by `SqlHistoryStore` and
 `MemoryHistoryStore` (chosen by `history_for`), the lineage graph of a run or an artifact
-(`run_lineage`, `artifact_lineage`: ML-Metadata's executions, artifacts and input/output
-events, across runs) and the ``cellpipe runs`` filters (`RunFilter`).
+(`run_lineage`, `artifact_lineage`, `output_lineage`: ML-Metadata's executions, artifacts
+and input/output events, across runs) and the ``cellpipe runs`` filters (`RunFilter`).
 
 Invariants:
     * read-mostly: the only writes are snapshot and data-input rows, each one transaction
@@ -14,6 +14,12 @@ Invariants:
       so the producer of an artifact is the step run that actually computed it (cache hits
       are listed as reuses, never as producers), which keeps a query bounded by the number of
       distinct computations rather than the number of runs;
+    * lineage is per step output: equal values share an artifact (content addressing), so
+      an input event names the step of its run whose output it read (``source_step``,
+      schema v5); a graph names that producer on the input edge, follows only it upstream,
+      and leaves out of a step output's readers those that read an equal value of another
+      output (`output_lineage`). Only the lineage of an artifact as such lists every step
+      run that produced it; inputs recorded before v5 fall back to that too;
     * an artifact graph is bounded: at most ``limit`` step runs on each side of any artifact
       (the rest counted, never silently dropped), and it costs a few batched queries per
       level of depth, never one per node; readers are listed from the ``events_by_artifact``
