@@ -159,6 +159,7 @@ def build_store(db: Path, runs: int) -> float:
                         started_at=started,
                         finished_at=started + timedelta(milliseconds=700),
                         inputs={} if first else {"x": previous},
+                        input_sources={} if first else {"x": STEPS[k - 1]},  # schema v5
                         outputs={"x" if k < 4 else "report": output},
                         metrics={"accuracy": 0.9 + i % 100 / 1000} if step == "evaluate" else {},
                         files_read={"data/wine.csv": f"sha256:{7:064x}"} if first else {},

@@ -196,6 +196,15 @@ def test_lineage_steps_in_the_order_asked(fan_out: Any, history: Any) -> None:
     assert history.lineage_steps([]) == []
 
 
+def test_step_heads(fan_out: Any, history: Any) -> None:
+    heads = history.step_heads([("r05", "fetch"), ("nope", "x"), ("r02", "load")])
+    assert dict(heads) == {
+        ("r05", "fetch"): (StepStatus.SUCCEEDED, None),
+        ("r02", "load"): (StepStatus.CACHED, "r01"),
+    }
+    assert dict(history.step_heads([])) == {}
+
+
 def test_find_digests(fan_out: Any, history: Any) -> None:
     history.record_data_inputs([data_input("r01", "load", 0xABC123, url="https://x/other")])
     everything = "sha256:" + "0" * 58

@@ -146,3 +146,31 @@ def test_non_scalar_metrics_are_recorded_shown_and_compared(project, run_cli):
     assert listing.code == 0
     assert "cm=[[5, 1], [0, 4]]" in listing.out
     assert run_cli("runs", "--project", folder, "--metric", "x>0", "--json").json()["runs"]
+
+
+PARAMETER_METRIC = """\
+# %% tags=["pipeline-parameters"]
+LR = 0.1
+
+# %% tags=["step:train"]
+score = LR * 2
+
+# %% tags=["pipeline-metrics"]
+score
+LR
+"""
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 9 (14): the analysis must accept a parameter named as a metric (producer ''); "
+    "the runner side is done (tests/unit/runner/test_run_metrics.py). Remove this marker "
+    "once the analysis lands: then it must pass.",
+)
+def test_a_parameter_named_as_a_metric_is_the_runs_value(tmp_path, monkeypatch, run_cli):
+    notebook = tmp_path / "pm.py"
+    notebook.write_text(PARAMETER_METRIC)
+    monkeypatch.chdir(tmp_path)
+    result = run_cli("run", notebook, "-p", "LR=0.5", "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out.splitlines()[-1])["metrics"] == {"score": 1.0, "LR": 0.5}

@@ -4,8 +4,8 @@ Owns: the records added by schema v2 (`SnapshotRecord`, `DataInputRecord`), the
 `HistoryStore` protocol (what runs record) and the `LineageIndex` protocol (the batched
 queries lineage graphs are built from), both implemented by `SqlHistoryStore` and
 `MemoryHistoryStore` (chosen by `history_for`), the lineage graph of a run or an artifact
-(`run_lineage`, `artifact_lineage`: ML-Metadata's executions, artifacts and input/output
-events, across runs) and the ``cellpipe runs`` filters (`RunFilter`).
+(`run_lineage`, `artifact_lineage`, `output_lineage`: ML-Metadata's executions, artifacts
+and input/output events, across runs) and the ``cellpipe runs`` filters (`RunFilter`).
 
 Invariants:
     * read-mostly: the only writes are snapshot and data-input rows, each one transaction
@@ -14,6 +14,12 @@ Invariants:
       so the producer of an artifact is the step run that actually computed it (cache hits
       are listed as reuses, never as producers), which keeps a query bounded by the number of
       distinct computations rather than the number of runs;
+    * lineage is per step output: equal values share an artifact (content addressing), so
+      an input event names the step of its run whose output it read (``source_step``,
+      schema v5); a graph names that producer on the input edge, follows only it upstream,
+      and leaves out of a step output's readers those that read an equal value of another
+      output (`output_lineage`). Only the lineage of an artifact as such lists every step
+      run that produced it; inputs recorded before v5 fall back to that too;
     * an artifact graph is bounded: at most ``limit`` step runs on each side of any artifact
       (the rest counted, never silently dropped), and it costs a few batched queries per
       level of depth, never one per node; readers are listed from the ``events_by_artifact``
@@ -291,6 +297,12 @@ class LineageIndex(Protocol):
 
     def lineage_steps(self, keys: Sequence[tuple[str, str]]) -> Sequence[LineageStep]:
         """Return the step runs ``(run_id, step)`` in the order asked (unknown ones left out)."""
+        ...
+
+    def step_heads(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> Mapping[tuple[str, str], tuple[StepStatus, str | None]]:
+        """Return ``(status, source_run)`` of the step runs ``(run_id, step)`` that exist."""
         ...
 
     def find_digests(self, prefix: str, *, limit: int) -> Sequence[str]:
@@ -684,6 +696,22 @@ class SqlHistoryStore:
             )
         return out
 
+    def step_heads(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> Mapping[tuple[str, str], tuple[StepStatus, str | None]]:
+        """Return ``(status, source_run)`` of the step runs asked (primary-key lookups)."""
+        heads: dict[tuple[str, str], tuple[StepStatus, str | None]] = {}
+        wanted = list(dict.fromkeys(keys))
+        with self._metadata._read() as conn:
+            for chunk in _chunks(wanted):
+                params, where = _step_keys(chunk, "")
+                for run_id, step, status, source in conn.execute(
+                    f"SELECT run_id, step, status, source_run FROM step_runs WHERE {where}",
+                    params,
+                ):
+                    heads[(run_id, step)] = (StepStatus(status), source)
+        return heads
+
     def find_digests(self, prefix: str, *, limit: int) -> Sequence[str]:
         """Return the recorded artifact digests starting with ``prefix`` (an index range)."""
         lo, hi = _prefix_range(prefix)
@@ -875,6 +903,12 @@ class MemoryHistoryStore:
                 data = [d for d in self.data_inputs(run_id=run_id) if d.step == step]
                 out.append(LineageStep.from_record(record, data))
         return out
+
+    def step_heads(
+        self, keys: Sequence[tuple[str, str]]
+    ) -> Mapping[tuple[str, str], tuple[StepStatus, str | None]]:
+        """Return ``(status, source_run)`` of the step runs asked."""
+        return {(r.run_id, r.step): (r.status, r.source_run) for r in self.lineage_steps(keys)}
 
     def find_digests(self, prefix: str, *, limit: int) -> Sequence[str]:
         """Return the recorded artifact digests starting with ``prefix``, sorted."""
@@ -1277,7 +1311,7 @@ def output_lineage(
             f"step '{step}' of run {run.run_id} has no output '{variable}'",
             hint=f"its outputs: {outputs}",
         )
-    producer = _executed_key(record)
+    producer = _executed_key((record.run_id, record.step), record.status, record.source_run)
     builder = _Builder()
     builder.artifact_node(
         ref.digest, serializer=ref.serializer, type_name=ref.type_name, size=ref.size
@@ -1298,11 +1332,13 @@ def output_lineage(
     )
 
 
-def _executed_key(head: LineageStep) -> tuple[str, str]:
-    """The step run that computed ``head``'s outputs: itself, or the run a cache hit reused."""
-    if head.status is StepStatus.CACHED and head.source_run:
-        return (head.source_run, head.step)
-    return (head.run_id, head.step)
+def _executed_key(
+    key: tuple[str, str], status: StepStatus, source_run: str | None
+) -> tuple[str, str]:
+    """The step run that computed step run ``key``'s outputs: itself, or the one it reused."""
+    if status is StepStatus.CACHED and source_run:
+        return (source_run, key[1])
+    return key
 
 
 def _named_producers(
@@ -1319,14 +1355,14 @@ def _named_producers(
             (r.run_id, s) for r in records for v, s in r.input_sources.items() if v in r.inputs
         )
     )
-    heads = {(h.run_id, h.step): h for h in history.lineage_steps(wanted)} if wanted else {}
+    heads = history.step_heads(wanted) if wanted else {}
     named: dict[tuple[str, str], dict[str, tuple[str, str]]] = {}
     for record in records:
         found: dict[str, tuple[str, str]] = {}
         for variable, step in record.input_sources.items():
-            head = heads.get((record.run_id, step))
-            if variable in record.inputs and head is not None:
-                found[variable] = _executed_key(head)
+            key = (record.run_id, step)
+            if variable in record.inputs and key in heads:
+                found[variable] = _executed_key(key, *heads[key])
         named[(record.run_id, record.step)] = found
     return named
 
