@@ -161,12 +161,6 @@ LR
 """
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 9 (14): the analysis must accept a parameter named as a metric (producer ''); "
-    "the runner side is done (tests/unit/runner/test_run_metrics.py). Remove this marker "
-    "once the analysis lands: then it must pass.",
-)
 def test_a_parameter_named_as_a_metric_is_the_runs_value(tmp_path, monkeypatch, run_cli):
     notebook = tmp_path / "pm.py"
     notebook.write_text(PARAMETER_METRIC)
