@@ -34,6 +34,7 @@ import contextlib
 import json
 import linecache
 import os
+import random
 import shutil
 import sys
 import time
@@ -391,6 +392,9 @@ class WarmState:
         files_read: absolute paths of files in the workspace the preamble opened for reading
             (other files it opened are dropped when it ends).
         execution_count: the last execution count used.
+        random_state: Python's ``random`` state after the preamble: a forked child gets it
+            back (``random`` reseeds itself in every fork child, which would lose a
+            ``random.seed`` of the imports cell).
     """
 
     key: str
@@ -399,6 +403,7 @@ class WarmState:
     failure: _Failure | None = None
     files_read: list[str] = field(default_factory=list)
     execution_count: int = 0
+    random_state: Any = None
 
 
 def _main_shell() -> Any:
@@ -500,6 +505,7 @@ def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
     finally:
         sys.stdout, sys.stderr = saved
     state.cells = builder.cells
+    state.random_state = random.getstate()
     if state.failure is None:
         before = _top_level_modules()
         try:
@@ -673,6 +679,8 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
             metadata={"tags": ["injected-parameters"]},
         )
     namespace = warm.module.__dict__
+    if warm.random_state is not None:
+        random.setstate(warm.random_state)  # as the preamble left it, also in a fork child
     names = {_cell_filename(job.notebook, c.cell): c.cell for c in (*job.preamble, *job.cells)}
     failure = warm.failure
     store: LocalArtifactStore | FsspecArtifactStore | None = None
