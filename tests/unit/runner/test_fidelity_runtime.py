@@ -110,7 +110,8 @@ def test_guarded_inputs_follow_notebook_order_metrics_and_outputs() -> None:
     assert guarded["early"] == ("a", "c")
     # late: a is read by `last` (cell 10); b is read by nobody after cell 9
     assert guarded["late"] == ("a",)
-    assert "last" not in guarded and "make" not in guarded
+    assert "last" not in guarded
+    assert "make" not in guarded
 
 
 def test_random_state_is_never_guarded() -> None:
@@ -192,7 +193,8 @@ def test_global_random_state_flows_from_step_to_step_in_notebook_order(runner: R
         got.update({k: load_output(runner.workdir, result, k) for k in result.outputs})
     assert got.pop("bound") is False  # never bound in the user's namespace
     state = got.pop(RANDOM_STATE)
-    assert isinstance(state, dict) and set(state) == {"format", "random", "numpy"}
+    assert isinstance(state, dict)
+    assert set(state) == {"format", "random", "numpy"}
     assert outcome.results["first"].outputs[RANDOM_STATE].serializer == "json"
     assert got == _single_process()
 
