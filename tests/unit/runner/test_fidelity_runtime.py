@@ -376,3 +376,54 @@ def test_files_written_are_reported_relative_to_the_workspace(runner: Runner) ->
     assert result.notebook_path is not None
     meta = json.loads(Path(result.notebook_path).read_text())["metadata"]["cellpipe"]
     assert meta["files_written"] == ["a.txt", "flags.txt", "w.txt", "x.bin"]
+
+
+class _Artifact:
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.metadata: dict[str, object] = {}
+
+
+def test_the_pod_runtime_carries_the_random_state(tmp_path: Path) -> None:
+    import random
+
+    import numpy as np
+
+    from cellpipe.kfp import runtime
+
+    saved = random.getstate(), np.random.get_state()
+    state_file = tmp_path / "state"
+    values: dict[str, object] = {}
+    try:
+        for index, (name, cell) in enumerate(RNG_CELLS.items()):
+            outputs = {f"o{k}": k for k in ("a", "ra", "b", "rb", "c", "rc") if f"{k} =" in cell}
+            arguments: dict[str, object] = {key: _Artifact(tmp_path / key) for key in outputs}
+            inputs = {}
+            if index:
+                inputs["rs_in"] = RANDOM_STATE
+                arguments["rs_in"] = _Artifact(state_file)
+            if index < 2:
+                outputs["rs_out"] = RANDOM_STATE
+                arguments["rs_out"] = _Artifact(tmp_path / f"state{index}")
+            # every pod starts from its own interpreter state: scramble it first
+            random.seed(12345)
+            np.random.seed(12345)
+            spec = {
+                "step": name, "notebook": "nb.ipynb", "image": "python",
+                "preamble": [[1, RNG_IMPORTS]], "cells": [[4 + index, cell]],
+                "parameters": {}, "inputs": inputs, "outputs": outputs,
+                "metrics": [], "metrics_key": None, "report_key": None,
+            }  # fmt: skip
+            runtime.run_step(spec, arguments)
+            for key, variable in outputs.items():
+                artifact = arguments[key]
+                assert isinstance(artifact, _Artifact)
+                if variable == RANDOM_STATE:
+                    assert artifact.metadata["format"] == "json"
+                    state_file = Path(artifact.path)
+                else:
+                    values[variable] = runtime._cp_load(artifact.path)
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+    assert values == _single_process()
