@@ -12,8 +12,10 @@ Invariants:
       labels, lists, tuples and dicts element by element, anything else by its pickle
       (protocol 5); a value that cannot be fingerprinted is skipped (no guarantee, no error);
     * an array memory-mapped copy-on-write from the artifact store (how ``npy`` artifacts are
-      loaded) is not hashed at all while the process has not written to its pages (Linux
-      ``/proc/self/smaps``); when it has, its bytes are compared with the stored file;
+      loaded) is not hashed at all while the process has not written to any of its pages (the
+      mapping's ``Anonymous`` size in Linux ``/proc/self/smaps``); when it has, its bytes are
+      compared with the stored file; hashing is SHA-1 (hardware-accelerated: about three times
+      faster than BLAKE2b here; this is change detection, not security);
     * a rebinding the analysis missed (``globals()[name] = ...``) counts as a change when the
       new value's fingerprint differs.
 
@@ -123,7 +125,7 @@ def _update_column(h: Any, column: Any) -> None:
 
 def fingerprint(value: Any) -> bytes | None:
     """Return a digest of ``value``'s content, or None when it cannot be fingerprinted."""
-    h = hashlib.blake2b(digest_size=20)
+    h = hashlib.sha1(usedforsecurity=False)
     try:
         _update(h, value, 0)
     except _Unfingerprintable:
@@ -147,8 +149,13 @@ def _mapped_file(value: Any) -> str | None:
     return os.path.realpath(str(filename))
 
 
-def _dirty_kib(paths: Iterable[str]) -> dict[str, int] | None:
-    """Private dirty KiB of this process's mappings of ``paths`` (None without smaps)."""
+def _copied_kib(paths: Iterable[str]) -> dict[str, int] | None:
+    """KiB of pages copied on write in this process's mappings of ``paths`` (None: no smaps).
+
+    ``Anonymous`` counts the pages of a private file mapping that the process wrote to (they
+    became private copies); ``Private_Dirty`` would also count pages only read, when the file
+    was written recently and its page cache is not yet flushed.
+    """
     wanted = set(paths)
     found = dict.fromkeys(wanted, 0)
     current: str | None = None
@@ -161,7 +168,7 @@ def _dirty_kib(paths: Iterable[str]) -> dict[str, int] | None:
                     current = parts[5].strip() if len(parts) == 6 else None
                     if current not in wanted:
                         current = None
-                elif current is not None and line.startswith("Private_Dirty:"):
+                elif current is not None and line.startswith("Anonymous:"):
                     found[current] += int(line.split()[1])
     except OSError:
         return None
@@ -203,7 +210,7 @@ class Fingerprints:
 
     def __init__(self, namespace: Mapping[str, Any], names: Iterable[str]) -> None:
         self._taken: dict[str, _Taken] = {}
-        self._dirty: dict[str, int] = {}
+        self._copied: dict[str, int] = {}
         mapped: list[str] = []
         for name in names:
             if name not in namespace:
@@ -218,20 +225,20 @@ class Fingerprints:
             if digest is not None:
                 self._taken[name] = _Taken(obj=value, digest=digest)
         if mapped:
-            dirty = _dirty_kib(mapped)
-            if dirty is None:  # no smaps: hash the mapped arrays like any other
+            copied = _copied_kib(mapped)
+            if copied is None:  # no smaps: hash the mapped arrays like any other
                 for taken in self._taken.values():
                     if taken.mapped is not None:
                         taken.mapped = None
                         taken.digest = fingerprint(taken.obj)
             else:
-                self._dirty = dirty
+                self._copied = copied
 
     def changed(self, namespace: Mapping[str, Any]) -> list[str]:
         """Return the guarded names whose value differs now, in the order they were given."""
         changed: list[str] = []
         mapped = [t.mapped for t in self._taken.values() if t.mapped is not None]
-        dirty_now = _dirty_kib(mapped) if mapped else {}
+        copied_now = _copied_kib(mapped) if mapped else {}
         for name, taken in self._taken.items():
             if name not in namespace:
                 continue  # deleted: later steps still get the value (as `del` in Jupyter would not)
@@ -239,8 +246,8 @@ class Fingerprints:
             if taken.mapped is not None:
                 path = taken.mapped
                 if value is taken.obj:
-                    now = (dirty_now or {}).get(path, 0)
-                    if now > self._dirty.get(path, 0) and not _same_as_file(value, path):
+                    now = (copied_now or {}).get(path, 0)
+                    if now > self._copied.get(path, 0) and not _same_as_file(value, path):
                         changed.append(name)
                     continue
                 np = sys.modules["numpy"]  # rebound: compare with the stored original

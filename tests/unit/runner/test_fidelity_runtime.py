@@ -148,7 +148,7 @@ def test_copy_on_write_arrays_are_compared_with_their_file(tmp_path: Path) -> No
     namespace = {"untouched": untouched, "same": same, "written": written}
     guard = Fingerprints(namespace, namespace)
     float(untouched.sum())
-    same[5] = same[5]  # a dirty page with the same bytes is no change
+    same[5] = same[5]  # a written page with the same bytes is no change
     written[-1] = -1.0
     assert guard.changed(namespace) == ["written"]
     namespace["untouched"] = np.zeros(3)  # a rebinding the analysis missed
