@@ -138,10 +138,9 @@ def main() -> None:
             work, "read_only", array, "total = float(data[::4096].sum())",
             "n = len(data)", big_repeats,
         )  # fmt: skip
-        rows += big_case(
-            work, "one_page_written", array, "view = data[:8]\nview[0] = view[0]\ntotal = float(data[0])",
-            "n = len(data)", big_repeats,
-        )  # fmt: skip
+        # through a view: the analysis does not see it, so `data` stays a guarded input
+        same_bytes = "view = data[:8]\nview[0] = view[0]\ntotal = float(data[0])"
+        rows += big_case(work, "one_page_written", array, same_bytes, "n = len(data)", big_repeats)
         rows += big_case(
             work, "in_memory", held, "total = float(held['arr'][::4096].sum())",
             "n = len(held)", big_repeats,
