@@ -45,6 +45,7 @@ GUARD_ENV = "CELLPIPE_GUARD"
 
 _MAX_DEPTH = 20
 _MAX_ITEMS = 10_000  # a container with more elements is fingerprinted by its pickle
+_SMALL_FRAME = 1_000_000  # cells; larger frames are hashed column by column (buffers)
 
 
 def guard_enabled() -> bool:
@@ -79,6 +80,11 @@ def _update(h: Any, value: Any, depth: int) -> None:
         h.update(b"DataFrame")
         _update_pandas_labels(h, value.index)
         _update_pandas_labels(h, value.columns)
+        h.update(repr(list(value.dtypes)).encode())
+        if value.size <= _SMALL_FRAME:
+            # one vectorised pass (row hashes over every column): cheaper than column access
+            h.update(memoryview(pd.util.hash_pandas_object(value, index=False).to_numpy()))
+            return
         for position in range(value.shape[1]):
             _update_column(h, value.iloc[:, position])
         return
@@ -109,6 +115,9 @@ def _update(h: Any, value: Any, depth: int) -> None:
 def _update_pandas_labels(h: Any, index: Any) -> None:
     pd = sys.modules["pandas"]
     h.update(f"{type(index).__name__}{index.names!r}{index.dtype}".encode())
+    if type(index) is pd.RangeIndex:
+        h.update(f"{index.start}:{index.stop}:{index.step}".encode())
+        return
     h.update(memoryview(pd.util.hash_pandas_object(index, index=False).to_numpy()))
 
 
