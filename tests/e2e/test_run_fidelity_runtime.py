@@ -122,5 +122,8 @@ def test_classes_of_the_notebook_pickle_in_a_later_step_and_figures_only_warn(
     result = run_cli("run", path, "--json")
     assert result.code == 0, result.out + result.err
     assert summary(result.out)["metrics"] == {"size": 3}
-    warnings = [e for e in json_lines(result.out) if "could not be rendered" in json.dumps(e)]
-    assert warnings, "the rendering problem is reported in the step's output"
+    run_id = summary(result.out)["run_id"]
+    run_dir = path.parent / ".cellpipe" / "runs" / run_id
+    log = (run_dir / "steps" / "save" / "log.txt").read_text()
+    assert "[cellpipe] warning: figure 1 could not be rendered: ValueError" in log
+    assert "figure 1 could not be rendered" in (run_dir / "run.ipynb").read_text()

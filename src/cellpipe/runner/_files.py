@@ -27,7 +27,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from cellpipe.errors import CellpipeError
+from cellpipe.errors import FileRaceError
 from cellpipe.pipeline.model import Pipeline
 
 __all__ = ["FileConflict", "FileGuard"]
@@ -53,9 +53,9 @@ class FileConflict:
     earlier: str
     later: str
 
-    def error(self) -> CellpipeError:
+    def error(self) -> FileRaceError:
         """The error that stops the run."""
-        return CellpipeError(
+        return FileRaceError(
             f"step '{self.reader}' read the file '{self.path}' that step '{self.writer}' "
             f"wrote in this run, but neither step runs after the other, so '{self.reader}' "
             f"may have read it before or after '{self.writer}' wrote it (in Jupyter, "
