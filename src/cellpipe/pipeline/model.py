@@ -519,13 +519,13 @@ def _structure_problems(
                         step=step.name,
                     )
                 )
-        for ref in step.files:
-            if ref.producer not in step.upstream:
+        for file_ref in step.files:
+            if file_ref.producer not in step.upstream:
                 problems.append(
                     Problem(
                         code="unwired-input",
-                        message=f"step '{step.name}' reads file '{ref.path}' written by "
-                        f"'{ref.producer}' but does not run after it",
+                        message=f"step '{step.name}' reads file '{file_ref.path}' written by "
+                        f"'{file_ref.producer}' but does not run after it",
                         cell=cell,
                         step=step.name,
                     )
