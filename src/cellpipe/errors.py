@@ -9,6 +9,7 @@ The tree::
     ├── ParameterError                a run-time parameter override is invalid (CLI exit 2)
     ├── StepFailedError               user code raised during a run; original in __cause__
     ├── RunFailedError                one or more steps failed; carries each failure
+    ├── FileRaceError                 unordered steps wrote and read one file in a run
     ├── SerializationError            a step output cannot be stored
     ├── StorageError
     │   ├── ArtifactNotFoundError
@@ -205,6 +206,12 @@ class RunFailedError(CellpipeError):
             if failure.log_path:
                 lines.append(f"    log: {failure.log_path}")
         super().__init__("\n".join(lines))
+
+
+class FileRaceError(CellpipeError):
+    """Two steps that are not ordered used one workspace file: one wrote it, one read it."""
+
+    headline = "two steps raced on a file"
 
 
 class SerializationError(CellpipeError):

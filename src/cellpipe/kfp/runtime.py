@@ -10,6 +10,12 @@ Artifact formats (sniffed on load, recorded as ``format`` in the artifact metada
 ``json`` for plain JSON data, ``npy`` for numeric numpy arrays, ``pickle`` for anything else
 (cloudpickle when the pod has it, so functions and classes of the notebook travel by value).
 
+The pseudo-variable ``__random_state__`` (``cellpipe.pipeline.RANDOM_STATE``) is never bound:
+as an input it restores the global generators (``random``, numpy's legacy global
+``RandomState``, torch's CPU generator when the code imported torch), as an output it stores
+their state, as JSON in the format of ``cellpipe.runner._rng``. A figure that cannot be
+rendered is a warning on stderr, never the step's error.
+
 Invariants: this file is copied verbatim at the top of each component's module, so it imports
 only the standard library at module level, does not use ``from __future__`` (kfp's executor
 reads the component function's annotations as objects) and defines only ``_cp``-prefixed
@@ -37,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 _CP_JSON_MAX = 1024 * 1024
+_CP_RANDOM_STATE = "__random_state__"
 _CP_MAGICS_IGNORED = ("pip", "matplotlib", "load_ext", "config")
 
 
@@ -169,16 +176,62 @@ def _cp_cellpipe_shim(logged: dict[str, Any]) -> types.ModuleType:
     return module
 
 
+def _cp_capture_rng() -> dict[str, Any]:
+    """The global generators' state (the format of ``cellpipe.runner._rng``)."""
+    import random
+
+    version, internal, gauss = random.getstate()
+    state: dict[str, Any] = {"format": 1, "random": [version, list(internal), gauss]}
+    np = sys.modules.get("numpy")
+    if np is not None and hasattr(np, "random"):
+        name, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        state["numpy"] = [str(name), [int(k) for k in keys], int(pos), int(has_gauss), cached]
+    torch: Any = sys.modules.get("torch")
+    if callable(getattr(torch, "get_rng_state", None)):
+        state["torch"] = [int(b) for b in torch.get_rng_state().tolist()]
+    return state
+
+
+def _cp_restore_rng(state: Any) -> None:
+    import random
+
+    if not isinstance(state, dict) or state.get("format") != 1 or "random" not in state:
+        raise ValueError("input __random_state__ is not a random state written by cellpipe")
+    version, internal, gauss = state["random"]
+    random.setstate((version, tuple(internal), gauss))
+    if "numpy" in state:
+        import numpy
+
+        name, keys, pos, has_gauss, cached = state["numpy"]
+        numpy.random.set_state(
+            (name, numpy.asarray(keys, dtype=numpy.uint32), pos, has_gauss, cached)
+        )
+    torch: Any = sys.modules.get("torch")
+    if "torch" in state and callable(getattr(torch, "set_rng_state", None)):
+        torch.set_rng_state(torch.tensor(state["torch"], dtype=torch.uint8))
+
+
 def _cp_figures() -> list[str]:
     if "matplotlib.pyplot" not in sys.modules:
         return []
     plt = sys.modules["matplotlib.pyplot"]
     images = []
-    for number in plt.get_fignums():
-        buffer = io.BytesIO()
-        plt.figure(number).savefig(buffer, format="png", bbox_inches="tight")
-        images.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
-    plt.close("all")
+    try:
+        for number in plt.get_fignums():
+            try:
+                buffer = io.BytesIO()
+                plt.figure(number).savefig(buffer, format="png", bbox_inches="tight")
+                images.append(base64.b64encode(buffer.getvalue()).decode("ascii"))
+            except Exception as exc:  # a rendering problem is a warning, as in Jupyter
+                sys.stderr.write(
+                    f"[cellpipe] warning: figure {number} could not be rendered: "
+                    f"{type(exc).__name__}: {exc}\n"
+                )
+    finally:
+        try:
+            plt.close("all")
+        except Exception as exc:
+            sys.stderr.write(f"[cellpipe] warning: figures could not be closed: {exc}\n")
     return images
 
 
@@ -263,13 +316,19 @@ def run_step(spec: dict[str, Any], arguments: dict[str, Any]) -> None:
         for cell, code in spec["preamble"]:
             _cp_section(sections, cell, code, namespace, spec["notebook"])
         for key, variable in spec["inputs"].items():
-            namespace[variable] = _cp_load(arguments[key].path)
+            if variable == _CP_RANDOM_STATE:
+                _cp_restore_rng(_cp_load(arguments[key].path))
+            else:
+                namespace[variable] = _cp_load(arguments[key].path)
         for cell, code in spec["cells"]:
             _cp_section(sections, cell, code, namespace, spec["notebook"])
         for key, variable in spec["outputs"].items():
-            if variable not in namespace:
+            if variable == _CP_RANDOM_STATE:
+                value = _cp_capture_rng()
+            elif variable not in namespace:
                 raise NameError(f"step '{spec['step']}' finished without defining '{variable}'")
-            value = namespace[variable]
+            else:
+                value = namespace[variable]
             artifact = arguments[key]
             fmt = _cp_save(value, artifact.path)
             artifact.metadata.update(

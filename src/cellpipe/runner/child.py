@@ -34,6 +34,7 @@ import contextlib
 import json
 import linecache
 import os
+import random
 import shutil
 import sys
 import time
@@ -46,7 +47,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellpipe.errors import CellpipeError, SerializationError, StorageError
-from cellpipe.pipeline.model import CodeChunk, JsonValue
+from cellpipe.pipeline.model import RANDOM_STATE, CodeChunk, JsonValue
 from cellpipe.runner._capture import (
     NotebookBuilder,
     TeeStream,
@@ -54,6 +55,9 @@ from cellpipe.runner._capture import (
     get_shell,
     shell_created,
 )
+from cellpipe.runner._classes import ClassRegistrar, pin_preamble_classes
+from cellpipe.runner._guard import GUARD_ENV, Fingerprints, guard_enabled
+from cellpipe.runner._rng import capture_random_state, restore_random_state
 from cellpipe.runner.context import StepContext, activate
 from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
 from cellpipe.storage.artifacts import LocalArtifactStore
@@ -109,10 +113,12 @@ def imported_modules() -> list[str]:
     )
 
 
-# -- files read ------------------------------------------------------------------------------
+# -- files read and written ------------------------------------------------------------------
 
 _opened: list[str] | None = None
+_written: list[str] | None = None
 _hook_installed = False
+_WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
 
 
 def _audit(event: str, args: tuple[Any, ...]) -> None:
@@ -123,30 +129,39 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if isinstance(path, int) or path is None:
         return
     if mode is not None:
-        if "r" not in mode or "+" in mode:
-            return
-    elif flags is not None and flags & os.O_ACCMODE != os.O_RDONLY:
+        reads = "r" in mode and "+" not in mode
+        writes = "w" in mode or "a" in mode or "x" in mode or "+" in mode
+    elif flags is not None:
+        writes = bool(flags & _WRITE_FLAGS)
+        reads = flags & os.O_ACCMODE == os.O_RDONLY and not writes
+    else:
+        return
+    if not reads and (not writes or _written is None):
         return
     text = os.fsdecode(path)
     # os.path, not pathlib: this runs for every file the process opens.
     if not os.path.isabs(text):  # noqa: PTH117
         text = os.path.join(os.getcwd(), text)  # noqa: PTH109, PTH118
-    _opened.append(text)
+    if reads:
+        _opened.append(text)
+    elif _written is not None:
+        _written.append(text)
 
 
 @contextmanager
-def _recording_opens() -> Iterator[list[str]]:
-    global _opened, _hook_installed
+def _recording_opens(written: list[str] | None = None) -> Iterator[list[str]]:
+    """Record the files opened for reading (and, into ``written``, for writing)."""
+    global _opened, _written, _hook_installed
     if not _hook_installed:
         sys.addaudithook(_audit)  # audit hooks cannot be removed; it is idle outside a step
         _hook_installed = True
-    previous = _opened
+    previous = _opened, _written
     opened: list[str] = []
-    _opened = opened
+    _opened, _written = opened, written
     try:
         yield opened
     finally:
-        _opened = previous
+        _opened, _written = previous
 
 
 def _in_workspace(opened: list[str], workdir: str) -> list[str]:
@@ -167,6 +182,7 @@ def _in_workspace(opened: list[str], workdir: str) -> list[str]:
 
 
 def _workspace_files(opened: list[str], job: StepJob) -> tuple[str, ...]:
+    """Keep the existing workspace files (relative, sorted), outside cellpipe's own folders."""
     root = Path(job.workdir).absolute()
     excluded = [
         root / ".cellpipe",
@@ -294,10 +310,16 @@ def _run_cell(
 
 
 def _flush_figures() -> None:
+    """Show the open figures; a figure that cannot be rendered is a warning, never an error."""
     if "matplotlib.pyplot" in sys.modules:
-        from cellpipe.runner._mpl_backend import flush_figures
+        try:
+            from cellpipe.runner._mpl_backend import flush_figures
 
-        flush_figures()
+            flush_figures()
+        except Exception as exc:
+            sys.stderr.write(
+                f"[cellpipe] warning: figures could not be rendered: {type(exc).__name__}: {exc}\n"
+            )
 
 
 @dataclass(slots=True, kw_only=True)
@@ -371,6 +393,9 @@ class WarmState:
         files_read: absolute paths of files in the workspace the preamble opened for reading
             (other files it opened are dropped when it ends).
         execution_count: the last execution count used.
+        random_state: Python's ``random`` state after the preamble: a forked child gets it
+            back (``random`` reseeds itself in every fork child, which would lose a
+            ``random.seed`` of the imports cell).
     """
 
     key: str
@@ -379,6 +404,7 @@ class WarmState:
     failure: _Failure | None = None
     files_read: list[str] = field(default_factory=list)
     execution_count: int = 0
+    random_state: Any = None
 
 
 def _main_shell() -> Any:
@@ -480,6 +506,13 @@ def warm_up(job: StepJob, *, log_fd: int) -> WarmState:
     finally:
         sys.stdout, sys.stderr = saved
     state.cells = builder.cells
+    state.random_state = random.getstate()
+    if state.failure is None:
+        before = _top_level_modules()
+        try:
+            pin_preamble_classes(namespace, (c.python for c in job.preamble))
+        finally:
+            _machinery.update(_top_level_modules() - before)
     return state
 
 
@@ -520,13 +553,46 @@ def _pipeline_metrics(
 def _load_inputs(
     job: StepJob, namespace: dict[str, Any], store: LocalArtifactStore | FsspecArtifactStore
 ) -> None:
+    """Bind the step's inputs; restore the random generators from `RANDOM_STATE` if given.
+
+    Classes of the notebook that come back by value are bound in ``__main__`` (see
+    `cellpipe.runner._classes`), so a later ``pickle.dump`` finds them as in Jupyter.
+    """
+    registrar = ClassRegistrar()
+    registrar.start()
     for name, ref in job.inputs.items():
         try:
-            namespace[name] = deserialize(ref.serializer, store.local_path(ref.digest))
+            value = deserialize(ref.serializer, store.local_path(ref.digest))
         except CellpipeError as exc:
             raise type(exc)(
                 f"step '{job.step}' cannot load its input '{name}': {exc.message}", hint=exc.hint
             ) from exc
+        if name == RANDOM_STATE:
+            try:
+                restore_random_state(value)
+            except (ValueError, TypeError, ImportError) as exc:
+                raise SerializationError(
+                    f"step '{job.step}' cannot restore the global random state from its input "
+                    f"'{RANDOM_STATE}': {exc}",
+                    hint="re-run the step that wrote it (cellpipe run --from STEP --no-cache)",
+                ) from exc
+            continue  # never bound in the user's namespace
+        namespace[name] = value
+    registrar.finish(namespace)
+
+
+def _changed_in_place(job: StepJob, changed: list[str]) -> CellpipeError:
+    """The error of a step that changed guarded inputs without the analysis seeing it."""
+    name = changed[0]
+    names = ", ".join(f"'{n}'" for n in changed)
+    noun = "it" if len(changed) == 1 else "them"
+    return CellpipeError(
+        f"step '{job.step}' changed {names} in place, but cellpipe did not see the change "
+        f"statically, so later steps would get the old value (in Jupyter they see the change)",
+        hint=f"end the step with `{name} = {name}` so cellpipe knows it changes {noun}, or "
+        f"work on a copy (`{name} = {name}.copy()`); set {GUARD_ENV}=0 to switch this "
+        "check off",
+    )
 
 
 def _save_outputs(
@@ -534,12 +600,12 @@ def _save_outputs(
 ) -> dict[str, ArtifactRef]:
     refs: dict[str, ArtifactRef] = {}
     for name in job.outputs:
-        if name not in namespace:
+        if name not in namespace and name != RANDOM_STATE:
             raise _MissingOutputError(
                 f"step '{job.step}' finished without defining '{name}', which it must output",
                 hint=f"assign '{name}' in the step's cells on every path through the code",
             )
-        value = namespace[name]
+        value = capture_random_state() if name == RANDOM_STATE else namespace[name]
         serializer, path = serialize(value, store.scratch_dir(), variable=name, step=job.step)
         size = path.stat().st_size
         try:
@@ -631,6 +697,8 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
             metadata={"tags": ["injected-parameters"]},
         )
     namespace = warm.module.__dict__
+    if warm.random_state is not None:
+        random.setstate(warm.random_state)  # as the preamble left it, also in a fork child
     names = {_cell_filename(job.notebook, c.cell): c.cell for c in (*job.preamble, *job.cells)}
     failure = warm.failure
     store: LocalArtifactStore | FsspecArtifactStore | None = None
@@ -651,20 +719,24 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
     )
     outputs: dict[str, ArtifactRef] = {}
     opened: list[str] = []
+    written: list[str] = []
     imported: list[str] = []
+    guard: Fingerprints | None = None
     count = warm.execution_count
     try:
         with (
             _captured_streams(log_fd, own_process=own_process),
             capturing(builder),
             activate(context),
-            _recording_opens() as opened,
+            _recording_opens(written) as opened,
         ):
             pending = list(job.cells)
             if failure is None and store is not None:
                 _bind(namespace, job.params)
                 try:
                     _load_inputs(job, namespace, store)
+                    if job.guarded and guard_enabled():
+                        guard = Fingerprints(namespace, job.guarded)
                 except CellpipeError as exc:
                     failure = _cellpipe_failure(exc)
             while pending and failure is None:
@@ -688,6 +760,12 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
                 finally:
                     _flush_figures()
             imported = imported_modules()  # before storing outputs imports their formats
+            if failure is None and guard is not None:
+                changed = guard.changed(namespace)
+                if changed:
+                    guard_error = _changed_in_place(job, changed)
+                    failure = _cellpipe_failure(guard_error)
+                    sys.stderr.write(f"CellpipeError: {guard_error}\n")
             for chunk in pending:
                 builder.add_cell(
                     cell_id=f"cell-{chunk.cell}",
@@ -706,6 +784,7 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
     finally:
         os.close(log_fd)
     status = StepStatus.SUCCEEDED if failure is None else StepStatus.FAILED
+    files_written = _workspace_files(written, job)
     notebook = builder.to_notebook(
         {
             "cellpipe": {
@@ -713,6 +792,8 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
                 "run_id": job.run_id,
                 "status": status.value,
                 "imported": imported,
+                # Read back for a cache hit of this step run (the file guard of the runner).
+                "files_written": list(files_written),
             }
         }
     )
@@ -733,6 +814,7 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         notebook_path=str(job.notebook_path),
         log_path=str(job.log_path),
         files_read=_workspace_files([*warm.files_read, *opened], job),
+        files_written=files_written,
         duration_s=time.perf_counter() - start,
     )
 

@@ -137,6 +137,9 @@ class StepJob:
         shell: whether a process running the run's steps should build its IPython shell
             before any user code runs (`needs_shell` of the whole pipeline). Without it,
             the shell is built only when user code first needs it.
+        guarded: the inputs whose content is fingerprinted before and after the step's code
+            (a later step reads them from the same producer, or they are metrics): a change
+            the static analysis did not see fails the step (`cellpipe.runner._guard`).
     """
 
     step: str
@@ -154,6 +157,7 @@ class StepJob:
     artifact_cache: str = ""
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     shell: bool = True
+    guarded: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -220,6 +224,7 @@ class StepJob:
             "scratch_dir": self.scratch_dir,
             "run_id": self.run_id,
             "shell": self.shell,
+            "guarded": list(self.guarded),
         }
 
     @classmethod
@@ -241,6 +246,7 @@ class StepJob:
             artifact_cache=data.get("artifact_cache", ""),
             storage_options=data.get("storage_options", {}),
             shell=bool(data.get("shell", True)),
+            guarded=tuple(data.get("guarded", ())),
         )
 
 
@@ -261,6 +267,8 @@ class StepResult:
         notebook_path: the executed notebook (.ipynb, nbformat v4) of the step, if written.
         log_path: the step's stdout and stderr, if any.
         files_read: workspace-relative paths of the files the step opened for reading.
+        files_written: workspace-relative paths of the files the step opened for writing
+            (and that exist when it ends).
         duration_s: time spent in the step process (0 when it did not run).
         hint: how to fix the error, when there is something to say.
     """
@@ -275,6 +283,7 @@ class StepResult:
     notebook_path: str | None = None
     log_path: str | None = None
     files_read: tuple[str, ...] = ()
+    files_written: tuple[str, ...] = ()
     duration_s: float = 0.0
     hint: str | None = None
 
@@ -313,6 +322,7 @@ class StepResult:
             "notebook_path": self.notebook_path,
             "log_path": self.log_path,
             "files_read": list(self.files_read),
+            "files_written": list(self.files_written),
             "duration_s": self.duration_s,
             "hint": self.hint,
         }
@@ -331,6 +341,7 @@ class StepResult:
             notebook_path=data.get("notebook_path"),
             log_path=data.get("log_path"),
             files_read=tuple(data.get("files_read", ())),
+            files_written=tuple(data.get("files_written", ())),
             duration_s=float(data.get("duration_s", 0.0)),
             hint=data.get("hint"),
         )

@@ -33,7 +33,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING, Any
 from cellpipe.errors import ArtifactCorruptedError, ArtifactNotFoundError, CellpipeError
 from cellpipe.pipeline.fingerprint import cache_key, explain_difference, step_cache_fields
 from cellpipe.pipeline.model import JsonValue, Pipeline, Step
+from cellpipe.runner._files import FileConflict, FileGuard, files_written_of_notebook
+from cellpipe.runner._guard import guarded_inputs
 from cellpipe.runner._history import RunHistory
 from cellpipe.runner.events import (
     Event,
@@ -212,6 +214,9 @@ class _Run:
         self.results: dict[str, StepResult] = {}
         # Ended steps whose records are not written yet: (result, inputs, files read, end).
         self._unrecorded: list[tuple[StepResult, dict[str, Any], dict[str, str], datetime]] = []
+        self.guarded = guarded_inputs(pipeline)
+        self.file_guard = FileGuard(pipeline, self._cached_files_written)
+        self.conflict: FileConflict | None = None
 
     # -- selection -------------------------------------------------------------------------
 
@@ -240,6 +245,7 @@ class _Run:
     # -- the scheduler's prepare callback --------------------------------------------------
 
     def prepare(self, step: Step, upstream: Mapping[str, StepResult]) -> StepJob | StepResult:
+        self.raise_conflict()  # nothing more starts once two steps raced on a file
         inputs = {}
         for ref in step.inputs:
             inputs[ref.name] = upstream[ref.producer].outputs[ref.name]
@@ -333,6 +339,7 @@ class _Run:
             scratch_dir=str(self.run_dir / "steps" / step.name),
             run_id=self.run_id,
             shell=self.shell,
+            guarded=self.guarded.get(step.name, ()),
         )
 
     @property
@@ -434,7 +441,62 @@ class _Run:
             self._record_end(event.result)
         if isinstance(event, StepCached):
             self.results[event.step] = event.result
+            self._check_files(event.result)
         self.sink.emit(event)
+
+    # -- files as data between steps (the runtime file guard) -------------------------------
+
+    def _check_files(self, result: StepResult) -> None:
+        """Compare the files of a step that ended with those of the steps that ended before.
+
+        A step that read a file an unordered step wrote is marked failed (its outputs may
+        come from the wrong version of the file, so they must never be reused), and the run
+        stops at the next scheduling point (`raise_conflict`).
+        """
+        if result.status not in (StepStatus.SUCCEEDED, StepStatus.FAILED, StepStatus.CACHED):
+            return
+        cached = result.status is StepStatus.CACHED
+        conflicts = self.file_guard.ended(
+            result.step,
+            read=result.files_read,
+            written=None if cached else result.files_written,
+        )
+        for conflict in conflicts:
+            if self.conflict is None:
+                self.conflict = conflict
+            self._fail_reader(conflict)
+
+    def _fail_reader(self, conflict: FileConflict) -> None:
+        reader = self.results.get(conflict.reader)
+        if reader is None or reader.status is not StepStatus.SUCCEEDED:
+            return
+        error = conflict.error()
+        failed = replace(reader, status=StepStatus.FAILED, error=error.message, hint=error.hint)
+        self.results[conflict.reader] = failed
+        inputs = self._inputs(self.pipeline.step(conflict.reader))
+        files = {p: self.files.digest(p) for p in failed.files_read}
+        self._unrecorded.append((failed, inputs, files, datetime.now(UTC)))
+
+    def _cached_files_written(self, step: str) -> frozenset[str]:
+        record = self.records.get(step)
+        if record is None or record.notebook_digest is None:
+            return frozenset()
+        path = self.artifacts.local_path(record.notebook_digest)
+        return files_written_of_notebook(path.read_text(encoding="utf-8"))
+
+    def raise_conflict(self) -> None:
+        """Stop the run when two unordered steps used the same file (see `_check_files`).
+
+        Raises:
+            CellpipeError: naming both steps, the file and the ``prev:`` to add.
+        """
+        if self.conflict is not None:
+            raise self.conflict.error()
+
+    def after_start(self) -> None:
+        """The scheduler's ``after_start``: write records, then stop on a file conflict."""
+        self.flush_records()
+        self.raise_conflict()
 
     def _record_end(self, result: StepResult) -> None:
         """Take what cannot wait once a step ended; its record is written by `flush_records`.
@@ -448,6 +510,7 @@ class _Run:
         files = {p: self.files.digest(p) for p in result.files_read}
         self._unrecorded.append((result, inputs, files, datetime.now(UTC)))
         self.history.after(result, inputs, self.run_dir / "steps" / result.step)
+        self._check_files(result)
 
     def flush_records(self) -> None:
         """Write the records of the steps that ended; the scheduler calls it as steps run."""
@@ -692,8 +755,9 @@ def run_pipeline(
             steps=state.selected(),
             jobs=opts.jobs,
             run_id=run_id,
-            after_start=state.flush_records,
+            after_start=state.after_start,
         )
+        state.raise_conflict()
         status = outcome.status
         if outcome.failed:
             error = "; ".join(f"{r.step}: {r.error}" for r in outcome.failed)

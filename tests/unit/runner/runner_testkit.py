@@ -9,7 +9,16 @@ from typing import Any
 
 from IPython.core.inputtransformer2 import TransformerManager
 
-from cellpipe.pipeline.model import CodeChunk, InputRef, JsonValue, Parameter, Pipeline, Step
+from cellpipe.pipeline.model import (
+    CodeChunk,
+    FileRef,
+    InputRef,
+    JsonValue,
+    Metric,
+    Parameter,
+    Pipeline,
+    Step,
+)
 from cellpipe.runner import (
     Executor,
     RunOutcome,
@@ -17,6 +26,7 @@ from cellpipe.runner import (
     StepResult,
     run_steps,
 )
+from cellpipe.runner._guard import guarded_inputs
 from cellpipe.runner.events import CollectingSink
 from cellpipe.runner.jobs import pipeline_needs_shell
 
@@ -37,6 +47,7 @@ def step(
     outputs: Sequence[str] = (),
     after: Sequence[str] = (),
     parameters: Sequence[str] = (),
+    files: Sequence[FileRef] = (),
 ) -> Step:
     """A one-cell step; ``inputs`` maps variable -> producing step."""
     refs = tuple(InputRef(name=v, producer=p) for v, p in sorted((inputs or {}).items()))
@@ -49,6 +60,7 @@ def step(
         inputs=refs,
         outputs=tuple(sorted(outputs)),
         parameters=tuple(sorted(parameters)),
+        files=tuple(files),
     )
 
 
@@ -57,6 +69,7 @@ def pipeline(
     imports: str = "",
     functions: str = "",
     params: Mapping[str, JsonValue] | None = None,
+    metrics: Sequence[Metric] = (),
 ) -> Pipeline:
     return Pipeline.build(
         name="train",
@@ -68,6 +81,7 @@ def pipeline(
             Parameter(name=k, type=type(v).__name__, default=v, cell=3, line=i + 1)
             for i, (k, v) in enumerate((params or {}).items())
         ],
+        metrics=metrics,
     )
 
 
@@ -99,6 +113,7 @@ class Orchestrator:
             scratch_dir=str(self.workdir / ".cellpipe" / "runs" / "r1" / step.name),
             run_id="r1",
             shell=pipeline_needs_shell(self.pipeline),  # as the orchestrator decides
+            guarded=guarded_inputs(self.pipeline).get(step.name, ()),  # as the orchestrator
         )
         self.jobs_made.append(job)
         return job

@@ -1,0 +1,125 @@
+"""Classes defined in the notebook stay ``__main__`` classes in every step, as in Jupyter.
+
+Owns: `pin_preamble_classes` (run once after the imports and functions cells) and
+`ClassRegistrar` (around the loading of a step's inputs). In Jupyter a class lives in
+``__main__``, so ``pickle.dump(model, f)`` / ``joblib.dump`` of an instance works in any later
+cell. A step process gets such an instance back through cloudpickle, which rebuilds the class
+by value: without help the rebuilt class is not ``__main__.<name>`` (pickle then fails with
+"attribute lookup ... on __main__ failed", or "not the same object as __main__.<name>" when the
+functions cell defines it too).
+
+Invariants:
+    * a class the imports or functions cells define gets a cloudpickle tracker id derived from
+      its qualified name and the preamble's code, the same in every step process of every run
+      with that preamble, so an instance loaded in another step is an instance of the very
+      class the functions cell defined there; the attributes the pickled copy overwrote on it
+      while loading are put back (its methods keep the live ``__main__`` globals);
+    * a class rebuilt while loading inputs (also one nested deep inside a value, such as a
+      custom transformer in a scikit-learn ``Pipeline``) is bound in ``__main__`` under its
+      ``__qualname__`` when that name is free there, so pickle finds it by reference;
+    * nothing happens when cloudpickle is not imported (no value needed it).
+
+Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import sys
+from collections.abc import Iterable, MutableMapping
+from typing import Any
+
+__all__ = ["ClassRegistrar", "pin_preamble_classes"]
+
+# Classes of the preamble, with their attributes as the preamble defined them: loading an
+# instance rebuilds the class onto the live one (same tracker id) and overwrites them.
+_live: list[tuple[type, dict[str, Any]]] = []
+
+
+def _cloudpickle_internals() -> Any:
+    return sys.modules.get("cloudpickle.cloudpickle")
+
+
+def _main_classes(namespace: MutableMapping[str, Any]) -> list[type]:
+    return [
+        value
+        for value in list(namespace.values())
+        if isinstance(value, type) and value.__module__ == "__main__"
+    ]
+
+
+def _restore_live_classes() -> None:
+    """Put back the attributes cloudpickle's rebuild replaced on the preamble's classes."""
+    for cls, attributes in _live:
+        current = vars(cls)
+        for name, value in attributes.items():
+            if current.get(name, _MISSING) is not value:
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(cls, name, value)
+
+
+_MISSING = object()
+
+
+def pin_preamble_classes(namespace: MutableMapping[str, Any], code: Iterable[str]) -> None:
+    """Give the preamble's classes tracker ids that every step process agrees on.
+
+    Args:
+        namespace: ``__main__``'s namespace after the imports and functions cells ran.
+        code: the preamble's cells, whose text makes the ids differ between notebooks.
+    """
+    _live.clear()  # a new warm namespace (the in-process executor warms up again)
+    classes = _main_classes(namespace)
+    if not classes:
+        return
+    try:
+        import cloudpickle.cloudpickle as internals
+    except ImportError:
+        return
+    tracker_by_class = getattr(internals, "_DYNAMIC_CLASS_TRACKER_BY_CLASS", None)
+    tracker_by_id = getattr(internals, "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
+    if tracker_by_class is None or tracker_by_id is None:
+        return  # another cloudpickle: instances still load, as rebuilt classes
+    salt = hashlib.sha256("\0".join(code).encode()).hexdigest()
+    with internals._DYNAMIC_CLASS_TRACKER_LOCK:
+        for cls in classes:
+            tracker = hashlib.sha256(f"{salt}\0{cls.__qualname__}".encode()).hexdigest()
+            tracker_by_class[cls] = tracker
+            tracker_by_id[tracker] = cls
+            _live.append((cls, dict(vars(cls))))
+
+
+class ClassRegistrar:
+    """Binds classes rebuilt by cloudpickle while loading inputs in ``__main__``.
+
+    Use `start` before loading and `finish` after.
+    """
+
+    def __init__(self) -> None:
+        self._before: set[str] = set()
+
+    def start(self) -> None:
+        """Note the classes cloudpickle knows already."""
+        internals = _cloudpickle_internals()
+        tracked = getattr(internals, "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
+        self._before = set() if tracked is None else set(tracked.keys())
+
+    def finish(self, namespace: MutableMapping[str, Any]) -> list[str]:
+        """Bind the newly rebuilt ``__main__`` classes under free names; return those names."""
+        internals = _cloudpickle_internals()
+        tracked = getattr(internals, "_DYNAMIC_CLASS_TRACKER_BY_ID", None)
+        if tracked is None:
+            return []
+        _restore_live_classes()
+        bound: list[str] = []
+        for key, cls in list(tracked.items()):
+            if key in self._before or not isinstance(cls, type):
+                continue
+            name = cls.__qualname__
+            if cls.__module__ != "__main__" or not name.isidentifier():
+                continue  # nested (A.B) or local (<locals>) classes are found through A
+            if name not in namespace:
+                namespace[name] = cls
+                bound.append(name)
+        return bound
