@@ -21,6 +21,8 @@ script's section of RESULTS.md.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import platform
 import shutil
@@ -104,9 +106,10 @@ def guard_work_ms(path: Path, repeats: int) -> float:
     cwd = Path.cwd()
     os.chdir(path.parent)
     try:
-        for cell in nb.cells:
-            if cell.cell_type == "code" and "skip" not in cell.metadata.get("tags", []):
-                exec(compile(cell.source, str(path), "exec"), namespace)
+        with contextlib.redirect_stdout(io.StringIO()):
+            for cell in nb.cells:
+                if cell.cell_type == "code" and "skip" not in cell.metadata.get("tags", []):
+                    exec(compile(cell.source, str(path), "exec"), namespace)
     finally:
         os.chdir(cwd)
     samples = []
