@@ -184,6 +184,14 @@ def _copied_kib(paths: Iterable[str]) -> dict[str, int] | None:
     return found
 
 
+def _same_as_stored(value: Any, path: str) -> bool:
+    """`_same_as_file`, or True when the file cannot be read back (no guarantee, no error)."""
+    try:
+        return _same_as_file(value, path)
+    except (OSError, ValueError):
+        return True
+
+
 def _same_as_file(value: Any, path: str) -> bool:
     """Compare a written copy-on-write array with the stored file, 64 MiB at a time."""
     np = sys.modules["numpy"]
@@ -256,7 +264,7 @@ class Fingerprints:
                 path = taken.mapped
                 if value is taken.obj:
                     now = (copied_now or {}).get(path, 0)
-                    if now > self._copied.get(path, 0) and not _same_as_file(value, path):
+                    if now > self._copied.get(path, 0) and not _same_as_stored(value, path):
                         changed.append(name)
                     continue
                 np = sys.modules["numpy"]  # rebound: compare with the stored original
