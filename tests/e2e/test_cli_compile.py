@@ -170,3 +170,55 @@ def test_compile_also_pins_what_the_last_local_run_imported(run_cli, tmp_path):
     off = run_cli("compile", notebook, "-o", tmp_path / "off.yaml", "--no-run-packages", "--json")
     assert off.json()["run_packages"] == {}
     assert (tmp_path / "off.yaml").read_text() == (tmp_path / "before.yaml").read_text()
+
+
+SEEDED = """\
+# %% tags=["imports"]
+import random
+
+import numpy as np
+
+np.random.seed(42)
+random.seed(7)
+
+# %% tags=["step:a"]
+import json
+a = float(np.random.rand()) + random.random()
+
+# %% tags=["step:b"]
+b = float(np.random.rand()) + random.random()
+
+# %% tags=["step:c"]
+c = float(np.random.rand()) + random.random()
+total = json.loads(json.dumps(a + b + c))
+
+# %% tags=["pipeline-metrics"]
+total
+"""
+
+
+@pytest.mark.slow
+def test_a_seeded_random_stream_and_a_reimport_run_under_kfp_local_as_in_one_process(
+    run_cli, tmp_path
+):
+    """Issue 9: the random state flows from pod to pod; a module a step imported is imported
+    again where it is used, never passed as data."""
+    import random
+
+    import numpy as np
+    from kfp import components, local
+
+    np.random.seed(42)
+    random.seed(7)
+    values = [float(np.random.rand()) + random.random() for _ in range(3)]
+    expected = sum(values)
+
+    notebook = tmp_path / "seeded.py"
+    notebook.write_text(SEEDED)
+    package = tmp_path / "pipeline.yaml"
+    result = run_cli("compile", notebook, "-o", package, "--image", "python:3.11")
+    assert result.code == 0, result.err
+    root = tmp_path / "kfp-root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    components.load_component_from_file(str(package))()
+    assert _kfp_metrics(root) == {"total": expected}
