@@ -222,3 +222,17 @@ def test_a_seeded_random_stream_and_a_reimport_run_under_kfp_local_as_in_one_pro
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
     components.load_component_from_file(str(package))()
     assert _kfp_metrics(root) == {"total": expected}
+
+
+def test_compile_warns_that_a_file_edge_needs_a_shared_volume(run_cli, tmp_path):
+    notebook = tmp_path / "files.py"
+    notebook.write_text(
+        '# %% tags=["step:write"]\nopen("data.txt", "w").write("7")\n\n'
+        '# %% tags=["step:read"]\nvalue = int(open("data.txt").read())\n'
+    )
+    result = run_cli("compile", notebook, "-o", tmp_path / "files.yaml", "--json")
+    assert result.code == 0, result.err
+    (warning,) = result.json()["warnings"]
+    assert warning.startswith("step 'read' reads 'data.txt' (cell 2, line 1), which step 'write'")
+    assert "shared volume" in warning
+    assert "warning: step 'read' reads 'data.txt'" in result.err

@@ -14,10 +14,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cellpipe.cli import render
 from cellpipe.cli._kfp import add_compile_options, compile_notebook
 from cellpipe.cli._loading import NOTEBOOK_HELP
+
+if TYPE_CHECKING:
+    from cellpipe.pipeline import Pipeline
 
 DESCRIPTION = """\
 Compile a notebook's pipeline to Kubeflow Pipelines v2 IR YAML.
@@ -68,6 +72,25 @@ def register(
     parser.set_defaults(handler=compile_cmd)
 
 
+def file_edge_warnings(pipeline: Pipeline) -> list[str]:
+    """Say which file edges a cluster cannot honour by itself.
+
+    Locally every step runs in the notebook's folder; on a cluster each step has its own pod,
+    so a file one step writes is not where the next one reads it unless both see a shared
+    volume.
+    """
+    found = []
+    for step in pipeline.steps:
+        for ref in step.files:
+            found.append(
+                f"step '{step.name}' reads '{ref.path}' (cell {ref.cell}, line {ref.line}), "
+                f"which step '{ref.producer}' writes; on a cluster each step runs in its own "
+                "pod, so put the file on a shared volume (kubeflow_notebook volumes) or pass "
+                "the data as a variable"
+            )
+    return found
+
+
 def compile_cmd(args: argparse.Namespace) -> int:
     """Run ``cellpipe compile``.
 
@@ -87,6 +110,9 @@ def compile_cmd(args: argparse.Namespace) -> int:
         return 0
     Path(output).write_text(compiled.text, encoding="utf-8")
     steps = len(compiled.pipeline.steps)
+    warnings = file_edge_warnings(compiled.pipeline)
+    for text in warnings:
+        print(f"warning: {text}", file=sys.stderr)
     if args.json:
         render.write_json(
             {
@@ -99,6 +125,7 @@ def compile_cmd(args: argparse.Namespace) -> int:
                 "image": compiled.image,
                 "parameters": compiled.parameters,
                 "run_packages": compiled.run_packages,
+                "warnings": warnings,
             },
             sys.stdout,
         )
