@@ -19,6 +19,8 @@ What it owns: the two executions of one notebook and their comparison.
   compared (the pipeline runs the first three once per process and never runs the last), nor
   are cells before the first step. Lines that report timing (``%%time``: ``CPU times:``,
   ``Wall time:``) are dropped on both sides; nothing else is normalised.
+- cellpipe runs first: when its run fails, the kernel is not started (there is nothing to
+  compare, and the test fails with the run's output).
 
 Percent scripts are converted to nbformat here, with jupytext's conventions (a non-comment
 header before the first ``# %%`` is a code cell, ``# %% [markdown]`` cells, commented magics
@@ -35,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -248,6 +251,10 @@ def run_in_jupyter(notebook: Path, workdir: Path, kernels: Path) -> Execution:
 def kernel_env() -> dict[str, str]:
     env = dict(os.environ)
     env["JUPYTER_PLATFORM_DIRS"] = "1"
+    # One thread per process on both sides: the same float summation order in both (OpenMP
+    # reductions, BLAS), and no oversubscription when steps run in parallel on 2 cores.
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = "1"
     env.pop("PYTEST_CURRENT_TEST", None)
     env.pop("PYTEST_XDIST_WORKER", None)
     return env
@@ -262,16 +269,24 @@ class CliResult:
 
 def cellpipe(args: list[str], cwd: Path) -> CliResult:
     """Run the cellpipe CLI in a subprocess (the code under PYTHONPATH), like a user would."""
-    proc = subprocess.run(
+    # A session of its own, so that a run which overstays is ended with every process it
+    # started (fork server, step processes), not only the CLI.
+    with subprocess.Popen(
         [sys.executable, "-c", CLI, *args],
         cwd=cwd,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=TIMEOUT_S,
         env=kernel_env(),
-        check=False,
-    )
-    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+        start_new_session=True,
+    ) as proc:
+        try:
+            out, err = proc.communicate(timeout=TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, err = proc.communicate()
+            err += f"\n(fidelity harness: `cellpipe {' '.join(args)}` killed after {TIMEOUT_S} s)"
+    return CliResult(proc.returncode, out, err)
 
 
 def run_with_cellpipe(notebook: Path, workdir: Path) -> Execution:
@@ -311,7 +326,7 @@ def compare(notebook: Path, jupyter: Execution, pipeline: Execution) -> list[str
     if jupyter.error is not None:
         return [f"the notebook itself fails in Jupyter (fix the test notebook): {jupyter.error}"]
     if pipeline.error is not None:
-        return [f"the pipeline did not finish: {pipeline.error}"]
+        return compare_failed(pipeline)
     differences: list[str] = []
     nb = read_any(notebook)
     names = metric_names(nb)
@@ -368,9 +383,15 @@ def two_copies(notebook: Path) -> Iterator[tuple[Path, Path]]:
 def run_both(notebook: Path, kernels: Path) -> Comparison:
     """Run ``notebook`` both ways in fresh copies of its folder and compare."""
     with two_copies(notebook) as (jupyter_dir, pipeline_dir):
-        jupyter = run_in_jupyter(jupyter_dir / notebook.name, jupyter_dir, kernels)
         pipeline = run_with_cellpipe(pipeline_dir / notebook.name, pipeline_dir)
+        if pipeline.error is not None:  # nothing to compare: spare the kernel start
+            return Comparison(notebook, Execution(metrics={}), pipeline, compare_failed(pipeline))
+        jupyter = run_in_jupyter(jupyter_dir / notebook.name, jupyter_dir, kernels)
     return Comparison(notebook, jupyter, pipeline, compare(notebook, jupyter, pipeline))
+
+
+def compare_failed(pipeline: Execution) -> list[str]:
+    return [f"the pipeline did not finish: {pipeline.error}"]
 
 
 def check_problems(notebook: Path) -> tuple[int, dict[str, Any]]:
