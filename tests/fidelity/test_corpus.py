@@ -18,7 +18,7 @@ CORPUS = Path(__file__).parent / "corpus"
 pytestmark = [pytest.mark.fidelity, pytest.mark.slow, pytest.mark.e2e]
 
 # Every scikit-learn example opens with its module docstring before the first `# %%`.
-DOCSTRING = "Also: the module docstring is refused as orphan-cell"
+DOCSTRING = "the module docstring is refused as orphan-cell"
 
 
 def xfail(items: str, what: str) -> pytest.MarkDecorator:
@@ -36,9 +36,18 @@ NOTEBOOKS = [
     pytest.param("sklearn/plot_pcr_vs_pls.py", marks=xfail("Also", DOCSTRING)),
     pytest.param("sklearn/plot_svm_anova.py", marks=xfail("Also", DOCSTRING)),
     pytest.param("sklearn/plot_voting_regressor.py", marks=xfail("Also", DOCSTRING)),
-    "kale/candies_sharing/candies_sharing.ipynb",
-    "kale/parameters_and_metrics/parameters_and_metrics.ipynb",
-    "kale/serving_iris/serving_iris.ipynb",
+    pytest.param(
+        "kale/candies_sharing/candies_sharing.ipynb",
+        marks=xfail("2", "random.seed(2) in imports; the kid steps restart the stream"),
+    ),
+    pytest.param(
+        "kale/parameters_and_metrics/parameters_and_metrics.ipynb",
+        marks=xfail("14", "parameters d1, d2 as metrics refused (undefined-metric)"),
+    ),
+    pytest.param(
+        "kale/serving_iris/serving_iris.ipynb",
+        marks=xfail("2", "np.random.seed(0) in imports; the forest fits from the seed again"),
+    ),
     "kale/titanic/titanic.ipynb",
 ]
 
