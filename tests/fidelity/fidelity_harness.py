@@ -67,7 +67,8 @@ def read_any(path: Path) -> nbformat.NotebookNode:
     return percent_to_notebook(path.read_text(encoding="utf-8"))
 
 
-_MARKER = re.compile(r"^#\s?%%(?!%)(?P<rest>.*)$")
+# A marker is `# %%` then a blank or the end of the line; `# %%time` is a commented magic.
+_MARKER = re.compile(r"^#\s?%%(?P<rest>(\s.*)?)$")
 _TAGS = re.compile(r"\btags\s*=\s*(?P<json>\[[^\]]*\])")
 _MAGIC = re.compile(r"^(?P<indent>\s*)#\s?(?P<magic>%%?[A-Za-z_]|![A-Za-z.~/$])")
 
@@ -128,9 +129,10 @@ def metric_names(nb: nbformat.NotebookNode) -> list[str]:
     names: list[str] = []
     for cell in nb.cells:
         if cell.cell_type == "code" and "pipeline-metrics" in tags_of(cell):
-            for node in ast.walk(ast.parse(cell.source)):
-                if isinstance(node, ast.Name) and node.id != "print" and node.id not in names:
-                    names.append(node.id)
+            for statement in ast.parse(cell.source).body:
+                for node in ast.walk(statement):
+                    if isinstance(node, ast.Name) and node.id != "print" and node.id not in names:
+                        names.append(node.id)
     return names
 
 

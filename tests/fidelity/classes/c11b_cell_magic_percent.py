@@ -1,4 +1,5 @@
-# Item 11: a step that starts with a cell magic whose body is Python (%%time, %%capture).
+# Item 11 in a percent script: `# %%time` under a cell marker is a commented magic (jupytext),
+# not a cell marker.
 
 # %% tags=["step:compute"]
 # %%time
