@@ -30,7 +30,6 @@ NOTEBOOKS = [
     pytest.param("sklearn/plot_cv_diabetes.py", marks=xfail("Also", DOCSTRING)),
     pytest.param("sklearn/plot_cv_predict.py", marks=xfail("Also", DOCSTRING)),
     pytest.param("sklearn/plot_feature_selection_pipeline.py", marks=xfail("Also", DOCSTRING)),
-    pytest.param("sklearn/plot_label_propagation_digits.py", marks=xfail("Also", DOCSTRING)),
     pytest.param("sklearn/plot_lasso_and_elasticnet.py", marks=xfail("Also", DOCSTRING)),
     pytest.param("sklearn/plot_monotonic_constraints.py", marks=xfail("Also", DOCSTRING)),
     pytest.param("sklearn/plot_pcr_vs_pls.py", marks=xfail("Also", DOCSTRING)),
