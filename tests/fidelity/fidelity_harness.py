@@ -18,13 +18,15 @@ What it owns: the two executions of one notebook and their comparison.
   equal, in order, per cell. The imports, functions, parameters and metrics cells are not
   compared (the pipeline runs the first three once per process and never runs the last), nor
   are cells before the first step. Lines that report timing (``%%time``: ``CPU times:``,
-  ``Wall time:``) are dropped on both sides; nothing else is normalised.
+  ``Wall time:``) and IPython's ``Error in callback <function ... at 0x...>`` report (a figure
+  that cannot be drawn, item 10) are dropped on both sides; nothing else is normalised.
 - cellpipe runs first: when its run fails, the kernel is not started (there is nothing to
   compare, and the test fails with the run's output).
 
 Percent scripts are converted to nbformat here, with jupytext's conventions (a non-comment
-header before the first ``# %%`` is a code cell, ``# %% [markdown]`` cells, commented magics
-uncommented), independently of cellpipe's own reader, so the two sides share no parser.
+header before the first ``# %%`` is a code cell; ``# %% [markdown]`` cells; a marker is ``# %%``
+followed by a blank or the line end; commented magics such as ``# %%time`` are uncommented),
+independently of cellpipe's own reader, so the two sides share no parser.
 
 This module must not import cellpipe: the reference execution may not depend on the code
 under test.
@@ -51,7 +53,10 @@ import nbformat
 
 STEP_PREFIXES = ("step:", "block:")
 NOT_COMPARED_TAGS = frozenset({"imports", "functions", "pipeline-parameters", "pipeline-metrics"})
-TIMING_LINE = re.compile(r"^(CPU times:|Wall time:)")
+# Lines that are not the notebook's output: `%%time` reports, and IPython's own report of a
+# post-execute callback that raised (a figure that cannot be drawn, item 10), which carries an
+# object address.
+TIMING_LINE = re.compile(r"^(CPU times:|Wall time:|Error in callback <function \w+ at 0x)")
 CLI = "from cellpipe.cli.main import entry; entry()"
 # What a notebook may take at most to run one way (kernel start included).
 TIMEOUT_S = 180
@@ -302,11 +307,12 @@ def run_with_cellpipe(notebook: Path, workdir: Path) -> Execution:
             error=f"cellpipe run exited {result.code}\n{result.out[-4000:]}\n{result.err[-4000:]}",
         )
     execution = Execution(metrics=dict(summary.get("metrics") or {}))
-    executed = nbformat.read(Path(summary["notebook"]), as_version=4)
-    for cell in executed.cells:
-        number = cell.get("metadata", {}).get("cellpipe", {}).get("cell")
-        if cell.cell_type == "code" and number is not None and "step" in cell.metadata.cellpipe:
-            execution.printed.setdefault(int(number), []).extend(printed(cell.outputs))
+    # Read as JSON: what is compared is the outputs, not the notebook's schema details.
+    executed = json.loads(Path(summary["notebook"]).read_text(encoding="utf-8"))
+    for cell in executed["cells"]:
+        marks = cell.get("metadata", {}).get("cellpipe", {})
+        if cell.get("cell_type") == "code" and "cell" in marks and "step" in marks:
+            execution.printed.setdefault(int(marks["cell"]), []).extend(printed(cell["outputs"]))
     return execution
 
 

@@ -162,13 +162,14 @@ def test_check_refuses_a_step_name_used_again() -> None:
 @pytest.mark.slow
 @xfail("8", "file edges not found")
 def test_check_shows_the_file_edge() -> None:
-    assert_check(
-        "c08_file_edge.py",
-        exit_code=0,
-        code="file-edge",
-        kind="warnings",
-        mentions=("data.txt", "write", "read"),
-    )
+    """`check --json` has the edge write -> read carrying data.txt (item 8: shown as file edges)."""
+    status, document = check_problems(CLASSES / "c08_file_edge.py")
+    assert status == 0, document
+    edges = {(e["from"], e["to"]): e for e in document["edges"]}
+    assert ("write", "read") in edges, document["edges"]
+    assert edges["write", "read"].get("files") == ["data.txt"], document["edges"]
+    upstream = {s["name"]: s["upstream"] for s in document["steps"]}
+    assert "write" in upstream["read"], upstream
 
 
 @pytest.mark.slow
