@@ -3,8 +3,7 @@
 Each notebook under classes/ is written as a user would write it. A `same` case must give equal
 metrics and equal printed output both ways (see fidelity_harness). A `check` case asserts what
 `cellpipe check NB --json` says: the exit code and a problem code (with what its message must
-name). A case that fails because its class is not fixed yet carries a strict xfail naming the
-item, so it turns into a failure the moment the fix lands (remove the mark then).
+name). Every class of issue 9 passes; a regression fails here.
 """
 
 from __future__ import annotations
@@ -31,10 +30,6 @@ CLASSES = Path(__file__).parent / "classes"
 pytestmark = [pytest.mark.fidelity]
 
 
-def xfail(item: str, what: str) -> pytest.MarkDecorator:
-    return pytest.mark.xfail(strict=True, reason=f"issue 9 item {item}: {what}")
-
-
 def assert_same(notebook: str, kernels: Path) -> None:
     comparison = run_both(CLASSES / notebook, kernels)
     assert comparison.differences == [], "\n".join(comparison.differences)
@@ -58,28 +53,25 @@ def assert_check(
 # -- silent differences ---------------------------------------------------------------------
 
 SAME = [
-    pytest.param("c01a_loop_alias.py", marks=xfail("1", "loop over a tuple drops in place")),
-    pytest.param("c01b_assign_alias.py", marks=xfail("1", "`c = config; c[...] = ...`")),
-    pytest.param("c01c_helper_mutates.py", marks=xfail("1", "helper changes its argument")),
-    pytest.param("c01d_mutator_calls.py", marks=xfail("1", "shuffle/sort/next on a variable")),
-    pytest.param("c02a_numpy_seed.py", marks=xfail("2", "np.random.seed stream per step")),
-    pytest.param("c02b_random_seed_in_step.py", marks=xfail("2", "random.seed in a step")),
-    pytest.param("c06_nonscalar_metrics.py", marks=xfail("6", "array/dict metrics dropped")),
-    pytest.param("c08_file_edge.py", marks=xfail("8", "reader runs beside the writer")),
-    pytest.param("c09_notebook_class_pickle.py", marks=xfail("9", "pickling __main__ classes")),
-    pytest.param("c10_figure_render_error.py", marks=xfail("10", "bad mathtext kills the step")),
-    pytest.param("c11_cell_magic.ipynb", marks=xfail("11", "magic bodies hidden: undefined-name")),
-    pytest.param(
-        "c11b_cell_magic_percent.py",
-        marks=xfail("11", "the percent reader takes `# %%time` for a cell marker"),
-    ),
-    pytest.param("c12_code_before_first_step.ipynb", marks=xfail("12", "refused: orphan-cell")),
-    pytest.param("c13_skip_with_step_tags.ipynb", marks=xfail("13", "refused: misplaced-tag")),
-    pytest.param("c14_parameter_metric.py", marks=xfail("14", "refused: undefined-metric")),
+    "c01a_loop_alias.py",
+    "c01b_assign_alias.py",
+    "c01c_helper_mutates.py",
+    "c01d_mutator_calls.py",
+    "c02a_numpy_seed.py",
+    "c02b_random_seed_in_step.py",
+    "c06_nonscalar_metrics.py",
+    "c08_file_edge.py",
+    "c09_notebook_class_pickle.py",
+    "c10_figure_render_error.py",
+    "c11_cell_magic.ipynb",
+    "c11b_cell_magic_percent.py",
+    "c12_code_before_first_step.ipynb",
+    "c13_skip_with_step_tags.ipynb",
+    "c14_parameter_metric.py",
     "c15_katib_metadata.ipynb",
     "also_modules_not_data.py",
     "also_reimport_no_warning.py",
-    pytest.param("also_docstring_header.py", marks=xfail("Also", "docstring: orphan-cell")),
+    "also_docstring_header.py",
 ]
 
 
@@ -92,7 +84,6 @@ def test_pipeline_computes_what_jupyter_computes(notebook: str, kernels: Path) -
 
 @pytest.mark.slow
 @pytest.mark.e2e
-@xfail("1", "no runtime guard: the report step reads the old 'settings'")
 def test_a_change_the_analysis_misses_stops_the_run_or_is_carried(kernels: Path) -> None:
     """Item 1's safety net: equal results, or a run that stops naming the step and variable."""
     notebook = CLASSES / "c01e_guard.py"
@@ -115,14 +106,12 @@ def test_a_change_the_analysis_misses_stops_the_run_or_is_carried(kernels: Path)
 
 
 @pytest.mark.slow
-@xfail("2", "no random-state warning")
 @pytest.mark.parametrize("notebook", ["c02a_numpy_seed.py", "c02b_random_seed_in_step.py"])
 def test_check_warns_about_a_seeded_global_generator(notebook: str) -> None:
     assert_check(notebook, exit_code=0, code="random-state", kind="warnings")
 
 
 @pytest.mark.slow
-@xfail("3", "no process-state warning")
 def test_check_warns_about_process_state_changed_in_a_step() -> None:
     document = assert_check(
         "c03_process_state.py",
@@ -137,7 +126,6 @@ def test_check_warns_about_process_state_changed_in_a_step() -> None:
 
 
 @pytest.mark.slow
-@xfail("4", "prev: siblings changing rng not reported")
 def test_check_refuses_prev_siblings_changing_the_same_object() -> None:
     assert_check(
         "c04_prev_siblings.py",
@@ -149,7 +137,6 @@ def test_check_refuses_prev_siblings_changing_the_same_object() -> None:
 
 
 @pytest.mark.slow
-@xfail("5", "a step name used again is merged")
 def test_check_refuses_a_step_name_used_again() -> None:
     document = assert_check(
         "c05_duplicate_step.py", exit_code=2, code="duplicate-step", kind="errors"
@@ -160,7 +147,6 @@ def test_check_refuses_a_step_name_used_again() -> None:
 
 
 @pytest.mark.slow
-@xfail("8", "file edges not found")
 def test_check_shows_the_file_edge() -> None:
     """`check --json` has the edge write -> read carrying data.txt (item 8: shown as file edges)."""
     status, document = check_problems(CLASSES / "c08_file_edge.py")
@@ -173,7 +159,6 @@ def test_check_shows_the_file_edge() -> None:
 
 
 @pytest.mark.slow
-@xfail("12", "refused as orphan-cell")
 def test_check_warns_about_code_before_the_first_step() -> None:
     assert_check(
         "c12_code_before_first_step.ipynb",
@@ -185,7 +170,6 @@ def test_check_warns_about_code_before_the_first_step() -> None:
 
 
 @pytest.mark.slow
-@xfail("13", "refused as misplaced-tag")
 def test_check_warns_about_a_skip_cell_with_step_tags() -> None:
     assert_check(
         "c13_skip_with_step_tags.ipynb",
@@ -197,7 +181,6 @@ def test_check_warns_about_a_skip_cell_with_step_tags() -> None:
 
 
 @pytest.mark.slow
-@xfail("15", "katib metadata reported as unused")
 def test_check_keeps_katib_metadata_quietly() -> None:
     status, document = check_problems(CLASSES / "c15_katib_metadata.ipynb")
     assert status == 0, document
@@ -205,7 +188,6 @@ def test_check_keeps_katib_metadata_quietly() -> None:
 
 
 @pytest.mark.slow
-@xfail("16", "hint says `pip install cv2`")
 def test_not_installed_hint_names_the_distribution() -> None:
     _, document = check_problems(CLASSES / "c16_dist_hint.py")
     said = json.dumps(document)
@@ -215,7 +197,6 @@ def test_not_installed_hint_names_the_distribution() -> None:
 
 
 @pytest.mark.slow
-@xfail("Also", "a step importing numpy becomes a producer of `np`")
 def test_modules_are_not_data() -> None:
     status, document = check_problems(CLASSES / "also_modules_not_data.py")
     assert status == 0, document
@@ -226,7 +207,6 @@ def test_modules_are_not_data() -> None:
 
 
 @pytest.mark.slow
-@xfail("Also", "shadows-shared-name warning on a re-import")
 def test_reimporting_a_shared_module_is_not_worth_a_warning() -> None:
     status, document = check_problems(CLASSES / "also_reimport_no_warning.py")
     assert status == 0, document
@@ -234,7 +214,6 @@ def test_reimporting_a_shared_module_is_not_worth_a_warning() -> None:
 
 
 @pytest.mark.slow
-@xfail("Also", "the docstring is an orphan cell")
 def test_a_percent_script_docstring_is_not_code_before_the_first_step() -> None:
     status, document = check_problems(CLASSES / "also_docstring_header.py")
     assert status == 0, document
@@ -246,7 +225,6 @@ def test_a_percent_script_docstring_is_not_code_before_the_first_step() -> None:
 
 @pytest.mark.slow
 @pytest.mark.e2e
-@xfail("7", "lineage names one producer for equal outputs")
 def test_lineage_names_the_producer_of_each_equal_output() -> None:
     notebook = CLASSES / "c07_lineage_equal_outputs.py"
     with two_copies(notebook) as (_, folder):
