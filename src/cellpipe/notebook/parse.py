@@ -7,7 +7,8 @@ Invariants:
 - cell numbers are 1-based and count every cell (code, markdown and raw), as Jupyter shows them;
 - ``.ipynb`` must be nbformat v4; a v3 notebook, malformed JSON or a wrong shape raises
   `NotebookParseError` naming the file and what is wrong;
-- in a percent script every ``# %%`` line starts a cell (``# %% [markdown]`` and ``[raw]`` too);
+- in a percent script every ``# %%`` line (then a space or the end of the line, as jupytext
+  reads it: ``# %%time`` is a commented magic) starts a cell (``# %% [markdown]``, ``[raw]``);
   code before the first marker is a cell unless it is only comments (the jupytext header); when
   it is only a module docstring (as in scikit-learn's gallery scripts) it is a markdown cell;
   magics that jupytext comments out (``# %pip install x``) are uncommented so both formats give
@@ -159,7 +160,8 @@ def _ipynb_cell(raw: object, number: int, where: str) -> Cell:
     return Cell(number=number, kind=kind, source=source, tags=tuple(tags))
 
 
-_MARKER = re.compile(r"^#\s?%%(?!%)(?P<rest>.*)$")
+# As jupytext: ``# %%`` then a space or the end of the line; ``# %%time`` is a commented magic.
+_MARKER = re.compile(r"^#\s?%%(?=\s|$)(?P<rest>.*)$")
 _KIND = re.compile(r"\[(?P<kind>markdown|md|raw)\]")
 _TAGS = re.compile(r"\btags\s*=\s*(?P<json>\[[^\]]*\])")
 _COMMENTED_MAGIC = re.compile(r"^(?P<indent>\s*)#\s?(?P<magic>%%?[A-Za-z_]|![A-Za-z.~/$])")

@@ -142,3 +142,12 @@ def test_source_as_string_is_accepted(tmp_path: Path):
     cell = {"cell_type": "code", "source": "x = 1", "metadata": {}, "outputs": []}
     path.write_text(json.dumps({"nbformat": 4, "nbformat_minor": 4, "cells": [cell]}))
     assert load_pipeline(path).step("main").code[0].source == "x = 1"
+
+
+def test_a_commented_cell_magic_is_not_a_percent_cell_marker(tmp_path):
+    from cellpipe.notebook.parse import read_notebook
+
+    path = tmp_path / "nb.py"
+    path.write_text('# %% tags=["step:a"]\n# %%time\nx = 1\n\n# %%\ny = 2\n')
+    cells = read_notebook(path).cells
+    assert [c.source for c in cells] == ["%%time\nx = 1", "y = 2"]
