@@ -127,3 +127,43 @@ def test_classes_of_the_notebook_pickle_in_a_later_step_and_figures_only_warn(
     log = (run_dir / "steps" / "save" / "log.txt").read_text()
     assert "[cellpipe] warning: figure 1 could not be rendered: ValueError" in log
     assert "figure 1 could not be rendered" in (run_dir / "run.ipynb").read_text()
+
+
+CLASS_IN_A_STEP = [
+    (["imports"], "import pickle"),
+    (
+        ["step:fit"],
+        "class Offset:\n    def __init__(self, by):\n        self.by = by\n\nshift = Offset(3)",
+    ),
+    (["step:save", "prev:fit"], "with open('shift.pkl', 'wb') as f:\n    pickle.dump(shift, f)"),
+    (
+        ["step:load", "prev:save"],
+        "with open('shift.pkl', 'rb') as f:\n    restored = pickle.load(f)\nresult = restored.by",
+    ),
+    (["pipeline-metrics"], "result"),
+]
+
+
+def test_a_class_defined_in_a_step_unpickles_in_a_later_one_also_after_cache_hits(
+    run_cli, tmp_path, monkeypatch
+):
+    # Issue 9, item 9: in Jupyter `Offset` stays in __main__ for every later cell, so the
+    # `load` step can read back what `save` pickled by reference.
+    path = write_notebook(tmp_path / "proj", CLASS_IN_A_STEP)
+    monkeypatch.chdir(path.parent)
+    result, _ = _outcome(run_cli, path)
+    assert result.code == 0, result.err
+    assert summary(result.out)["metrics"] == {"result": 3}
+    # Change only the last step: the others are cache hits, their classes still reach it.
+    cells = [*CLASS_IN_A_STEP[:3], (CLASS_IN_A_STEP[3][0], CLASS_IN_A_STEP[3][1] + " * 2"),
+             CLASS_IN_A_STEP[4]]  # fmt: skip
+    write_notebook(tmp_path / "proj", cells)
+    again, _ = _outcome(run_cli, path)
+    assert again.code == 0, again.err
+    last = summary(again.out)
+    assert [last["steps"][s]["status"] for s in ("fit", "save", "load")] == [
+        "cached",
+        "cached",
+        "succeeded",
+    ]
+    assert last["metrics"] == {"result": 6}

@@ -17,7 +17,11 @@ Invariants:
     * a class rebuilt while loading inputs (also one nested deep inside a value, such as a
       custom transformer in a scikit-learn ``Pipeline``) is bound in ``__main__`` under its
       ``__qualname__`` when that name is free there, so pickle finds it by reference;
-    * nothing happens when cloudpickle is not imported (no value needed it).
+    * nothing happens when cloudpickle is not imported (no value needed it);
+    * the classes a step defines at top level are stored after it (`step_classes`), and a
+      later step's ``__main__`` finds those of its ancestors on first use
+      (`install_lazy_definitions`): ``pickle.load`` of an instance an earlier step wrote to a
+      file works, as in Jupyter.
 
 Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
 """
@@ -27,10 +31,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import sys
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import Any
 
-__all__ = ["ClassRegistrar", "pin_preamble_classes"]
+__all__ = ["ClassRegistrar", "install_lazy_definitions", "pin_preamble_classes", "step_classes"]
 
 # Classes of the preamble, with their attributes as the preamble defined them: loading an
 # instance rebuilds the class onto the live one (same tracker id) and overwrites them.
@@ -123,3 +127,50 @@ class ClassRegistrar:
                 namespace[name] = cls
                 bound.append(name)
         return bound
+
+
+# -- classes defined by earlier steps ---------------------------------------------------------
+
+
+def step_classes(namespace: MutableMapping[str, Any], before: set[str]) -> dict[str, type]:
+    """Return the ``__main__`` classes a step bound at top level (names new since ``before``)."""
+    return {
+        name: value
+        for name, value in namespace.items()
+        if name not in before
+        and isinstance(value, type)
+        and value.__module__ == "__main__"
+        and value.__qualname__ == name
+    }
+
+
+def install_lazy_definitions(
+    namespace: MutableMapping[str, Any], load: Callable[[], Iterable[Mapping[str, type]]]
+) -> None:
+    """Let ``__main__`` find the classes earlier steps defined, on first use.
+
+    In Jupyter a class defined in one cell stays in ``__main__`` for every later cell, so a
+    ``pickle.load`` of an instance another cell wrote finds it. A step process has only its
+    own cells: this installs a module ``__getattr__`` (PEP 562) that, when a lookup on
+    ``__main__`` misses (as pickle's does), loads the classes of the step's ancestors once and
+    binds those whose names are free. Names the code itself reads are unaffected (a global
+    lookup does not go through ``__getattr__``).
+
+    Args:
+        namespace: ``__main__``'s namespace.
+        load: returns the ancestors' ``{name: class}`` values, oldest first.
+    """
+    loaded = False
+
+    def find(name: str) -> Any:
+        nonlocal loaded
+        if not loaded and not (name.startswith("__") and name.endswith("__")):
+            loaded = True
+            for classes in load():
+                for key, cls in classes.items():
+                    namespace.setdefault(key, cls)
+            if name in namespace:
+                return namespace[name]
+        raise AttributeError(f"module '__main__' has no attribute '{name}'")
+
+    namespace["__getattr__"] = find

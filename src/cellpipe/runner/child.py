@@ -40,7 +40,7 @@ import sys
 import time
 import traceback
 import types
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +55,12 @@ from cellpipe.runner._capture import (
     get_shell,
     shell_created,
 )
-from cellpipe.runner._classes import ClassRegistrar, pin_preamble_classes
+from cellpipe.runner._classes import (
+    ClassRegistrar,
+    install_lazy_definitions,
+    pin_preamble_classes,
+    step_classes,
+)
 from cellpipe.runner._guard import GUARD_ENV, Fingerprints, guard_enabled
 from cellpipe.runner._rng import capture_random_state, restore_random_state
 from cellpipe.runner.context import StepContext, activate
@@ -626,6 +631,54 @@ def _save_outputs(
     return refs
 
 
+def _definitions_loader(
+    job: StepJob, store: LocalArtifactStore | FsspecArtifactStore | None
+) -> Callable[[], list[Mapping[str, type]]]:
+    def load() -> list[Mapping[str, type]]:
+        found: list[Mapping[str, type]] = []
+        if store is None:
+            return found
+        for ref in job.definitions:
+            try:
+                value = deserialize(ref.serializer, store.local_path(ref.digest))
+            except CellpipeError:
+                continue  # the class stays unknown, as it would be without this
+            if isinstance(value, dict):
+                found.append(value)
+        return found
+
+    return load
+
+
+def _save_definitions(
+    job: StepJob,
+    classes: Mapping[str, type],
+    store: LocalArtifactStore | FsspecArtifactStore,
+) -> ArtifactRef | None:
+    """Store the classes the step defined, for the steps after it (never fails the step)."""
+    if not classes:
+        return None
+    try:
+        serializer, path = serialize(
+            dict(classes), store.scratch_dir(), variable="classes", step=job.step
+        )
+        size = path.stat().st_size
+        digest = store.put_file(path, move=True)
+    except (CellpipeError, OSError) as exc:
+        sys.stderr.write(
+            f"[cellpipe] warning: the classes of step '{job.step}' "
+            f"({', '.join(sorted(classes))}) cannot be stored for later steps: {exc}\n"
+        )
+        return None
+    return ArtifactRef(
+        digest=digest,
+        serializer=serializer.name,
+        serializer_version=serializer.version,
+        size=size,
+        type_name="dict",
+    )
+
+
 class _MissingOutputError(CellpipeError):
     """A declared output variable does not exist when the step ends."""
 
@@ -723,6 +776,8 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
     imported: list[str] = []
     guard: Fingerprints | None = None
     count = warm.execution_count
+    definitions: ArtifactRef | None = None
+    before: set[str] = set()
     try:
         with (
             _captured_streams(log_fd, own_process=own_process),
@@ -739,6 +794,9 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
                         guard = Fingerprints(namespace, job.guarded)
                 except CellpipeError as exc:
                     failure = _cellpipe_failure(exc)
+                if job.definitions:
+                    install_lazy_definitions(namespace, _definitions_loader(job, store))
+            before = set(namespace)
             while pending and failure is None:
                 chunk = pending.pop(0)
                 count += 1
@@ -779,6 +837,8 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
                 except (_MissingOutputError, SerializationError, StorageError) as exc:
                     failure = _cellpipe_failure(exc)
                     sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+            if failure is None and store is not None:
+                definitions = _save_definitions(job, step_classes(namespace, before), store)
             if failure is not None and failure is early_failure:
                 sys.stderr.write(failure.traceback)
     finally:
@@ -792,8 +852,10 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
                 "run_id": job.run_id,
                 "status": status.value,
                 "imported": imported,
-                # Read back for a cache hit of this step run (the file guard of the runner).
+                # Read back for a cache hit of this step run (the file guard of the runner,
+                # the classes later steps may need).
                 "files_written": list(files_written),
+                "definitions": None if definitions is None else definitions.to_json(),
             }
         }
     )
@@ -816,6 +878,7 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         files_read=_workspace_files([*warm.files_read, *opened], job),
         files_written=files_written,
         duration_s=time.perf_counter() - start,
+        definitions=definitions,
     )
 
 

@@ -137,6 +137,9 @@ class StepJob:
         shell: whether a process running the run's steps should build its IPython shell
             before any user code runs (`needs_shell` of the whole pipeline). Without it,
             the shell is built only when user code first needs it.
+        definitions: the classes the step's ancestors defined, each step's as one stored
+            ``{name: class}`` value; ``__main__`` finds them on first use (``pickle.load`` of
+            an instance written by an earlier step), as Jupyter keeps them alive.
         guarded: the inputs whose content is fingerprinted before and after the step's code
             (a later step reads them from the same producer, or they are metrics): a change
             the static analysis did not see fails the step (`cellpipe.runner._guard`).
@@ -158,6 +161,7 @@ class StepJob:
     storage_options: Mapping[str, Any] = field(default_factory=dict)
     shell: bool = True
     guarded: tuple[str, ...] = ()
+    definitions: tuple[ArtifactRef, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -225,6 +229,7 @@ class StepJob:
             "run_id": self.run_id,
             "shell": self.shell,
             "guarded": list(self.guarded),
+            "definitions": [ref.to_json() for ref in self.definitions],
         }
 
     @classmethod
@@ -247,6 +252,7 @@ class StepJob:
             storage_options=data.get("storage_options", {}),
             shell=bool(data.get("shell", True)),
             guarded=tuple(data.get("guarded", ())),
+            definitions=tuple(ArtifactRef.from_json(d) for d in data.get("definitions", ())),
         )
 
 
@@ -269,6 +275,7 @@ class StepResult:
         files_read: workspace-relative paths of the files the step opened for reading.
         files_written: workspace-relative paths of the files the step opened for writing
             (and that exist when it ends).
+        definitions: the classes the step defined at top level, stored as one value, if any.
         duration_s: time spent in the step process (0 when it did not run).
         hint: how to fix the error, when there is something to say.
     """
@@ -286,6 +293,7 @@ class StepResult:
     files_written: tuple[str, ...] = ()
     duration_s: float = 0.0
     hint: str | None = None
+    definitions: ArtifactRef | None = None
 
     def __post_init__(self) -> None:
         for name in ("outputs", "metrics", "pipeline_metrics"):
@@ -325,6 +333,7 @@ class StepResult:
             "files_written": list(self.files_written),
             "duration_s": self.duration_s,
             "hint": self.hint,
+            "definitions": None if self.definitions is None else self.definitions.to_json(),
         }
 
     @classmethod
@@ -344,4 +353,7 @@ class StepResult:
             files_written=tuple(data.get("files_written", ())),
             duration_s=float(data.get("duration_s", 0.0)),
             hint=data.get("hint"),
+            definitions=(
+                ArtifactRef.from_json(data["definitions"]) if data.get("definitions") else None
+            ),
         )

@@ -340,7 +340,32 @@ class _Run:
             run_id=self.run_id,
             shell=self.shell,
             guarded=self.guarded.get(step.name, ()),
+            definitions=self._definitions(step),
         )
+
+    def _definitions(self, step: Step) -> tuple[ArtifactRef, ...]:
+        """The stored classes of the step's ancestors, oldest first (see `StepJob`)."""
+        found = []
+        for name in self.pipeline.upstream_closure(step.name):
+            result = self.results.get(name)
+            ref = None if result is None else result.definitions
+            if ref is None and result is not None and result.status is StepStatus.CACHED:
+                ref = self._cached_definitions(name)
+            if ref is not None:
+                found.append(ref)
+        return tuple(found)
+
+    def _cached_definitions(self, step: str) -> ArtifactRef | None:
+        record = self.records.get(step)
+        if record is None or record.notebook_digest is None:
+            return None
+        try:
+            path = self.artifacts.local_path(record.notebook_digest)
+            document = json.loads(path.read_text(encoding="utf-8"))
+            found = document.get("metadata", {}).get("cellpipe", {}).get("definitions")
+            return ArtifactRef.from_json(found) if isinstance(found, dict) else None
+        except (OSError, ValueError, KeyError, TypeError, CellpipeError):
+            return None  # an older step run: its classes are not known
 
     @property
     def shell(self) -> bool:
