@@ -1,4 +1,5 @@
-"""What every benchmark shares: writing its own section of RESULTS.md.
+"""What every benchmark shares: writing its own section of RESULTS.md, timing a command, and
+building a tagged notebook.
 
 Each script owns the text between ``<!-- NAME:start -->`` and ``<!-- NAME:end -->`` and
 replaces only that; the other scripts' sections are kept as they are.
@@ -6,7 +7,37 @@ replaces only that; the other scripts' sections are kept as they are.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import time
 from pathlib import Path
+from typing import Any
+
+# Subprocesses keep bytecode caching on, as a user's commands do.
+CHILD_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+
+
+def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
+    """Run a command to its end and return its wall time; stop the benchmark if it fails."""
+    start = time.perf_counter()
+    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env or CHILD_ENV)
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
+    return elapsed
+
+
+def notebook(cells: list[tuple[list[str], str]]) -> Any:
+    """Return an nbformat v4 notebook of code cells with the given tags."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    for tags, source in cells:
+        cell = nbformat.v4.new_code_cell(source)
+        cell.metadata["tags"] = tags
+        nb.cells.append(cell)
+    return nb
+
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

@@ -27,39 +27,19 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nbformat
-from _results import write_section
+from _results import CHILD_ENV, notebook, timed, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CELLPIPE = str(BIN / "cellpipe")
-BASE_ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-GUARD_ON = {**BASE_ENV, "CELLPIPE_GUARD": "1"}
-GUARD_OFF = {**BASE_ENV, "CELLPIPE_GUARD": "0"}
-
-
-def notebook(cells: list[tuple[list[str], str]]) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    for tags, source in cells:
-        cell = nbformat.v4.new_code_cell(source)
-        cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    return nb
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
-    return elapsed
+GUARD_ON = {**CHILD_ENV, "CELLPIPE_GUARD": "1"}
+GUARD_OFF = {**CHILD_ENV, "CELLPIPE_GUARD": "0"}
 
 
 def fresh(path: Path) -> None:

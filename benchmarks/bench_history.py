@@ -37,7 +37,6 @@ import os
 import platform
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from _results import RESULTS, write_section
+from _results import RESULTS, timed, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -62,22 +61,13 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def run_cmd(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
-    return elapsed
-
-
 def stats(samples: list[float]) -> tuple[float, float]:
     return min(samples), statistics.median(samples)
 
 
 def time_cmd(cmd: list[str], cwd: Path, env: dict[str, str], repeats: int) -> tuple[float, float]:
-    run_cmd(cmd, cwd, env)  # warm-up: bytecode, page cache
-    return stats([run_cmd(cmd, cwd, env) for _ in range(repeats)])
+    timed(cmd, cwd, env)  # warm-up: bytecode, page cache
+    return stats([timed(cmd, cwd, env) for _ in range(repeats)])
 
 
 def time_call(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
@@ -360,11 +350,11 @@ def snapshot_case(work: Path, files: int, file_mb: int, repeats: int) -> list[st
     nbformat.write(nb, ws / "nb.ipynb")
     cmd = [CELLPIPE, "run", "nb.ipynb", "--no-cache"]
     env_on, env_off = child_env(), child_env(CELLPIPE_SNAPSHOT_MAX_BYTES="0")
-    run_cmd(cmd, ws, env_on)  # warm-up: the stat cache of this project
+    timed(cmd, ws, env_on)  # warm-up: the stat cache of this project
     samples_on, samples_off = [], []
     for _ in range(repeats):  # interleaved, so load changes hit both alike
-        samples_on.append(run_cmd(cmd, ws, env_on))
-        samples_off.append(run_cmd(cmd, ws, env_off))
+        samples_on.append(timed(cmd, ws, env_on))
+        samples_off.append(timed(cmd, ws, env_off))
     c_on, c_off = stats(samples_on), stats(samples_off)
     rows.append(["`cellpipe run --no-cache` of the one-step notebook, snapshots on",
                  ms(c_on[0]), ms(c_on[1]), ""])  # fmt: skip

@@ -23,28 +23,17 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 import nbformat
-from _results import write_section
+from _results import notebook, timed, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 CELLPIPE = str(BIN / "cellpipe")
-ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-
-
-def notebook(cells: list[tuple[list[str], str]]) -> nbformat.NotebookNode:
-    nb = nbformat.v4.new_notebook()
-    for tags, source in cells:
-        cell = nbformat.v4.new_code_cell(source)
-        cell.metadata["tags"] = tags
-        nb.cells.append(cell)
-    return nb
 
 
 def write(folder: Path, name: str, nb: nbformat.NotebookNode) -> Path:
@@ -61,15 +50,6 @@ def as_script(path: Path) -> str:
         if cell.cell_type == "code" and "skip" not in cell.metadata.get("tags", []):
             parts.append(cell.source)
     return "\n\n".join(parts) + "\n"
-
-
-def timed(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> float:
-    start = time.perf_counter()
-    result = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env or ENV)
-    elapsed = time.perf_counter() - start
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd)} failed:\n{result.stdout}\n{result.stderr}")
-    return elapsed
 
 
 def run_script(path: Path) -> float:

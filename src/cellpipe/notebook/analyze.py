@@ -582,14 +582,7 @@ class _Scope:
     def _merge_immediate(self, child: _Scope) -> None:
         # Comprehensions and class bodies run where they stand: their calls, seedings,
         # draws, settings and files are this scope's. A function's run when it is called.
-        self.calls.extend(child.calls)
-        for n, loc in child.seeds.items():
-            self.seeds.setdefault(n, loc)
-        if self.draws is None:
-            self.draws = child.draws
-        for n, loc in child.settings.items():
-            self.settings.setdefault(n, loc)
-        self.files.extend(child.files)
+        _take_effects(self, child)
 
     def _merge_effects(
         self, child: _Scope, mutates: Mapping[str, Loc], writes: Mapping[str, Loc]
@@ -601,6 +594,18 @@ class _Scope:
         for n, loc in child.imports.items():
             self.imports.setdefault(n, loc)
         self.stars.extend(child.stars)
+
+
+def _take_effects(into: _Scope | BlockFacts, source: _Scope) -> None:
+    """Add the calls, seedings, first draw, settings and files of ``source`` to ``into``."""
+    into.calls.extend(source.calls)
+    for name, loc in source.seeds.items():
+        into.seeds.setdefault(name, loc)
+    if into.draws is None:
+        into.draws = source.draws
+    for name, loc in source.settings.items():
+        into.settings.setdefault(name, loc)
+    into.files.extend(source.files)
 
 
 class _ModuleVisitor:
@@ -631,14 +636,7 @@ class _ModuleVisitor:
 
     def apply(self, scope: _Scope) -> None:
         facts = self.facts
-        facts.calls.extend(scope.calls)
-        for name, loc in scope.seeds.items():
-            facts.seeds.setdefault(name, loc)
-        if facts.draws is None:
-            facts.draws = scope.draws
-        for name, loc in scope.settings.items():
-            facts.settings.setdefault(name, loc)
-        facts.files.extend(scope.files)
+        _take_effects(facts, scope)
         for name, loc in scope.loads.items():
             self.read(name, loc)
         for name, loc in scope.deferred.items():
