@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from cellpipe.errors import StorageError
 from cellpipe.storage._sql import BUSY_TIMEOUT_S, Params, Result, SqlConnection
+from cellpipe.storage._urls import redact_url
 
 __all__ = ["AlchemyDatabase"]
 
@@ -70,10 +71,7 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def _safe_url(url: str) -> str:
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except sa.exc.ArgumentError:
-        return "(unparseable URL)"
+    return redact_url(url)
 
 
 def _after_fork(ref: weakref.ref[AlchemyDatabase]) -> None:
@@ -136,7 +134,7 @@ class AlchemyDatabase:
 
     def safe_url(self) -> str:
         """Return the URL with the password hidden."""
-        return self._engine.url.render_as_string(hide_password=True)
+        return redact_url(self._engine.url.render_as_string(hide_password=False))
 
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[SqlConnection]:

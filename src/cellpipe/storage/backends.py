@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from cellpipe.errors import StorageError
 
@@ -169,10 +169,9 @@ def open_metadata_store(url: str) -> SqlMetadataStore:
 
 
 def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)
+    from cellpipe.storage._urls import redact_url
+
+    return redact_url(url)
 
 
 # -- the artifact store as step processes see it ----------------------------------------------
