@@ -191,6 +191,12 @@ def parse_percent(text: str, *, path: Path) -> NotebookSource:
         tags_match = _TAGS.search(rest)
         if tags_match is not None:
             tags = _percent_tags(tags_match["json"], path, number_in_file)
+        elif re.search(r"\btags\s*=", rest):
+            raise NotebookParseError(
+                f"the cell marker's tags are not a JSON list: {line.strip()}",
+                path=f"{path}, line {number_in_file}",
+                hint='write them like # %% tags=["step:train"]',
+            )
         current = []
         chunks.append((kind, tags, current))
     cells: list[Cell] = []

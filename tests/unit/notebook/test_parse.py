@@ -151,3 +151,15 @@ def test_a_commented_cell_magic_is_not_a_percent_cell_marker(tmp_path):
     path.write_text('# %% tags=["step:a"]\n# %%time\nx = 1\n\n# %%\ny = 2\n')
     cells = read_notebook(path).cells
     assert [c.source for c in cells] == ["%%time\nx = 1", "y = 2"]
+
+
+@pytest.mark.parametrize("marker", ["# %% tags=step:a", '# %% tags=["step:a"', "# %% tags = "])
+def test_a_malformed_percent_cell_header_is_an_error_naming_the_line(tmp_path, marker):
+    from cellpipe.errors import NotebookParseError
+    from cellpipe.notebook.parse import read_notebook
+
+    path = tmp_path / "nb.py"
+    path.write_text(f'# %% tags=["imports"]\nimport os\n\n{marker}\nx = 1\n')
+    with pytest.raises(NotebookParseError, match="line 4") as info:
+        read_notebook(path)
+    assert "tags are not a JSON list" in str(info.value)
