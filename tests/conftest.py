@@ -6,13 +6,14 @@ The `postgres_*` and `s3_*` fixtures start real servers (see backend_services.py
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from backend_services import PostgresServer, S3Service, find_pg_bindir
+
+pytest_plugins = ["ci_skips"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,8 +46,10 @@ def repo_root() -> Path:
 
 def _unavailable(what: str) -> None:
     """Fail under CI (CI=true), where a missing service is a broken setup; skip otherwise."""
+    from ci_skips import in_ci
+
     message = f"{what}; run scripts/test-services.sh (as root) to install it"
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if in_ci():
         pytest.fail(message, pytrace=False)
     pytest.skip(message)
 

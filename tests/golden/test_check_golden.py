@@ -72,3 +72,8 @@ def test_check_json_matches_golden(case, notebook, repo_root, monkeypatch, capsy
             f"is intended, run `pytest tests/golden --update-golden` and review the diff:\n{diff}",
             pytrace=False,
         )
+
+
+def test_every_golden_file_has_a_case():
+    stale = sorted(p.name for p in GOLDEN_DIR.glob("*.json") if p.stem not in CASES)
+    assert not stale, f"golden files without a case in CASES (delete them or add the case): {stale}"

@@ -74,3 +74,8 @@ def test_golden_loads_with_kfp(tmp_path):
 
     component = components.load_component_from_file(str(GOLDEN_DIR / "wine.yaml"))
     assert component.name == "wine"
+
+
+def test_every_golden_file_has_a_case():
+    stale = sorted(p.name for p in GOLDEN_DIR.glob("*.yaml") if p.stem not in CASES)
+    assert not stale, f"golden files without a case in CASES (delete them or add the case): {stale}"
