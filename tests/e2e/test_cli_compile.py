@@ -236,3 +236,32 @@ def test_compile_warns_that_a_file_edge_needs_a_shared_volume(run_cli, tmp_path)
     assert warning.startswith("step 'read' reads 'data.txt' (cell 2, line 1), which step 'write'")
     assert "shared volume" in warning
     assert "warning: step 'read' reads 'data.txt'" in result.err
+
+
+@pytest.mark.slow
+def test_a_notebook_name_with_triple_quotes_runs_no_code_under_kfp_local(
+    run_cli, tmp_path, monkeypatch
+):
+    """Issue 10, item 2: the file name was pasted into each component's docstring; a name
+    with \"\"\" ran the rest of the name as code in every pod."""
+    import uuid
+
+    from kfp import components, local
+
+    pwned = Path("/tmp") / f"pwned-{uuid.uuid4().hex}"
+    monkeypatch.setenv("CELLPIPE_PWNED", str(pwned))
+    notebook = tmp_path / 'x"""; open(__import__("os").environ["CELLPIPE_PWNED"], "w") #.py'
+    notebook.write_text(
+        '# %% tags=["step:a"]\ntotal = 1 + 1\n\n# %% tags=["pipeline-metrics"]\ntotal\n'
+    )
+    package = tmp_path / "pipeline.yaml"
+    try:
+        result = run_cli("compile", notebook, "-o", package, "--image", "python:3.11")
+        assert result.code == 0, result.err
+        root = tmp_path / "kfp-root"
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+        components.load_component_from_file(str(package))()
+        assert _kfp_metrics(root) == {"total": 2}
+        assert not pwned.exists()
+    finally:
+        pwned.unlink(missing_ok=True)
