@@ -341,3 +341,14 @@ def test_installed_entry_point_checks_the_examples(examples):
         check=False,
     )
     assert probe.returncode == 0, probe.stderr
+
+
+def test_a_too_long_step_name_fails_check_and_run_cleanly(run_cli, tmp_path):
+    """Issue 10, item 7: check passed and run crashed with "File name too long"."""
+    notebook = tmp_path / "long.py"
+    notebook.write_text(f'# %% tags=["step:{"s" * 300}"]\nx = 1\n')
+    for command in ("check", "run"):
+        result = run_cli(command, notebook)
+        assert result.code == 2, result.err
+        assert "is 300 characters long; step names are limited to 63" in result.err
+        assert "this is a bug" not in result.err

@@ -228,3 +228,22 @@ def test_a_step_inherits_the_packages_of_the_steps_whose_outputs_it_reads(make_p
     assert [p.module for p in inherited.step("use").packages] == ["numpy"]
     assert requirements(inherited.step("use")) == requirements(pipeline.step("make"))
     assert inherited.step("other").packages == ()
+
+
+def test_task_names_stay_within_kubernetes_name_limits(make_pipeline):
+    """Issue 10, item 7: task names become Kubernetes names (63 characters at most); the KFP
+    API refuses pipeline names over 100."""
+    import dataclasses
+
+    pipeline = make_pipeline('# %% tags=["step:a"]\nx = 1\n\n# %% tags=["step:b"]\ny = 2\n')
+    long = "v" * 90
+    steps = tuple(
+        dataclasses.replace(step, name=f"{long}_{step.name}", upstream=())
+        for step in pipeline.steps
+    )
+    pipeline = dataclasses.replace(pipeline, steps=steps, name="p" * 150)
+    documents = compile_documents(pipeline, **OPTIONS)
+    tasks = documents[0]["root"]["dag"]["tasks"]
+    assert sorted(tasks) == ["v" * 61 + "-2", "v" * 63]
+    assert documents[0]["pipelineInfo"]["name"] == "p" * 100
+    assert validate_documents(load_yaml(dump_yaml(documents))) == []
