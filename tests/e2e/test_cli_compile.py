@@ -265,3 +265,16 @@ def test_a_notebook_name_with_triple_quotes_runs_no_code_under_kfp_local(
         assert not pwned.exists()
     finally:
         pwned.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", "1e999", "[" * 3000 + "]" * 3000])
+def test_submit_refuses_non_finite_or_too_deep_arguments_of_a_compiled_yaml(
+    run_cli, examples, tmp_path, value
+):
+    """Issue 10, item 8: -p values of a compiled .yaml are untyped JSON; NaN went to the API."""
+    package = tmp_path / "diamond.yaml"
+    assert run_cli("compile", examples / "diamond" / "diamond.ipynb", "-o", package).code == 0
+    result = run_cli("submit", package, "-p", f"N={value}", "--host", "http://127.0.0.1:9")
+    assert result.code == 2, result.err
+    assert "parameter N: " in result.err
+    assert "this is a bug" not in result.err

@@ -47,6 +47,24 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
     return raw
 
 
+def parse_untyped(name: str, raw: str) -> JsonValue:
+    """Parse ``-p NAME=VALUE`` text with no declared type (a compiled pipeline's arguments).
+
+    JSON text is parsed (``3``, ``[1, 2]``, ``true``), anything else stays a string.
+
+    Raises:
+        ParameterError: for NaN or infinity, or lists and dicts nested too deeply.
+    """
+    unknown = Parameter(name=name, type="NoneType", default=None, cell=0, line=0)
+    try:
+        value: JsonValue = json.loads(raw)
+    except (RecursionError, MemoryError) as exc:
+        raise _too_deep(unknown) from exc
+    except ValueError:
+        return raw
+    return _json_value(unknown, value)
+
+
 def resolve_parameters(
     pipeline: Pipeline,
     *,
@@ -145,10 +163,13 @@ def _literal(param: Parameter, text: str) -> JsonValue:
     return value
 
 
+def _named(param: Parameter) -> str:
+    return f"parameter {param.name}" + (f" (cell {param.cell})" if param.cell else "")
+
+
 def _too_deep(param: Parameter) -> ParameterError:
     return ParameterError(
-        f"parameter {param.name} (cell {param.cell}): the value nests lists or dicts more than "
-        f"{MAX_DEPTH} levels deep",
+        f"{_named(param)}: the value nests lists or dicts more than {MAX_DEPTH} levels deep",
         hint=f"flatten the value to at most {MAX_DEPTH} levels, or read it from a file in a step",
     )
 
@@ -191,7 +212,7 @@ def _check_value(param: Parameter, value: object) -> JsonValue:
 def _not_finite(param: Parameter, value: object) -> ParameterError:
     shown = repr(value) if isinstance(value, float) else "a number beyond the float range"
     return ParameterError(
-        f"parameter {param.name} (cell {param.cell}): {shown} is not a finite number; NaN and "
+        f"{_named(param)}: {shown} is not a finite number; NaN and "
         "infinity are not accepted as parameter values (JSON has no such numbers, and NaN is "
         "not equal to itself, so runs with it could never be recognised as cached)",
         hint="pass a finite number, or use None (null) for 'no value'",

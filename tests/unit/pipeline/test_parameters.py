@@ -137,3 +137,14 @@ def json_depth(value: object) -> int:
         depth += 1
         value = value[0] if value else None
     return depth
+
+
+def test_untyped_values_are_json_or_text_and_finite():
+    from cellpipe.pipeline.parameters import parse_untyped
+
+    assert parse_untyped("X", "[1, 2.5]") == [1, 2.5]
+    assert parse_untyped("X", "plain text") == "plain text"
+    with pytest.raises(ParameterError, match=r"^parameter X: nan is not a finite number"):
+        parse_untyped("X", "NaN")
+    with pytest.raises(ParameterError, match="more than 100 levels deep"):
+        parse_untyped("X", "[" * 3000 + "]" * 3000)
