@@ -352,3 +352,19 @@ def test_a_too_long_step_name_fails_check_and_run_cleanly(run_cli, tmp_path):
         assert result.code == 2, result.err
         assert "is 300 characters long; step names are limited to 63" in result.err
         assert "this is a bug" not in result.err
+
+
+def test_the_text_form_of_a_syntax_error_shows_cell_line_and_source(run_cli, tmp_path):
+    """Issue 10, item 10: the text said "cell 1 (step 'a') does not parse: ..." without the
+    line (only --json had it) or the code that does not parse."""
+    notebook = tmp_path / "syntax.py"
+    notebook.write_text('# %% tags=["step:a"]\nx = 1\nif x\n    y = 2\n')
+    result = run_cli("check", notebook)
+    assert result.code == 2
+    assert "cell 1, line 2 (step 'a') does not parse: expected ':' in `if x`" in result.err
+    params = tmp_path / "params.py"
+    params.write_text(
+        '# %% tags=["pipeline-parameters"]\nA = 1\nB = [1,\n\n# %% tags=["step:a"]\nx = A\n'
+    )
+    result = run_cli("check", params)
+    assert "(cell 1, line 2) does not parse: '[' was never closed in `B = [1,`" in result.err
