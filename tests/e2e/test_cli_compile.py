@@ -278,3 +278,23 @@ def test_submit_refuses_non_finite_or_too_deep_arguments_of_a_compiled_yaml(
     assert result.code == 2, result.err
     assert "parameter N: " in result.err
     assert "this is a bug" not in result.err
+
+
+@pytest.mark.slow
+def test_a_nan_metric_does_not_fail_the_task_under_kfp_local(run_cli, tmp_path):
+    """Issue 10, item 8: KFP's protobuf Value refuses NaN, so the whole task failed."""
+    from kfp import components, local
+
+    notebook = tmp_path / "nan.py"
+    notebook.write_text(
+        '# %% tags=["step:a"]\nloss = float("nan")\nok = 1.5\n\n'
+        '# %% tags=["pipeline-metrics"]\nloss\nok\n'
+    )
+    package = tmp_path / "pipeline.yaml"
+    assert run_cli("compile", notebook, "-o", package, "--image", "python:3.11").code == 0
+    root = tmp_path / "kfp-root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    components.load_component_from_file(str(package))()
+    assert _kfp_metrics(root) == {"ok": 1.5}
+    (written,) = [p for p in root.rglob("metrics") if p.is_file()]
+    assert json.loads(written.read_text()) == {"loss": None, "ok": 1.5}

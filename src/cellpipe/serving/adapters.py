@@ -107,8 +107,7 @@ def _design_matrix(
         # A fitted estimator takes rows of features; any other rank is the client's mistake
         # (scikit-learn's own ValueError would be reported as the model failing, a 500).
         raise RequestError(
-            f"the model takes a 2-D tensor [rows, {width}], the request has shape "
-            f"{list(x.shape)}"
+            f"the model takes a 2-D tensor [rows, {width}], the request has shape {list(x.shape)}"
         )
     if isinstance(width, int) and x.shape[1] != width:
         raise RequestError(
