@@ -368,3 +368,12 @@ def test_the_text_form_of_a_syntax_error_shows_cell_line_and_source(run_cli, tmp
     )
     result = run_cli("check", params)
     assert "(cell 1, line 2) does not parse: '[' was never closed in `B = [1,`" in result.err
+
+
+def test_a_notebook_name_near_the_file_name_limit_runs(run_cli, tmp_path):
+    """Issue 10, item 7: the run id (the run's folder) was the file name plus 23 characters."""
+    notebook = tmp_path / f"{'n' * 240}.py"
+    notebook.write_text('# %% tags=["step:a"]\nx = 1\n')
+    result = run_cli("run", notebook, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out.splitlines()[-1])["run_id"].startswith("n" * 100 + "-")
