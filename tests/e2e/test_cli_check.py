@@ -341,3 +341,39 @@ def test_installed_entry_point_checks_the_examples(examples):
         check=False,
     )
     assert probe.returncode == 0, probe.stderr
+
+
+def test_a_too_long_step_name_fails_check_and_run_cleanly(run_cli, tmp_path):
+    """Issue 10, item 7: check passed and run crashed with "File name too long"."""
+    notebook = tmp_path / "long.py"
+    notebook.write_text(f'# %% tags=["step:{"s" * 300}"]\nx = 1\n')
+    for command in ("check", "run"):
+        result = run_cli(command, notebook)
+        assert result.code == 2, result.err
+        assert "is 300 characters long; step names are limited to 63" in result.err
+        assert "this is a bug" not in result.err
+
+
+def test_the_text_form_of_a_syntax_error_shows_cell_line_and_source(run_cli, tmp_path):
+    """Issue 10, item 10: the text said "cell 1 (step 'a') does not parse: ..." without the
+    line (only --json had it) or the code that does not parse."""
+    notebook = tmp_path / "syntax.py"
+    notebook.write_text('# %% tags=["step:a"]\nx = 1\nif x\n    y = 2\n')
+    result = run_cli("check", notebook)
+    assert result.code == 2
+    assert "cell 1, line 2 (step 'a') does not parse: expected ':' in `if x`" in result.err
+    params = tmp_path / "params.py"
+    params.write_text(
+        '# %% tags=["pipeline-parameters"]\nA = 1\nB = [1,\n\n# %% tags=["step:a"]\nx = A\n'
+    )
+    result = run_cli("check", params)
+    assert "(cell 1, line 2) does not parse: '[' was never closed in `B = [1,`" in result.err
+
+
+def test_a_notebook_name_near_the_file_name_limit_runs(run_cli, tmp_path):
+    """Issue 10, item 7: the run id (the run's folder) was the file name plus 23 characters."""
+    notebook = tmp_path / f"{'n' * 240}.py"
+    notebook.write_text('# %% tags=["step:a"]\nx = 1\n')
+    result = run_cli("run", notebook, "--json")
+    assert result.code == 0, result.err
+    assert json.loads(result.out.splitlines()[-1])["run_id"].startswith("n" * 100 + "-")

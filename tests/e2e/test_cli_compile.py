@@ -236,3 +236,65 @@ def test_compile_warns_that_a_file_edge_needs_a_shared_volume(run_cli, tmp_path)
     assert warning.startswith("step 'read' reads 'data.txt' (cell 2, line 1), which step 'write'")
     assert "shared volume" in warning
     assert "warning: step 'read' reads 'data.txt'" in result.err
+
+
+@pytest.mark.slow
+def test_a_notebook_name_with_triple_quotes_runs_no_code_under_kfp_local(
+    run_cli, tmp_path, monkeypatch
+):
+    """Issue 10, item 2: the file name was pasted into each component's docstring; a name
+    with \"\"\" ran the rest of the name as code in every pod."""
+    import uuid
+
+    from kfp import components, local
+
+    pwned = Path("/tmp") / f"pwned-{uuid.uuid4().hex}"
+    monkeypatch.setenv("CELLPIPE_PWNED", str(pwned))
+    notebook = tmp_path / 'x"""; open(__import__("os").environ["CELLPIPE_PWNED"], "w") #.py'
+    notebook.write_text(
+        '# %% tags=["step:a"]\ntotal = 1 + 1\n\n# %% tags=["pipeline-metrics"]\ntotal\n'
+    )
+    package = tmp_path / "pipeline.yaml"
+    try:
+        result = run_cli("compile", notebook, "-o", package, "--image", "python:3.11")
+        assert result.code == 0, result.err
+        root = tmp_path / "kfp-root"
+        local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+        components.load_component_from_file(str(package))()
+        assert _kfp_metrics(root) == {"total": 2}
+        assert not pwned.exists()
+    finally:
+        pwned.unlink(missing_ok=True)
+
+
+@pytest.mark.parametrize("value", ["NaN", "-Infinity", "1e999", "[" * 3000 + "]" * 3000])
+def test_submit_refuses_non_finite_or_too_deep_arguments_of_a_compiled_yaml(
+    run_cli, examples, tmp_path, value
+):
+    """Issue 10, item 8: -p values of a compiled .yaml are untyped JSON; NaN went to the API."""
+    package = tmp_path / "diamond.yaml"
+    assert run_cli("compile", examples / "diamond" / "diamond.ipynb", "-o", package).code == 0
+    result = run_cli("submit", package, "-p", f"N={value}", "--host", "http://127.0.0.1:9")
+    assert result.code == 2, result.err
+    assert "parameter N: " in result.err
+    assert "this is a bug" not in result.err
+
+
+@pytest.mark.slow
+def test_a_nan_metric_does_not_fail_the_task_under_kfp_local(run_cli, tmp_path):
+    """Issue 10, item 8: KFP's protobuf Value refuses NaN, so the whole task failed."""
+    from kfp import components, local
+
+    notebook = tmp_path / "nan.py"
+    notebook.write_text(
+        '# %% tags=["step:a"]\nloss = float("nan")\nok = 1.5\n\n'
+        '# %% tags=["pipeline-metrics"]\nloss\nok\n'
+    )
+    package = tmp_path / "pipeline.yaml"
+    assert run_cli("compile", notebook, "-o", package, "--image", "python:3.11").code == 0
+    root = tmp_path / "kfp-root"
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(root))
+    components.load_component_from_file(str(package))()
+    assert _kfp_metrics(root) == {"ok": 1.5}
+    (written,) = [p for p in root.rglob("metrics") if p.is_file()]
+    assert json.loads(written.read_text()) == {"loss": None, "ok": 1.5}

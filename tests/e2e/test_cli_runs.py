@@ -159,7 +159,7 @@ def test_kill_9_of_a_step_process_fails_the_step_and_the_run(sleepy):
     assert proc.returncode == 1, err
     assert statuses(out) == {"quick": "succeeded", "sleepy": "failed", "last": "skipped"}
     failure = summary(out)["failures"][0]
-    assert failure["error"] == "step process died (signal 9)"
+    assert failure["error"] == "step process died from SIGKILL (signal 9)"
 
 
 @pytest.mark.slow

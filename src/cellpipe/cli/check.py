@@ -285,9 +285,7 @@ def _package_rows(pipeline: Pipeline) -> list[list[str]]:
 
 
 def _literal(value: JsonValue) -> str:
-    import json
-
-    return json.dumps(value, ensure_ascii=False)
+    return render.dumps(value, ensure_ascii=False)
 
 
 def _count(number: int, noun: str) -> str:

@@ -13,10 +13,10 @@ Must not depend on: the runner, storage or other command modules.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import TYPE_CHECKING
 
+from cellpipe.cli import render
 from cellpipe.cli._loading import NOTEBOOK_HELP, load_notebook
 
 if TYPE_CHECKING:
@@ -184,4 +184,4 @@ def to_graph_json(pipeline: Pipeline) -> dict[str, JsonValue]:
 
 def to_json_text(pipeline: Pipeline) -> str:
     """Return `to_graph_json` as indented JSON text ending with a newline."""
-    return json.dumps(to_graph_json(pipeline), indent=2, ensure_ascii=False) + "\n"
+    return render.dumps(to_graph_json(pipeline), indent=2, ensure_ascii=False) + "\n"

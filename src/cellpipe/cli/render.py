@@ -3,9 +3,10 @@
 Owns: writing command results to a stream and turning errors and problems into text.
 
 Invariants: ``--json`` output is exactly one JSON document followed by a newline, with keys in
-a stable order, so it can be piped and compared; ``rich`` is imported only when the stream is an
-interactive terminal (never for JSON, never when piped), which keeps ``cellpipe check`` fast and
-its piped output free of escape codes. Plain and rich output carry the same information.
+a stable order, and strict JSON (NaN and infinity are written as null, never as ``NaN``), so it
+can be piped and compared; ``rich`` is imported only when the stream is an interactive terminal
+(never for JSON, never when piped), which keeps ``cellpipe check`` fast and its piped output
+free of escape codes. Plain and rich output carry the same information.
 
 Must not depend on: anything in cellpipe but ``errors`` (commands pass plain strings in).
 """
@@ -13,6 +14,7 @@ Must not depend on: anything in cellpipe but ``errors`` (commands pass plain str
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
@@ -25,14 +27,34 @@ if TYPE_CHECKING:
 EMPTY = "-"
 
 
+def finite(value: object) -> object:
+    """Return ``value`` with every NaN and infinite float replaced by None, at any depth.
+
+    JSON has no such numbers (``json.dumps`` would write ``NaN``, which strict parsers refuse);
+    None is how the run records store them already (`cellpipe.storage.metric_values`).
+    """
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(item) for item in value]
+    return value
+
+
+def dumps(document: object, **options: Any) -> str:
+    """Return ``document`` as strict JSON text (NaN and infinity as null); see `finite`."""
+    return json.dumps(finite(document), allow_nan=False, **options)
+
+
 def write_json(document: object, stream: TextIO) -> None:
-    """Write ``document`` as indented JSON plus a newline.
+    """Write ``document`` as indented JSON plus a newline (NaN and infinity as null).
 
     Args:
         document: a JSON-ready value (dicts keep their insertion order).
         stream: where to write, usually ``sys.stdout``.
     """
-    stream.write(json.dumps(document, indent=2, ensure_ascii=False))
+    stream.write(dumps(document, indent=2, ensure_ascii=False))
     stream.write("\n")
 
 
@@ -131,9 +153,9 @@ def short_value(value: object, *, width: int = VALUE_WIDTH, float_format: str = 
     if isinstance(value, float):
         text = format(value, float_format)
     elif isinstance(value, list | dict):
-        text = json.dumps(value, ensure_ascii=False)
+        text = dumps(value, ensure_ascii=False)
         if len(text) > width:
-            text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+            text = dumps(value, ensure_ascii=False, separators=(",", ":"))
     elif value is None:
         text = "null"
     else:

@@ -15,7 +15,6 @@ Must not depend on: other command modules.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -219,7 +218,7 @@ class _JsonView:
     def on_event(self, event: Event) -> None:
         doc = _event_document(event)
         if doc is not None:
-            self.stream.write(json.dumps(doc, default=str) + "\n")
+            self.stream.write(render.dumps(doc, default=str) + "\n")
             self.stream.flush()
 
     def close(self) -> None:
@@ -250,7 +249,7 @@ class _JsonView:
                 for f in report.failures
             ],
         }
-        self.stream.write(json.dumps(doc, default=str) + "\n")
+        self.stream.write(render.dumps(doc, default=str) + "\n")
         self.stream.flush()
 
 

@@ -121,14 +121,6 @@ def _package_name(package: Path) -> str:
 
 
 def _yaml_arguments(items: list[str]) -> dict[str, object]:
-    import json
+    from cellpipe.pipeline.parameters import parse_assignments, parse_untyped
 
-    from cellpipe.pipeline.parameters import parse_assignments
-
-    values: dict[str, object] = {}
-    for name, raw in parse_assignments(items).items():
-        try:
-            values[name] = json.loads(raw)
-        except ValueError:
-            values[name] = raw
-    return values
+    return {name: parse_untyped(name, raw) for name, raw in parse_assignments(items).items()}

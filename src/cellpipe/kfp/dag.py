@@ -5,7 +5,8 @@ Owns: the KFP-safe names of steps (`kfp_names`) and of the pipeline (`pipeline_n
 
 Invariants: a task depends on every upstream step (data edges and ``prev:`` alike), sorted;
 every artifact input names its producer task and that task's output key; every parameter
-input names a root input parameter. Names are ``[a-z0-9][a-z0-9-]*`` and unique.
+input names a root input parameter. Names are ``[a-z0-9][a-z0-9-]*`` and unique; task
+names have at most 63 characters, the pipeline's name at most 100.
 
 Must not depend on: the runner, storage, kfp.
 """
@@ -21,23 +22,31 @@ from cellpipe.kfp.components import StepIO
 from cellpipe.pipeline.model import Pipeline
 
 _UNSAFE = re.compile(r"[^a-z0-9]+")
-MAX_NAME = 128
+# The KFP API refuses pipeline names over 100 characters ("Pipeline name too long. Support
+# maximum length of 100"); task names end up in Kubernetes names and labels, whose limit is 63
+# (RFC 1123 labels). `cellpipe check` already limits step names to 63.
+MAX_NAME = 100
+MAX_TASK_NAME = 63
 
 
-def kfp_name(text: str) -> str:
+def kfp_name(text: str, limit: int = MAX_NAME) -> str:
     """Return ``text`` as a KFP/Kubernetes-safe name (``Train_Forest`` -> ``train-forest``)."""
-    return _UNSAFE.sub("-", text.lower()).strip("-")[:MAX_NAME].rstrip("-")
+    return _UNSAFE.sub("-", text.lower()).strip("-")[:limit].rstrip("-")
 
 
 def kfp_names(pipeline: Pipeline) -> dict[str, str]:
-    """Return step name -> task name, unique (``-2``, ``-3``... on a clash), in step order."""
+    """Return step name -> task name, unique (``-2``, ``-3``... on a clash), in step order.
+
+    Task names are at most `MAX_TASK_NAME` characters, suffix included.
+    """
     names: dict[str, str] = {}
     taken: set[str] = set()
     for step in pipeline.steps:
-        base = kfp_name(step.name) or "step"
+        base = kfp_name(step.name, MAX_TASK_NAME) or "step"
         name, number = base, 2
         while name in taken:
-            name = f"{base}-{number}"
+            suffix = f"-{number}"
+            name = base[: MAX_TASK_NAME - len(suffix)].rstrip("-") + suffix
             number += 1
         taken.add(name)
         names[step.name] = name

@@ -25,6 +25,7 @@ Must not depend on: the runner, storage, kfp.
 from __future__ import annotations
 
 import json
+import keyword
 import re
 import shlex
 from functools import cache
@@ -220,16 +221,33 @@ def component_module(
     arguments.append(f"{io.metrics_key}: Output[Metrics]")
     if io.report_key is not None:
         arguments.append(f"{io.report_key}: Output[HTML]")
+    _check_identifiers(step, [function_name(step), *io.inputs, *io.parameters, *io.outputs])
     signature = ",\n    ".join(arguments)
+    # User text (the notebook's file name, cell code, ...) only ever enters the module as a
+    # repr() of a str: a file name with quotes or newlines must not become code (issue 10).
+    literal = "\n".join(f"    {line!r}" for line in document.splitlines(keepends=True))
+    docstring = repr(f"Run step {step.name!r} of {Path(pipeline.path).name!r}.")
     return (
         runtime_source()
         + "\n\n# -- the step (written by cellpipe's compiler) --\n\n"
         + "from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output\n\n"
-        + f'_CELLPIPE_STEP = json.loads(r"""{document}""")\n\n\n'
+        + f"_CELLPIPE_STEP = json.loads(\n{literal}\n)\n\n\n"
         + f"def {function_name(step)}(\n    {signature},\n) -> None:\n"
-        + f'    """Run step \'{step.name}\' of {Path(pipeline.path).name}."""\n'
+        + f"    {docstring}\n"
         + "    run_step(_CELLPIPE_STEP, dict(locals()))\n"
     )
+
+
+def _check_identifiers(step: Step, names: list[str]) -> None:
+    # Names pasted into the module as code (the function and its arguments) must be plain
+    # identifiers; a notebook guarantees it, a Pipeline built by hand might not.
+    for name in names:
+        if not name.isidentifier() or keyword.iskeyword(name) or not name.isascii():
+            raise CompileError(
+                f"step {step.name!r}: {name!r} cannot name an argument of its Kubeflow "
+                "component (it must be a Python identifier)",
+                hint="rename the step or variable to lowercase letters, digits and _",
+            )
 
 
 def _class(schema_title: str) -> str:

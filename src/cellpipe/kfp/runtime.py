@@ -33,6 +33,7 @@ import html
 import io
 import json
 import linecache
+import math
 import os
 import pickle
 import sys
@@ -355,8 +356,18 @@ def run_step(spec: dict[str, Any], arguments: dict[str, Any]) -> None:
                     )
             metrics = arguments[spec["metrics_key"]]
             for name in sorted(values):
+                if isinstance(values[name], float) and not math.isfinite(values[name]):
+                    # KFP cannot store NaN or infinity (its protobuf Value refuses them, and
+                    # the whole task would fail); the local run records them as null too.
+                    sys.stderr.write(
+                        f"cellpipe warning: metric '{name}' of step '{spec['step']}' is "
+                        f"{values[name]!r}, which KFP's Metrics artifact cannot hold: not "
+                        "logged there (recorded as null)\n"
+                    )
+                    values[name] = None
+                    continue
                 metrics.log_metric(name, values[name])
-            _cp_write(metrics.path, json.dumps(values, sort_keys=True))
+            _cp_write(metrics.path, json.dumps(values, sort_keys=True, allow_nan=False))
     finally:
         if saved_main is not None:
             sys.modules["__main__"] = saved_main

@@ -140,6 +140,15 @@ class FunctionFacts:
     files: tuple[FileFact, ...] = ()
 
 
+def describe_syntax_error(exc: SyntaxError) -> str:
+    """Return a syntax error's message and the offending line: ``expected ':' in `if x```.
+
+    The line is what the text form of ``cellpipe check`` shows (cell and line come beside it).
+    """
+    lines = (exc.text or "").strip().splitlines()
+    return f"{exc.msg} in `{lines[0].strip()}`" if lines else exc.msg
+
+
 @dataclass(slots=True, kw_only=True)
 class BlockFacts:
     """Facts about a block of cells that run in order in one namespace.
@@ -180,7 +189,7 @@ class BlockFacts:
         try:
             tree = ast.parse(python)
         except SyntaxError as exc:
-            self.syntax_errors.append(((cell, exc.lineno or 1), exc.msg))
+            self.syntax_errors.append(((cell, exc.lineno or 1), describe_syntax_error(exc)))
             return None
         except (ValueError, RecursionError, MemoryError) as exc:
             self.syntax_errors.append(((cell, 1), f"cannot parse: {exc}"))

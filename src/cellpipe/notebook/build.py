@@ -53,7 +53,14 @@ from pathlib import Path
 
 from cellpipe.errors import PipelineValidationError, Problem
 from cellpipe.notebook import _effects
-from cellpipe.notebook.analyze import BlockFacts, CallFact, FileFact, FunctionFacts, Loc
+from cellpipe.notebook.analyze import (
+    BlockFacts,
+    CallFact,
+    FileFact,
+    FunctionFacts,
+    Loc,
+    describe_syntax_error,
+)
 from cellpipe.notebook.magics import (
     PipRequirement,
     has_ipython_syntax,
@@ -452,7 +459,8 @@ class _Builder:
             self.errors.append(
                 Problem(
                     code="syntax-error",
-                    message=f"the {what} cell (cell {chunk.cell}) does not parse: {exc.msg}",
+                    message=f"the {what} cell (cell {chunk.cell}, line {exc.lineno}) does not "
+                    f"parse: {describe_syntax_error(exc)}",
                     cell=chunk.cell,
                     line=exc.lineno,
                 )
@@ -593,7 +601,7 @@ class _Builder:
             self.errors.append(
                 Problem(
                     code="syntax-error",
-                    message=f"cell {loc[0]}{owner} does not parse: {msg}",
+                    message=f"cell {loc[0]}, line {loc[1]}{owner} does not parse: {msg}",
                     cell=loc[0],
                     line=loc[1],
                     step=step,

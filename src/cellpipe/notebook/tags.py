@@ -43,6 +43,10 @@ from enum import StrEnum
 from cellpipe.errors import Problem
 
 STEP_NAME = re.compile(r"[a-z_][a-z0-9_]*")
+# A step name becomes a folder of the run (.cellpipe/runs/<run>/steps/<step>), a Kubeflow task
+# name and part of pod names: 63 is the Kubernetes name-label limit (RFC 1123) and far below
+# any file system's 255-byte name limit, so a name `check` accepts can always run.
+MAX_STEP_NAME = 63
 
 
 class Role(StrEnum):
@@ -124,7 +128,7 @@ class CellTags:
 def suggest_step_name(name: str) -> str:
     """Return the nearest valid step name (``Train-Model`` -> ``train_model``)."""
     fixed = re.sub(r"[^a-z0-9_]", "_", name.strip().lower()) or "step"
-    return f"_{fixed}" if fixed[0].isdigit() else fixed
+    return (f"_{fixed}" if fixed[0].isdigit() else fixed)[:MAX_STEP_NAME]
 
 
 def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
@@ -183,7 +187,7 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
             roles.append(Role.STEP)
             name = value.strip()
             if name:
-                if not STEP_NAME.fullmatch(name):
+                if not STEP_NAME.fullmatch(name) or len(name) > MAX_STEP_NAME:
                     problems.append(_bad_name(name, cell, f"{key}:{name}"))
                     name = suggest_step_name(name)
                 steps.append(name)
@@ -193,7 +197,7 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
             if not name:
                 bad(tag, "prev:NAME")
                 continue
-            if not STEP_NAME.fullmatch(name):
+            if not STEP_NAME.fullmatch(name) or len(name) > MAX_STEP_NAME:
                 problems.append(_bad_name(name, cell, tag))
                 name = suggest_step_name(name)
             prev.append(name)
@@ -272,6 +276,14 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
 
 
 def _bad_name(name: str, cell: int, tag: str) -> Problem:
+    if STEP_NAME.fullmatch(name):
+        return Problem(
+            code="step-name-too-long",
+            message=f"step name '{name[:20]}...' (cell {cell}) is {len(name)} characters long; "
+            f"step names are limited to {MAX_STEP_NAME} (they name run folders and Kubeflow tasks)",
+            cell=cell,
+            hint=f"shorten it, e.g. to '{suggest_step_name(name)[:40].rstrip('_')}'",
+        )
     return Problem(
         code="bad-step-name",
         message=f"'{name}' (tag '{tag}') is not a valid step name: use lowercase letters, "

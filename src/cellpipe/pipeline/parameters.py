@@ -5,7 +5,10 @@ Owns: parsing ``NAME=VALUE`` text (from ``-p``) to the declared type, checking P
 
 Invariants: a value always has the parameter's declared type (an int is accepted where a float
 is declared, and becomes a float); unknown names and ill-typed values are a `ParameterError`
-with a "did you mean" hint; values are data, never code.
+with a "did you mean" hint; values are data, never code. Values are finite: NaN and infinity
+(``nan``, ``inf``, ``1e999``) are refused, because JSON has no such numbers (the run records,
+``--json`` and Kubeflow parameters are JSON) and NaN is not equal to itself, so the same run
+could not be recognised as cached. Lists and dicts nest at most `MAX_DEPTH` levels.
 
 Must not depend on: notebooks, storage, the runner.
 """
@@ -15,11 +18,13 @@ from __future__ import annotations
 import ast
 import difflib
 import json
+import math
 from collections.abc import Iterable, Mapping
 
 from cellpipe.errors import ParameterError
 from cellpipe.pipeline.model import JsonValue, Parameter, Pipeline
 
+MAX_DEPTH = 100
 _TRUE = {"true", "yes", "on", "1"}
 _FALSE = {"false", "no", "off", "0"}
 
@@ -40,6 +45,24 @@ def parse_assignments(items: Iterable[str]) -> dict[str, str]:
             )
         raw[name.strip()] = value
     return raw
+
+
+def parse_untyped(name: str, raw: str) -> JsonValue:
+    """Parse ``-p NAME=VALUE`` text with no declared type (a compiled pipeline's arguments).
+
+    JSON text is parsed (``3``, ``[1, 2]``, ``true``), anything else stays a string.
+
+    Raises:
+        ParameterError: for NaN or infinity, or lists and dicts nested too deeply.
+    """
+    unknown = Parameter(name=name, type="NoneType", default=None, cell=0, line=0)
+    try:
+        value: JsonValue = json.loads(raw)
+    except (RecursionError, MemoryError) as exc:
+        raise _too_deep(unknown) from exc
+    except ValueError:
+        return raw
+    return _json_value(unknown, value)
 
 
 def resolve_parameters(
@@ -109,14 +132,14 @@ def _parse_text(param: Parameter, raw: str) -> JsonValue:
         if kind == "int":
             return int(text)
         if kind == "float":
-            return float(text)
+            return _json_value(param, float(text))
         if kind == "NoneType":
             # The default is None, so any literal is allowed; plain text stays a string.
             if text in ("None", "null", ""):
                 return None
-            return _literal(text)
+            return _json_value(param, _literal(param, text))
         if kind in ("list", "dict"):
-            return _check_value(param, _literal(text))
+            return _check_value(param, _literal(param, text))
     except ParameterError:
         raise
     except (ValueError, SyntaxError) as exc:
@@ -124,15 +147,43 @@ def _parse_text(param: Parameter, raw: str) -> JsonValue:
     raise _type_error(param, repr(raw))
 
 
-def _literal(text: str) -> JsonValue:
+def _literal(param: Parameter, text: str) -> JsonValue:
+    # Both parsers recurse once per nesting level: a 3,000-deep list must be an error, not a
+    # RecursionError (MemoryError is CPython's parser running out of its own stack).
     try:
-        value: JsonValue = json.loads(text)
-    except ValueError:
         try:
-            value = ast.literal_eval(text)
-        except (ValueError, SyntaxError):
-            return text
+            value: JsonValue = json.loads(text)
+        except ValueError:
+            try:
+                value = ast.literal_eval(text)
+            except (ValueError, SyntaxError):
+                return text
+    except (RecursionError, MemoryError) as exc:
+        raise _too_deep(param) from exc
     return value
+
+
+def _named(param: Parameter) -> str:
+    return f"parameter {param.name}" + (f" (cell {param.cell})" if param.cell else "")
+
+
+def _too_deep(param: Parameter) -> ParameterError:
+    return ParameterError(
+        f"{_named(param)}: the value nests lists or dicts more than {MAX_DEPTH} levels deep",
+        hint=f"flatten the value to at most {MAX_DEPTH} levels, or read it from a file in a step",
+    )
+
+
+def _depth_exceeds(value: object, limit: int) -> bool:
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, list | tuple | dict):
+            if depth > limit:
+                return True
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return False
 
 
 def _check_value(param: Parameter, value: object) -> JsonValue:
@@ -147,7 +198,10 @@ def _check_value(param: Parameter, value: object) -> JsonValue:
     if expected is None:  # default None: anything JSON-like goes
         return _json_value(param, value)
     if param.type == "float" and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError as exc:
+            raise _not_finite(param, value) from exc
     if isinstance(value, bool) and param.type != "bool":
         raise _type_error(param, repr(value))
     if not isinstance(value, expected):
@@ -155,7 +209,35 @@ def _check_value(param: Parameter, value: object) -> JsonValue:
     return _json_value(param, value)
 
 
+def _not_finite(param: Parameter, value: object) -> ParameterError:
+    shown = repr(value) if isinstance(value, float) else "a number beyond the float range"
+    return ParameterError(
+        f"{_named(param)}: {shown} is not a finite number; NaN and "
+        "infinity are not accepted as parameter values (JSON has no such numbers, and NaN is "
+        "not equal to itself, so runs with it could never be recognised as cached)",
+        hint="pass a finite number, or use None (null) for 'no value'",
+    )
+
+
+def _has_non_finite(value: object) -> object | None:
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return item
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item.values())
+    return None
+
+
 def _json_value(param: Parameter, value: object) -> JsonValue:
+    if _depth_exceeds(value, MAX_DEPTH):
+        raise _too_deep(param)
+    bad = _has_non_finite(value)
+    if bad is not None:
+        raise _not_finite(param, bad)
     try:
         return json.loads(json.dumps(value, allow_nan=False))  # type: ignore[no-any-return]
     except (TypeError, ValueError) as exc:

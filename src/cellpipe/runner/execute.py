@@ -13,8 +13,9 @@ Owns: the `Executor` protocol the scheduler drives, and three implementations:
   and tests. No isolation of C-level state, no parallelism.
 
 Invariants: every step process runs in its own process group, and `Executor.cancel` kills
-every group and reaps every process before it returns; a step process that dies (kill -9,
-out-of-memory killer) is reported as a failed `StepResult` ("step process died (signal 9)"),
+every group and reaps every process before it returns; a step process that dies from a signal
+is reported as a failed `StepResult` naming the signal and its usual cause ("step process died
+from SIGSEGV (signal 11)": a native crash; only SIGKILL hints at kill -9 or the OOM killer),
 never a hang; jobs and results cross the process boundary as JSON; step processes get
 ``MPLBACKEND`` set to cellpipe's capturing backend.
 
@@ -79,6 +80,24 @@ class Executor(Protocol):
 _step_env = step_env
 
 
+# Why a step process dies from a signal, said the way a user can act on it. SIGKILL is the only
+# signal the out-of-memory killer sends; a segfault is a crash in native code, not a kill.
+_SIGNAL_CAUSES = {
+    "SIGKILL": "it was killed with SIGKILL (kill -9, or the out-of-memory killer: check "
+    "`dmesg` or the memory the step needs)",
+    "SIGSEGV": "it crashed with a segmentation fault, a bug or a version mismatch in native "
+    "code it called (a C extension, a library built for another numpy or Python)",
+    "SIGBUS": "it crashed with a bus error: native code read memory it cannot reach (often a "
+    "memory-mapped file that was truncated, or a full /dev/shm)",
+    "SIGABRT": "it aborted (native code called abort(), often after a failed assertion or a "
+    "corrupted heap)",
+    "SIGFPE": "it crashed with an arithmetic error in native code (an integer division by zero)",
+    "SIGILL": "it crashed with an illegal instruction: native code built for another CPU",
+    "SIGTERM": "it was asked to stop with SIGTERM (kill, a container or job timeout)",
+    "SIGINT": "it was interrupted (Ctrl-C or SIGINT)",
+}
+
+
 def _died(job: StepJob, status: int) -> StepResult:
     """The result of a step process that ended without writing a result (or with an error)."""
     if os.WIFSIGNALED(status):
@@ -87,11 +106,9 @@ def _died(job: StepJob, status: int) -> StepResult:
             name = signal.Signals(number).name
         except ValueError:
             name = f"signal {number}"
-        error = f"step process died (signal {number})"
-        hint = (
-            f"it was killed by {name} (kill -9 or the out-of-memory killer, for example); "
-            f"see its log {job.log_path}"
-        )
+        error = f"step process died from {name} (signal {number})"
+        cause = _SIGNAL_CAUSES.get(name, "it got a signal it did not handle")
+        hint = f"{cause}; see its log {job.log_path}"
     else:
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
         error = f"step process exited with code {code} without reporting a result"

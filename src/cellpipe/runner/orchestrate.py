@@ -118,8 +118,12 @@ class RunReport:
 
 
 def new_run_id(pipeline: Pipeline, now: datetime) -> str:
-    """Return ``<pipeline>-<YYYYmmdd-HHMMSS>-<6 hex>``: sortable, readable, unique."""
-    return f"{pipeline.name}-{now:%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
+    """Return ``<pipeline>-<YYYYmmdd-HHMMSS>-<6 hex>``: sortable, readable, unique.
+
+    The run id names the run's folder: the pipeline part (the notebook's file name) is cut to
+    100 characters, so a file name near the 255-byte limit still gives a valid folder name.
+    """
+    return f"{pipeline.name[:100]}-{now:%Y%m%d-%H%M%S}-{os.urandom(3).hex()}"
 
 
 # A file modified within this many nanoseconds of being hashed may change again without its

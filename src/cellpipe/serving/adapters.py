@@ -103,7 +103,13 @@ def _design_matrix(
             return pd.DataFrame(dict(zip(labels, _columns(blocks), strict=True)))
         x = np.concatenate(blocks, axis=1)
     width = getattr(obj, "n_features_in_", None)
-    if isinstance(width, int) and x.ndim == 2 and x.shape[1] != width:
+    if isinstance(width, int) and x.ndim != 2:
+        # A fitted estimator takes rows of features; any other rank is the client's mistake
+        # (scikit-learn's own ValueError would be reported as the model failing, a 500).
+        raise RequestError(
+            f"the model takes a 2-D tensor [rows, {width}], the request has shape {list(x.shape)}"
+        )
+    if isinstance(width, int) and x.shape[1] != width:
         raise RequestError(
             f"the model expects {width} features per row, the request has {x.shape[1]}"
         )

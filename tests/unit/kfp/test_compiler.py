@@ -228,3 +228,66 @@ def test_a_step_inherits_the_packages_of_the_steps_whose_outputs_it_reads(make_p
     assert [p.module for p in inherited.step("use").packages] == ["numpy"]
     assert requirements(inherited.step("use")) == requirements(pipeline.step("make"))
     assert inherited.step("other").packages == ()
+
+
+def test_task_names_stay_within_kubernetes_name_limits(make_pipeline):
+    """Issue 10, item 7: task names become Kubernetes names (63 characters at most); the KFP
+    API refuses pipeline names over 100."""
+    import dataclasses
+
+    pipeline = make_pipeline('# %% tags=["step:a"]\nx = 1\n\n# %% tags=["step:b"]\ny = 2\n')
+    long = "v" * 90
+    steps = tuple(
+        dataclasses.replace(step, name=f"{long}_{step.name}", upstream=())
+        for step in pipeline.steps
+    )
+    pipeline = dataclasses.replace(pipeline, steps=steps, name="p" * 150)
+    documents = compile_documents(pipeline, **OPTIONS)
+    tasks = documents[0]["root"]["dag"]["tasks"]
+    assert sorted(tasks) == ["v" * 61 + "-2", "v" * 63]
+    assert documents[0]["pipelineInfo"]["name"] == "p" * 100
+    assert validate_documents(load_yaml(dump_yaml(documents))) == []
+
+
+COMPILE_IN_A_PROCESS = """
+import sys
+from pathlib import Path
+
+from cellpipe.kfp import compile_documents
+from cellpipe.kfp.yaml import dump_yaml
+from cellpipe.notebook import load_pipeline
+
+documents = compile_documents(
+    load_pipeline(Path(sys.argv[1])), image=None, cellpipe_version="0.0.0", kfp_version="2.17.3"
+)
+sys.stdout.write(dump_yaml(documents))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("example", ["wine/wine.ipynb", "diamond/diamond.ipynb"])
+def test_yaml_is_byte_identical_across_hash_seeds(repo_root, example):
+    """Mutation gap (issue 10): a set or dict order that depends on str hashing would make
+    the YAML differ between processes; in-process tests cannot see that."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import cellpipe
+
+    src = str(Path(cellpipe.__file__).resolve().parents[1])
+    outputs = []
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": src}
+        done = subprocess.run(
+            [sys.executable, "-c", COMPILE_IN_A_PROCESS, str(repo_root / "examples" / example)],
+            env=env,
+            capture_output=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        outputs.append(done.stdout)
+    assert outputs[0] == outputs[1]
+    assert b"deploymentSpec" in outputs[0]

@@ -756,7 +756,9 @@ def test_syntax_error_points_at_cell_and_line(problems):
     found = problems([("step:a", "x = 1\ny = = 2")])
     assert codes(found) == ["syntax-error"]
     assert (found[0].cell, found[0].line, found[0].step) == (1, 2, "a")
-    assert found[0].message.startswith("cell 1 (step 'a') does not parse")
+    assert (
+        found[0].message == "cell 1, line 2 (step 'a') does not parse: invalid syntax in `y = = 2`"
+    )
 
 
 def test_report_keeps_warnings_next_to_errors(make_notebook):

@@ -132,3 +132,16 @@ def test_skip_with_another_role_conflicts():
 def test_suggest_step_name():
     assert suggest_step_name("Load-Data") == "load_data"
     assert suggest_step_name("1st") == "_1st"
+
+
+def test_a_step_name_longer_than_63_characters_is_a_problem():
+    """Issue 10, item 7: the name became a folder of the run and crashed `run` (ENAMETOOLONG)."""
+    assert parse_tags((f"step:{'a' * 63}",), cell=1).problems == ()
+    long = "s" * 300
+    tags = parse_tags((f"step:{long}", f"prev:{long}"), cell=4)
+    assert [p.code for p in tags.problems] == ["step-name-too-long", "step-name-too-long"]
+    problem = tags.problems[0]
+    assert problem.cell == 4
+    assert "300 characters long; step names are limited to 63" in problem.message
+    assert tags.steps == ("s" * 63,)
+    assert tags.prev == ("s" * 63,)

@@ -79,3 +79,72 @@ def test_assignment_without_equals_is_an_error() -> None:
     assert parse_assignments(["A=1", "B= x "]) == {"A": "1", "B": " x "}
     with pytest.raises(ParameterError, match="'A' is not a parameter assignment"):
         parse_assignments(["A"])
+
+
+NON_FINITE = [
+    ("LR", "nan"),
+    ("LR", "inf"),
+    ("LR", "-inf"),
+    ("LR", "1e999"),
+    ("LR", "-Infinity"),
+    ("EXTRA", "NaN"),
+    ("EXTRA", "1e999"),
+    ("EXTRA", "[1, -Infinity]"),
+    ("LAYERS", "[1, NaN]"),
+    ("LAYERS", "[1e999]"),
+]
+
+
+@pytest.mark.parametrize(("name", "raw"), NON_FINITE, ids=[f"{n}={r}" for n, r in NON_FINITE])
+def test_nan_and_infinite_values_are_a_clear_parameter_error(name, raw):
+    """Issue 10, item 8: NaN has no JSON form and is never equal to itself (cache keys)."""
+    with pytest.raises(ParameterError, match="is not a finite number") as caught:
+        resolve_parameters(make_pipeline(), text={name: raw})
+    assert f"parameter {name} (cell 2)" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), 10**400, [1.0, float("-inf")]], ids=str
+)
+def test_nan_and_infinite_python_values_are_a_clear_parameter_error(value):
+    name = "LAYERS" if isinstance(value, list) else "LR"
+    with pytest.raises(ParameterError, match="is not a finite number"):
+        resolve_parameters(make_pipeline(), values={name: value})
+
+
+@pytest.mark.parametrize("depth", [101, 3000, 100_000], ids=str)
+def test_a_deeply_nested_list_is_a_clear_parameter_error(depth):
+    raw = "[" * depth + "]" * depth
+    for name in ("LAYERS", "EXTRA"):
+        with pytest.raises(ParameterError, match="more than 100 levels deep"):
+            resolve_parameters(make_pipeline(), text={name: raw})
+    nested: list[object] = []
+    for _ in range(depth):
+        nested = [nested]
+    with pytest.raises(ParameterError, match="more than 100 levels deep"):
+        resolve_parameters(make_pipeline(), values={"LAYERS": nested})
+
+
+def test_a_list_100_levels_deep_is_accepted():
+    raw = "[" * 100 + "]" * 100
+    value = resolve_parameters(make_pipeline(), text={"LAYERS": raw})["LAYERS"]
+    assert json_depth(value) == 100
+
+
+def json_depth(value: object) -> int:
+    depth = 0
+    while isinstance(value, list):
+        depth += 1
+        value = value[0] if value else None
+    return depth
+
+
+def test_untyped_values_are_json_or_text_and_finite():
+    from cellpipe.pipeline.parameters import parse_untyped
+
+    assert parse_untyped("X", "[1, 2.5]") == [1, 2.5]
+    assert parse_untyped("X", "plain text") == "plain text"
+    with pytest.raises(ParameterError, match=r"^parameter X: nan is not a finite number"):
+        parse_untyped("X", "NaN")
+    with pytest.raises(ParameterError, match="more than 100 levels deep"):
+        parse_untyped("X", "[" * 3000 + "]" * 3000)

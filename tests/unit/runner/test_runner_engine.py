@@ -227,10 +227,27 @@ def test_kill_9_of_a_step_process_is_a_failed_step(runner: Runner) -> None:
         thread.join()
     victim = outcome.results["victim"]
     assert victim.status is StepStatus.FAILED
-    assert victim.error == "step process died (signal 9)"
+    assert victim.error == "step process died from SIGKILL (signal 9)"
     assert victim.hint is not None
-    assert "SIGKILL" in victim.hint
+    assert "out-of-memory killer" in victim.hint
     assert outcome.results["after"].status is StepStatus.SKIPPED
+    assert outcome.results["free"].status is StepStatus.SUCCEEDED
+
+
+def test_a_segfault_is_named_as_a_crash_not_a_kill(runner: Runner) -> None:
+    """Issue 10, item 10: SIGSEGV was explained as "kill -9 or the out-of-memory killer"."""
+    pipe = pipeline(
+        step("crash", 4, "import os, signal\nos.kill(os.getpid(), signal.SIGSEGV)", outputs=[]),
+        step("free", 5, "w = 1"),
+    )
+    outcome, _ = runner.run(pipe)
+    crash = outcome.results["crash"]
+    assert crash.status is StepStatus.FAILED
+    assert crash.error == "step process died from SIGSEGV (signal 11)"
+    assert crash.hint is not None
+    assert crash.hint.startswith("it crashed with a segmentation fault")
+    assert "kill -9" not in crash.hint
+    assert "out-of-memory" not in crash.hint
     assert outcome.results["free"].status is StepStatus.SUCCEEDED
 
 
