@@ -46,7 +46,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cellpipe.errors import RunNotFoundError, SchemaVersionError, StorageError
+from cellpipe.errors import (
+    ReadOnlyStorageError,
+    RunNotFoundError,
+    SchemaVersionError,
+    StorageError,
+)
 from cellpipe.storage._sql import BUSY_TIMEOUT_S, Database, SqlConnection, open_database
 from cellpipe.storage.protocols import ArtifactDigest
 from cellpipe.storage.records import (
@@ -239,11 +244,15 @@ class SqlMetadataStore:
             self._migrate()
         except self._db.unreachable_errors as exc:
             self._db.close()
+            where = (
+                "that the database file and its folder exist and are readable"
+                if self._db.dialect_name == "sqlite"
+                else "that the database server is running"
+            )
             raise StorageError(
                 f"cannot open the metadata store {self._safe_url()}: "
                 f"{getattr(exc, 'orig', None) or exc}",
-                hint="check CELLPIPE_DB_URL (or db_url in cellpipe.toml) and that the "
-                "database server is running",
+                hint=f"check CELLPIPE_DB_URL (or db_url in cellpipe.toml) and {where}",
             ) from exc
         except BaseException:
             self._db.close()
@@ -312,6 +321,17 @@ class SqlMetadataStore:
         self._check_version(current)
         if current == SCHEMA_VERSION:
             return
+        if getattr(self._db, "read_only", False):
+            path = getattr(self._db, "path", self._safe_url())
+            raise ReadOnlyStorageError(
+                f"the metadata database {path} has schema v{current} and this cellpipe "
+                f"needs v{SCHEMA_VERSION}, but the database is read-only, so it cannot be "
+                "migrated",
+                path=path,
+                hint="make the database file and its folder writable once (`chmod u+w`) and "
+                "run any cellpipe command to migrate it, or use the cellpipe version that "
+                "wrote it",
+            )
         with self._write() as conn:
             if self._postgresql:
                 conn.execute("SELECT pg_advisory_xact_lock(:k)", {"k": _MIGRATION_LOCK})
