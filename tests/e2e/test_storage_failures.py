@@ -17,6 +17,7 @@ import os
 import resource
 import shutil
 import signal
+import sqlite3
 import stat
 import subprocess
 import sys
@@ -25,6 +26,7 @@ from pathlib import Path
 
 import pytest
 
+from cellpipe.storage.metadata import SCHEMA_VERSION
 from conftest import CliResult, RunCli
 
 pytestmark = pytest.mark.e2e
@@ -103,11 +105,35 @@ def read_only(project: Path) -> Iterator[ReadOnly]:
         prefix = ["unshare", "-m", "sh", "-c", script, str(project)]
         yield lambda args: _cli(args, cwd=project, prefix=prefix)
         return
-    _chmod_tree(project, writable=False)
+    made_read_only = []
+
+    def run(args: Sequence[str]) -> CliResult:
+        if not made_read_only:  # at the first command: the test may prepare the project first
+            made_read_only.append(True)
+            _chmod_tree(project, writable=False)
+        return _cli(args, cwd=project)
+
     try:
-        yield lambda args: _cli(args, cwd=project)
+        yield run
     finally:
-        _chmod_tree(project, writable=True)
+        if made_read_only:
+            _chmod_tree(project, writable=True)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True, timeout=60)  # fmt: skip
+    return int(proc.stdout)
+
+
+def _sql(database: Path, statement: str, *params: object) -> None:
+    conn = sqlite3.connect(database)
+    try:
+        with conn:
+            conn.execute(statement, params)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        conn.close()
 
 
 def _clean(result: CliResult) -> None:
@@ -132,6 +158,31 @@ def test_read_commands_work_on_a_read_only_project(read_only: ReadOnly, project:
         assert result.code == 0, (args, result.err)
         _clean(result)
     assert not (project / ".cellpipe" / "cellpipe.db-wal").exists()
+
+
+def test_a_read_only_project_lists_a_run_whose_runner_died(
+    read_only: ReadOnly, project: Path
+) -> None:
+    # Marking the run interrupted would be a write: the listing must not depend on it.
+    database = project / ".cellpipe" / "cellpipe.db"
+    _sql(database, "UPDATE runs SET status = 'running', pid = ?", _dead_pid())
+    result = read_only(["runs", "--json"])
+    assert result.code == 0, result.err
+    _clean(result)
+    assert [r["status"] for r in result.json()["runs"]] == ["running"]
+
+
+def test_a_read_only_database_that_needs_a_migration_says_so(
+    read_only: ReadOnly, project: Path
+) -> None:
+    database = project / ".cellpipe" / "cellpipe.db"
+    _sql(database, "DELETE FROM schema_version WHERE version = ?", SCHEMA_VERSION)
+    result = read_only(["runs"])
+    assert result.code == 1
+    _clean(result)
+    assert "read-only" in result.err
+    assert "migrated" in result.err
+    assert str(database) in result.err
 
 
 @pytest.mark.parametrize(
@@ -209,7 +260,7 @@ def test_a_database_past_the_disk_limit_keeps_the_steps_error_and_earlier_runs(
     assert "disk full" in result.err
     assert str(database) in result.err
     assert "the step's own error" in result.err
-    after = _cli(["runs", "--json"], cwd=project)
+    after = _cli(["runs", "--json"], cwd=project, file_size_limit=limit)  # still full
     assert after.code == 0, after.err
     ids = [r["run_id"] for r in after.json()["runs"]]
     assert all(r["run_id"] in ids for r in before)

@@ -51,6 +51,7 @@ from cellpipe.errors import (
     RunNotFoundError,
     SchemaVersionError,
     StorageError,
+    StorageFullError,
 )
 from cellpipe.storage._sql import BUSY_TIMEOUT_S, Database, SqlConnection, open_database
 from cellpipe.storage.protocols import ArtifactDigest
@@ -616,6 +617,16 @@ class SqlMetadataStore:
         dead = sorted((r, p) for r, p in rows if p is not None and not is_process_alive(p))
         if not dead:
             return []
+        try:
+            self._mark_interrupted(dead)
+        except (ReadOnlyStorageError, StorageFullError) as exc:
+            # Readers must work on a read-only or full store: they show these runs as still
+            # running until a writer can mark them (issue 10, items 5 and 6).
+            logger.info("cannot mark interrupted runs: %s", exc.message)
+            return []
+        return [r for r, _ in dead]
+
+    def _mark_interrupted(self, dead: Sequence[tuple[str, int]]) -> None:
         now = _ts(datetime.now(UTC))
         with self._write() as conn:
             for run_id, pid in dead:
@@ -648,7 +659,6 @@ class SqlMetadataStore:
                     )
                     self._log(conn, run_id, "run_interrupted",
                               status=str(RunStatus.INTERRUPTED))  # fmt: skip
-        return [r for r, _ in dead]
 
     # -- reads ----------------------------------------------------------------------------
 
