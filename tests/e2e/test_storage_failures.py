@@ -267,3 +267,29 @@ def test_a_database_past_the_disk_limit_keeps_the_steps_error_and_earlier_runs(
     show = _cli(["show", before[0]["run_id"], "--json"], cwd=project)
     assert show.code == 0, show.err
     assert [s["status"] for s in show.json()["steps"]] == ["succeeded"] * 4
+
+
+SHOWN = """\
+# %% tags=["step:a"]
+small = [1, 2, 3]
+
+# %% tags=["step:b", "prev:a"]
+big = "y" * 2_000_000
+big
+"""
+
+
+def test_an_executed_notebook_past_the_disk_limit_is_disk_full(project: Path) -> None:
+    # The shown value makes the step's executed notebook larger than the limit.
+    (project / "shown.py").write_text(SHOWN)
+    result = _cli(["run", "shown.py"], cwd=project, file_size_limit=1_000_000)
+    assert result.code == 1
+    _clean(result)
+    shown = result.out + result.err
+    assert "disk full: cannot write the executed notebook" in shown
+    assert "without reporting a result" not in shown
+    runs = _cli(["runs", "--json"], cwd=project)
+    assert runs.code == 0, runs.err
+    newest = runs.json()["runs"][0]
+    show = _cli(["show", newest["run_id"], "--json"], cwd=project).json()
+    assert {s["step"]: s["status"] for s in show["steps"]} == {"a": "succeeded", "b": "failed"}
