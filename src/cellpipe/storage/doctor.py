@@ -30,7 +30,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -508,12 +508,19 @@ def _rebuild_run(
         if result.get("traceback"):
             error = f"{error}\n{result['traceback']}" if error else result["traceback"]
         finished_at = datetime.fromtimestamp(result_file.stat().st_mtime, UTC)
+        duration = result.get("duration_s")
+        started_at = (
+            finished_at - timedelta(seconds=float(duration))
+            if isinstance(duration, int | float) and duration >= 0
+            else None
+        )
         metadata.record_step_run(
             StepRunRecord(
                 run_id=run_id,
                 step=str(result["step"]),
                 status=step_status,
                 cache_reason="rebuilt by cellpipe doctor --repair (cache key not recovered)",
+                started_at=started_at,
                 finished_at=finished_at,
                 outputs=outputs,
                 metrics=step_metrics,
