@@ -225,9 +225,13 @@ def _call(handler: Handler, args: argparse.Namespace, *, debug: bool) -> int:
     except OSError as exc:
         # The last resort for a write site that did not translate its error itself: a full
         # disk or a read-only folder is the user's to fix, not a bug (issue 10, items 5, 6).
+        import errno
+
         from cellpipe.storage.os_errors import storage_error_for
 
-        translated = storage_error_for(exc, action="write or create")
+        # EROFS and a full disk only come from writes; EACCES may come from a read too.
+        writing = exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        translated = storage_error_for(exc, action="write to" if writing else "access")
         if translated is None:
             traceback.print_exc()
             print(f"\n{BUG_REPORT}", file=sys.stderr)

@@ -27,7 +27,10 @@ Invariants:
       is marked INTERRUPTED (and its RUNNING step runs CANCELLED) by `mark_interrupted_runs`,
       which `get_run` and `list_runs` call first, so readers never see a dead run as running.
       A recycled pid can hide an interrupted run until that process ends: acceptable, since
-      the only cost is a stale "running".
+      the only cost is a stale "running". On a read-only or full store the marking is
+      skipped (readers still work and show such runs as running);
+    * a read-only SQLite database (see `cellpipe.storage._sql`) that would need a migration
+      is refused with `ReadOnlyStorageError`, never half-migrated.
 
 Must not depend on: artifact stores, serializers, notebooks, the pipeline model, the runner.
 """

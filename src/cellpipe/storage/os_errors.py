@@ -70,9 +70,11 @@ def _full_error(path: str, detail: str, *, action: str) -> StorageFullError:
     )
 
 
-def _read_only_error(path: str, detail: str, *, action: str) -> ReadOnlyStorageError:
+def _read_only_error(
+    path: str, detail: str, *, action: str, kind: str = "read-only"
+) -> ReadOnlyStorageError:
     return ReadOnlyStorageError(
-        f"read-only: cannot {action} {path}: {detail}",
+        f"{kind}: cannot {action} {path}: {detail}",
         path=path,
         hint=f"make {Path(path).absolute().parent} writable for this user "
         "(`chmod u+w`; for the project's store `chmod -R u+w .cellpipe`) or remount the file "
@@ -99,8 +101,10 @@ def storage_error_for(
     detail = exc.strerror or str(exc)
     if exc.errno in FULL_ERRNOS:
         return _full_error(where, detail, action=action)
-    if exc.errno in READ_ONLY_ERRNOS:
+    if exc.errno == errno.EROFS:
         return _read_only_error(where, detail, action=action)
+    if exc.errno in READ_ONLY_ERRNOS:  # EACCES, EPERM: the folder or file is not writable
+        return _read_only_error(where, detail, action=action, kind="permission denied")
     return None
 
 
