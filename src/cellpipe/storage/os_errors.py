@@ -58,6 +58,7 @@ _SQLITE_CORRUPT = 11
 _SQLITE_FULL = 13
 _SQLITE_CANTOPEN = 14
 _SQLITE_NOTADB = 26
+_SQLITE_IOERR_READS = frozenset({266, 522})  # SQLITE_IOERR_READ, SQLITE_IOERR_SHORT_READ
 
 
 def _full_error(path: str, detail: str, *, action: str) -> StorageFullError:
@@ -129,6 +130,11 @@ def sqlite_storage_error(exc: sqlite3.Error, path: str) -> StorageError | None:
         )
     if primary == _SQLITE_FULL:
         return _full_error(path, text, action="write to the database")
+    if primary == _SQLITE_IOERR and code in _SQLITE_IOERR_READS:
+        return StorageError(
+            f"cannot read the metadata database {path}: {text}",
+            hint="check the disk (`dmesg`), then run `cellpipe doctor`",
+        )
     if primary == _SQLITE_IOERR:
         return _full_error(
             path,

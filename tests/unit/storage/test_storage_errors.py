@@ -28,7 +28,7 @@ from cellpipe.errors import (
 )
 from cellpipe.storage.artifacts import LocalArtifactStore
 from cellpipe.storage.metadata import SqlMetadataStore
-from cellpipe.storage.os_errors import storage_error_for
+from cellpipe.storage.os_errors import sqlite_storage_error, storage_error_for
 from cellpipe.storage.records import RunRecord, RunStatus
 from cellpipe.storage.serializers import serialize
 
@@ -216,3 +216,31 @@ def test_a_read_only_database_is_read_but_not_written(database: Path) -> None:
     finally:
         folder.chmod(0o755)
         database.chmod(0o644)
+
+
+@pytest.mark.parametrize(
+    ("code", "kind", "words"),
+    [
+        (11, DamagedDatabaseError, "damaged"),  # SQLITE_CORRUPT
+        (26, DamagedDatabaseError, "damaged"),  # SQLITE_NOTADB
+        (13, StorageFullError, "disk full"),  # SQLITE_FULL
+        (778, StorageFullError, "disk full"),  # SQLITE_IOERR_WRITE (what EFBIG gives)
+        (266, StorageError, "cannot read"),  # SQLITE_IOERR_READ: not called a full disk
+        (8, ReadOnlyStorageError, "read-only"),  # SQLITE_READONLY
+    ],
+)
+def test_sqlite_result_codes_translate(code: int, kind: type[StorageError], words: str) -> None:
+    exc = sqlite3.OperationalError("some sqlite message")
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    error = sqlite_storage_error(exc, "/p/cellpipe.db")
+    assert type(error) is kind
+    assert error is not None
+    assert words in error.message
+    assert "/p/cellpipe.db" in error.message
+
+
+@pytest.mark.parametrize("code", [5, 6, 19, 1])  # BUSY, LOCKED, CONSTRAINT, plain SQL error
+def test_sqlite_errors_the_user_cannot_fix_here_pass_through(code: int) -> None:
+    exc = sqlite3.OperationalError("database is locked")
+    exc.sqlite_errorcode = code  # type: ignore[attr-defined]
+    assert sqlite_storage_error(exc, "/p/cellpipe.db") is None
