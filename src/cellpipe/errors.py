@@ -14,7 +14,10 @@ The tree::
     ├── StorageError
     │   ├── ArtifactNotFoundError
     │   ├── ArtifactCorruptedError
-    │   └── SchemaVersionError
+    │   ├── SchemaVersionError
+    │   ├── DamagedDatabaseError      the SQLite file is not a database or is malformed
+    │   ├── ReadOnlyStorageError      a write to a read-only file system or folder
+    │   └── StorageFullError          no space left (ENOSPC, EDQUOT, EFBIG)
     ├── RunNotFoundError
     ├── RegistryError ── ModelNotFoundError
     ├── CompileError                  feature not supported by the KFP target
@@ -242,6 +245,36 @@ class SchemaVersionError(StorageError):
     """The metadata database was written by a newer cellpipe."""
 
     headline = "unsupported database schema"
+
+
+class DamagedDatabaseError(StorageError):
+    """The metadata database file is damaged (malformed pages, not a database at all)."""
+
+    headline = "damaged metadata database"
+
+    def __init__(self, message: str, *, path: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class ReadOnlyStorageError(StorageError):
+    """A write was refused: the file system is read-only or the folder is not writable."""
+
+    headline = "read-only storage"
+
+    def __init__(self, message: str, *, path: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
+
+
+class StorageFullError(StorageError):
+    """A write failed for lack of space: disk full, quota or file size limit."""
+
+    headline = "disk full"
+
+    def __init__(self, message: str, *, path: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.path = path
 
 
 class RunNotFoundError(CellpipeError):

@@ -40,6 +40,7 @@ COMMANDS = (
     "cellpipe.cli.compile",
     "cellpipe.cli.image",
     "cellpipe.cli.submit",
+    "cellpipe.cli.doctor",
 )
 
 # Which module registers each command: a command line that names one only imports and
@@ -63,6 +64,7 @@ COMMAND_MODULES = {
     "compile": "cellpipe.cli.compile",
     "image": "cellpipe.cli.image",
     "submit": "cellpipe.cli.submit",
+    "doctor": "cellpipe.cli.doctor",
 }
 
 BUG_REPORT = (
@@ -84,6 +86,7 @@ examples:
   cellpipe why RUN STEP                    why a step was a cache hit or a miss
   cellpipe compare RUN RUN                 parameters and metrics side by side
   cellpipe compile train.ipynb             Kubeflow Pipelines v2 YAML for a cluster
+  cellpipe doctor                          check the project's stores; --repair a damaged one
 
 Run `cellpipe COMMAND --help` for a command's options."""
 
@@ -219,6 +222,25 @@ def _call(handler: Handler, args: argparse.Namespace, *, debug: bool) -> int:
         # The reader went away (`cellpipe check nb | head`); that is not an error of ours.
         _silence_stdout()
         return 0
+    except OSError as exc:
+        # The last resort for a write site that did not translate its error itself: a full
+        # disk or a read-only folder is the user's to fix, not a bug (issue 10, items 5, 6).
+        import errno
+
+        from cellpipe.storage.os_errors import storage_error_for
+
+        # EROFS and a full disk only come from writes; EACCES may come from a read too.
+        writing = exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+        translated = storage_error_for(exc, action="write to" if writing else "access")
+        if translated is None:
+            traceback.print_exc()
+            print(f"\n{BUG_REPORT}", file=sys.stderr)
+            return 1
+        if debug:
+            traceback.print_exc()
+        _flush_stdout()
+        print(render.format_error(translated), file=sys.stderr)
+        return translated.exit_code
     except Exception:
         traceback.print_exc()
         print(f"\n{BUG_REPORT}", file=sys.stderr)

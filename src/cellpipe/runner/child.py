@@ -68,6 +68,7 @@ from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
 from cellpipe.storage.artifacts import LocalArtifactStore
 from cellpipe.storage.backends import preload_artifact_backend
 from cellpipe.storage.metric_values import MetricValueError, metric_json
+from cellpipe.storage.os_errors import storage_error_for
 from cellpipe.storage.records import ArtifactRef, StepStatus
 from cellpipe.storage.serializers import deserialize, serialize, type_name
 
@@ -859,7 +860,21 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
             }
         }
     )
-    job.notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+    notebook_path: str | None = str(job.notebook_path)
+    try:
+        job.notebook_path.write_text(json.dumps(notebook, indent=1, ensure_ascii=False) + "\n")
+    except OSError as exc:  # a full disk or a read-only folder: say so, keep the step's error
+        full = storage_error_for(exc, job.notebook_path, action="write the executed notebook")
+        if full is None:
+            raise
+        with contextlib.suppress(OSError):
+            job.notebook_path.unlink(missing_ok=True)  # half-written
+        notebook_path = None
+        if failure is None:  # the step ran, but its record would be incomplete
+            failure = _cellpipe_failure(full)
+            status = StepStatus.FAILED
+        with contextlib.suppress(OSError):
+            sys.stderr.write(f"{type(full).__name__}: {full}\n")
     pipeline_metrics, metric_warnings = _pipeline_metrics(job, namespace, succeeded=failure is None)
     if metric_warnings:  # in the step's log, which the run's output shows as the step ends
         with Path(job.log_path).open("a", encoding="utf-8") as log:
@@ -873,7 +888,7 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         error=None if failure is None else failure.message,
         traceback=None if failure is None else failure.traceback,
         hint=None if failure is None else failure.hint,
-        notebook_path=str(job.notebook_path),
+        notebook_path=notebook_path,
         log_path=str(job.log_path),
         files_read=_workspace_files([*warm.files_read, *opened], job),
         files_written=files_written,

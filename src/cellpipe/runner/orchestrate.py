@@ -38,7 +38,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cellpipe.errors import ArtifactCorruptedError, ArtifactNotFoundError, CellpipeError
+from cellpipe.errors import (
+    ArtifactCorruptedError,
+    ArtifactNotFoundError,
+    CellpipeError,
+    StorageError,
+)
 from cellpipe.pipeline.fingerprint import cache_key, explain_difference, step_cache_fields
 from cellpipe.pipeline.model import JsonValue, Pipeline, Step
 from cellpipe.runner._files import FileConflict, FileGuard, files_written_of_notebook
@@ -218,6 +223,9 @@ class _Run:
         self.results: dict[str, StepResult] = {}
         # Ended steps whose records are not written yet: (result, inputs, files read, end).
         self._unrecorded: list[tuple[StepResult, dict[str, Any], dict[str, str], datetime]] = []
+        self.storage_failure: StorageError | None = None
+        """The first record that could not be written (disk full, read-only): the run goes on,
+        so every step still ends with its own outcome, and the error is raised at the end."""
         self.guarded = guarded_inputs(pipeline)
         self.file_guard = FileGuard(pipeline, self._cached_files_written)
         self.conflict: FileConflict | None = None
@@ -307,19 +315,22 @@ class _Run:
         self.started[step.name] = now
         scratch = self.run_dir / "steps" / step.name
         scratch.mkdir(parents=True, exist_ok=True)
-        self.metadata.record_step_run(
-            StepRunRecord(
-                run_id=self.run_id,
-                step=step.name,
-                status=StepStatus.RUNNING,
-                cache_key=key,
-                cache_fields=fields,
-                cache_reason=reason,
-                started_at=now,
-                inputs=inputs,
-                input_sources=_sources(step),
+        try:
+            self.metadata.record_step_run(
+                StepRunRecord(
+                    run_id=self.run_id,
+                    step=step.name,
+                    status=StepStatus.RUNNING,
+                    cache_key=key,
+                    cache_fields=fields,
+                    cache_reason=reason,
+                    started_at=now,
+                    inputs=inputs,
+                    input_sources=_sources(step),
+                )
             )
-        )
+        except StorageError as exc:  # the step still runs: its outcome is what matters
+            self._storage_failed(exc)
         self.history.before(step.name, inputs)
         return self._job(step, inputs)
 
@@ -524,8 +535,16 @@ class _Run:
 
     def after_start(self) -> None:
         """The scheduler's ``after_start``: write records, then stop on a file conflict."""
-        self.flush_records()
+        try:
+            self.flush_records()
+        except StorageError as exc:  # retried at every step's end and once more at the end
+            self._storage_failed(exc)
         self.raise_conflict()
+
+    def _storage_failed(self, exc: StorageError) -> None:
+        if self.storage_failure is None:
+            logger.warning("cannot write the run's records: %s", exc.message)
+            self.storage_failure = exc
 
     def _record_end(self, result: StepResult) -> None:
         """Take what cannot wait once a step ended; its record is written by `flush_records`.
@@ -800,19 +819,33 @@ def run_pipeline(
     finally:
         if executor is None:
             runner.close()
+        # A full disk or a read-only store must not bury the run's outcome under chained
+        # tracebacks: every record written so far stays, and the error says both what could
+        # not be written and how each step ended (issue 10, item 6).
+        storage_failure = state.storage_failure
         try:
             state.flush_records()
+        except StorageError as exc:
+            storage_failure = storage_failure or exc
         finally:
             state.files.save()
-            state.history.close()
+            try:
+                state.history.close()
+            except StorageError as exc:
+                storage_failure = storage_failure or exc
             notebook = _write_run_notebook(state)
-            metadata.finish_run(
-                run_id,
-                status=status,
-                finished_at=datetime.now(UTC),
-                metrics=state.metrics(),
-                error=error,
-            )
+            try:
+                metadata.finish_run(
+                    run_id,
+                    status=status,
+                    finished_at=datetime.now(UTC),
+                    metrics=state.metrics(),
+                    error=error,
+                )
+            except StorageError as exc:
+                storage_failure = storage_failure or exc
+        if storage_failure is not None:
+            raise _with_outcome(storage_failure, state) from None
     report = RunReport(
         run=metadata.get_run(run_id),
         steps={n: state.records[n] for n in pipeline.step_names if n in state.records},
@@ -826,6 +859,30 @@ def run_pipeline(
 
 
 _EXECUTORS = ("fork", "spawn", "inprocess")
+
+
+def _with_outcome(error: StorageError, state: _Run) -> StorageError:
+    """Return ``error`` (same class) extended with how each step ended and what was kept."""
+    lines = [error.message, f"run {state.run_id}:"]
+    for name in state.pipeline.step_names:
+        result = state.results.get(name)
+        if result is None:
+            continue
+        kept = (
+            "recorded"
+            if name in state.records and not any(r.step == name for r, *_ in state._unrecorded)
+            else "NOT recorded"
+        )
+        line = f"  {name}: {result.status}, {kept}"
+        if result.status is StepStatus.FAILED and result.error:
+            first = result.error.strip().splitlines()[0] if result.error.strip() else ""
+            line += f"; its error: {first[:300]}"
+        lines.append(line)
+    new = type(error).__new__(type(error))  # the same class and fields (path, hint)
+    new.__dict__.update(vars(error))
+    new.message = "\n".join(lines)
+    new.args = (new.message,)
+    return new
 
 
 def _warm_early(state: _Run, runner: Executor | _LazyExecutor) -> None:

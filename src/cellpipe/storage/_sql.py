@@ -17,12 +17,19 @@ Invariants:
       success, rollback on any exception;
     * each SQLite connection runs with ``journal_mode=WAL``, ``foreign_keys=ON``,
       ``busy_timeout=30000`` and ``synchronous=NORMAL``;
+    * a database file that exists but cannot be written (read-only file system, no write
+      permission on it or its folder) is opened read-only (``mode=ro``; ``immutable=1`` when
+      no ``-wal`` file is left, since WAL readers would otherwise need to create ``-shm``):
+      no pragma that writes is sent, and a write transaction raises `ReadOnlyStorageError`;
+    * ``sqlite3`` errors that mean a damaged file, a full disk or a read-only file become
+      `StorageError` subclasses naming the file (`cellpipe.storage.os_errors`); locks,
+      constraint violations and SQL mistakes pass through unchanged;
     * connections are never shared between threads at once (a small pool hands one to each
       transaction) nor across ``os.fork``: a child process opens its own connections and
       leaves the parent's untouched (never closes them, which would drop the parent's POSIX
       locks tracked by this process's copy of SQLite).
 
-Must not depend on: anything of cellpipe but `cellpipe.errors`.
+Must not depend on: anything of cellpipe but `cellpipe.errors` and `cellpipe.storage.os_errors`.
 """
 
 from __future__ import annotations
@@ -35,9 +42,13 @@ import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import quote, unquote
+
+from cellpipe.errors import ReadOnlyStorageError
+from cellpipe.storage.os_errors import sqlite_storage_error
 
 __all__ = [
     "BUSY_TIMEOUT_S",
@@ -162,6 +173,17 @@ def open_database(url: str) -> Database:
     return AlchemyDatabase(url)
 
 
+def _is_read_only(path: str) -> bool:
+    """Return whether the database file exists but this process cannot write it or its folder.
+
+    `os.access` also answers False for a read-only file system, even for root.
+    """
+    file = Path(path)
+    if not file.exists():
+        return False
+    return not (os.access(file, os.W_OK) and os.access(file.absolute().parent, os.W_OK))
+
+
 # -- rows ------------------------------------------------------------------------------------
 
 _namedtuple: Any = collections.namedtuple  # Any: its field names are only known at run time
@@ -277,6 +299,7 @@ class SqliteDatabase:
         self._lock = threading.Lock()
         self._idle: list[sqlite3.Connection] = []
         self._pid = os.getpid()
+        self.read_only = _is_read_only(path)
         if hasattr(os, "register_at_fork"):
             ref = weakref.ref(self)
             os.register_at_fork(after_in_child=lambda: _after_fork(ref))
@@ -290,14 +313,38 @@ class SqliteDatabase:
         """Return the URL (a SQLite URL holds no password)."""
         return self.url
 
+    def _translated(self, exc: sqlite3.Error) -> BaseException:
+        """Return the `StorageError` ``exc`` means for the user, or ``exc`` itself."""
+        return sqlite_storage_error(exc, self.path) or exc
+
     def _open(self) -> sqlite3.Connection:
+        try:
+            return self._open_raw()
+        except sqlite3.Error as exc:
+            translated = self._translated(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+
+    def _open_raw(self) -> sqlite3.Connection:
         # isolation_level=None: no implicit transactions; `transaction` issues BEGIN itself.
+        target, uri = self.path, False
+        if self.read_only:
+            mode = "ro" if Path(self.path + "-wal").exists() else "ro&immutable=1"
+            target, uri = f"file:{quote(str(Path(self.path).absolute()))}?mode={mode}", True
         conn = sqlite3.connect(
-            self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            target,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+            uri=uri,
         )
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             conn.execute("PRAGMA foreign_keys = ON")
+            if self.read_only:
+                conn.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()  # damaged?
+                return conn
             deadline = time.monotonic() + BUSY_TIMEOUT_S
             while True:  # switching to WAL needs a moment alone with a brand-new file
                 try:
@@ -359,6 +406,15 @@ class SqliteDatabase:
     @contextmanager
     def transaction(self, *, write: bool) -> Iterator[SqlConnection]:
         """Yield a connection inside ``BEGIN IMMEDIATE`` (write) or ``BEGIN`` (read)."""
+        if write and self.read_only:
+            raise ReadOnlyStorageError(
+                f"read-only: cannot write to the metadata database {self.path} (the file or "
+                "its folder is not writable)",
+                path=self.path,
+                hint=f"make {Path(self.path).absolute().parent} and the database file "
+                "writable for this user (`chmod u+w`), or point CELLPIPE_DB_URL at a "
+                "writable database; read commands (runs, show, why, lineage) still work",
+            )
         pid = os.getpid()
         conn = self._acquire()
         try:
@@ -375,6 +431,11 @@ class SqliteDatabase:
                 if conn.in_transaction:
                     conn.rollback()
                 raise
+        except sqlite3.Error as exc:
+            translated = self._translated(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
         finally:
             self._release(conn, pid)
 

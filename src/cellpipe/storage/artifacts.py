@@ -25,7 +25,10 @@ Invariants:
       matches its stamp the hash is skipped. Any rewrite, truncation, ``chmod`` or replacement
       changes ``ctime`` or the inode, so it forces a full check. What this does not catch is
       silent media corruption (bit rot) that leaves ``stat`` untouched: use
-      ``verify="always"`` (or ``verify(digest)``) for that.
+      ``verify="always"`` (or ``verify(digest)``) for that;
+    * a write that fails for lack of space (ENOSPC, EDQUOT, EFBIG) or on a read-only folder
+      raises `StorageFullError` / `ReadOnlyStorageError` naming the path, never a bare
+      ``OSError`` (`cellpipe.storage.os_errors`).
 
 Must not depend on: serializers, the metadata store, notebooks, the pipeline model, the runner.
 """
@@ -41,10 +44,13 @@ import re
 import shutil
 import tempfile
 import weakref
+from collections.abc import Callable
+from functools import wraps
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import BinaryIO, Literal, ParamSpec, TypeVar
 
 from cellpipe.errors import ArtifactCorruptedError, ArtifactNotFoundError
+from cellpipe.storage.os_errors import storage_error_for
 from cellpipe.storage.protocols import ArtifactDigest
 
 __all__ = [
@@ -64,6 +70,27 @@ CHUNK_SIZE = 1024 * 1024
 _ALGORITHM = "sha256"
 _DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
 _READ_ONLY = 0o444
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _write_errors(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """Translate a full disk or a read-only folder in a store's write into a `StorageError`."""
+
+    @wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except OSError as exc:
+            store = args[0]
+            where = exc.filename or getattr(store, "root", None)
+            translated = storage_error_for(exc, where, action="store an artifact in")
+            if translated is None:
+                raise
+            raise translated from exc
+
+    return wrapper
 
 
 def parse_digest(digest: str) -> str:
@@ -171,6 +198,7 @@ class LocalArtifactStore:
 
     # -- writing -----------------------------------------------------------------------------
 
+    @_write_errors
     def put_bytes(self, data: bytes) -> ArtifactDigest:
         """Store ``data`` (idempotent) and return its digest."""
         digest = digest_bytes(data)
@@ -186,6 +214,7 @@ class LocalArtifactStore:
             tmp.unlink(missing_ok=True)
         return digest
 
+    @_write_errors
     def put_file(self, path: Path, *, move: bool = False) -> ArtifactDigest:
         """Store the file's bytes (idempotent) and return their digest.
 
@@ -222,6 +251,7 @@ class LocalArtifactStore:
             src.unlink()
         return digest
 
+    @_write_errors
     def adopt(self, path: Path, digest: ArtifactDigest) -> None:
         """Move a file whose bytes the caller has just hashed into place as ``digest``.
 

@@ -27,7 +27,10 @@ Invariants:
       is marked INTERRUPTED (and its RUNNING step runs CANCELLED) by `mark_interrupted_runs`,
       which `get_run` and `list_runs` call first, so readers never see a dead run as running.
       A recycled pid can hide an interrupted run until that process ends: acceptable, since
-      the only cost is a stale "running".
+      the only cost is a stale "running". On a read-only or full store the marking is
+      skipped (readers still work and show such runs as running);
+    * a read-only SQLite database (see `cellpipe.storage._sql`) that would need a migration
+      is refused with `ReadOnlyStorageError`, never half-migrated.
 
 Must not depend on: artifact stores, serializers, notebooks, the pipeline model, the runner.
 """
@@ -46,7 +49,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cellpipe.errors import RunNotFoundError, SchemaVersionError, StorageError
+from cellpipe.errors import (
+    ReadOnlyStorageError,
+    RunNotFoundError,
+    SchemaVersionError,
+    StorageError,
+    StorageFullError,
+)
 from cellpipe.storage._sql import BUSY_TIMEOUT_S, Database, SqlConnection, open_database
 from cellpipe.storage.protocols import ArtifactDigest
 from cellpipe.storage.records import (
@@ -239,11 +248,15 @@ class SqlMetadataStore:
             self._migrate()
         except self._db.unreachable_errors as exc:
             self._db.close()
+            where = (
+                "that the database file and its folder exist and are readable"
+                if self._db.dialect_name == "sqlite"
+                else "that the database server is running"
+            )
             raise StorageError(
                 f"cannot open the metadata store {self._safe_url()}: "
                 f"{getattr(exc, 'orig', None) or exc}",
-                hint="check CELLPIPE_DB_URL (or db_url in cellpipe.toml) and that the "
-                "database server is running",
+                hint=f"check CELLPIPE_DB_URL (or db_url in cellpipe.toml) and {where}",
             ) from exc
         except BaseException:
             self._db.close()
@@ -312,6 +325,17 @@ class SqlMetadataStore:
         self._check_version(current)
         if current == SCHEMA_VERSION:
             return
+        if getattr(self._db, "read_only", False):
+            path = getattr(self._db, "path", self._safe_url())
+            raise ReadOnlyStorageError(
+                f"the metadata database {path} has schema v{current} and this cellpipe "
+                f"needs v{SCHEMA_VERSION}, but the database is read-only, so it cannot be "
+                "migrated",
+                path=path,
+                hint="make the database file and its folder writable once (`chmod u+w`) and "
+                "run any cellpipe command to migrate it, or use the cellpipe version that "
+                "wrote it",
+            )
         with self._write() as conn:
             if self._postgresql:
                 conn.execute("SELECT pg_advisory_xact_lock(:k)", {"k": _MIGRATION_LOCK})
@@ -596,6 +620,16 @@ class SqlMetadataStore:
         dead = sorted((r, p) for r, p in rows if p is not None and not is_process_alive(p))
         if not dead:
             return []
+        try:
+            self._mark_interrupted(dead)
+        except (ReadOnlyStorageError, StorageFullError) as exc:
+            # Readers must work on a read-only or full store: they show these runs as still
+            # running until a writer can mark them (issue 10, items 5 and 6).
+            logger.info("cannot mark interrupted runs: %s", exc.message)
+            return []
+        return [r for r, _ in dead]
+
+    def _mark_interrupted(self, dead: Sequence[tuple[str, int]]) -> None:
         now = _ts(datetime.now(UTC))
         with self._write() as conn:
             for run_id, pid in dead:
@@ -628,7 +662,6 @@ class SqlMetadataStore:
                     )
                     self._log(conn, run_id, "run_interrupted",
                               status=str(RunStatus.INTERRUPTED))  # fmt: skip
-        return [r for r, _ in dead]
 
     # -- reads ----------------------------------------------------------------------------
 

@@ -45,6 +45,7 @@ Must not depend on: artifact or metadata stores, notebooks, the pipeline model, 
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -61,6 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.errors import SerializationError, StorageError
+from cellpipe.storage.os_errors import FULL_ERRNOS, storage_error_for
 from cellpipe.storage.protocols import Serializer
 
 __all__ = [
@@ -483,6 +485,9 @@ def serialize(
             serializer.dump(value, path)
         except Exception as exc:  # any failure means "try the next one"
             path.unlink(missing_ok=True)
+            if isinstance(exc, OSError) and exc.errno in (*FULL_ERRNOS, errno.EROFS):
+                # Disk full or read-only: no other serializer would do better.
+                raise storage_error_for(exc, path) or exc from exc
             logger.debug("serializer %s declined %s: %s", serializer.name, tname, exc)
             last_error = exc
             continue
