@@ -164,7 +164,7 @@ def test_manifest_round_trip_and_restore(tmp_path):
     assert size == sum(f.size for f in files.values())
 
     target = tmp_path / "out"
-    assert restore_files(store, manifest_files(store, manifest), target) == count
+    assert restore_files(store, manifest_files(store, manifest), target).files == count
     assert (target / "data" / "f2.txt").read_text() == "file 2\n"
     assert (target / "run.sh").stat().st_mode & 0o777 == 0o755
 
