@@ -353,3 +353,26 @@ def test_changes_are_attributed_to_the_step_whose_hook_saw_them():
     assert "kept.txt" not in changes
     alone = attribute_changes(before, after, step="a", written={"a": []})
     assert alone["sub.txt"] == {"change": "added", "by": ["a"], "attribution": "unseen"}
+
+
+def test_a_copy_on_write_file_system_gets_clones(tmp_path):
+    """Needs a folder on XFS (reflink) or btrfs: CELLPIPE_TEST_REFLINK_DIR=/mnt/xfs."""
+    folder = os.environ.get("CELLPIPE_TEST_REFLINK_DIR")
+    if not folder:
+        pytest.skip("set CELLPIPE_TEST_REFLINK_DIR to a folder on XFS or btrfs")
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(dir=folder))
+    try:
+        src = base / "data.bin"
+        src.write_bytes(os.urandom(1024 * 1024))
+        store = LocalArtifactStore(base / "store")
+        digest = store.put_file(src)
+        assert store.copies == {"clone": 1}
+        with src.open("r+b") as f:  # the clone is unshared on write: the stored copy stays
+            f.write(b"XXXX")
+        store.verify(digest)
+    finally:
+        import shutil
+
+        shutil.rmtree(base)
