@@ -1,7 +1,8 @@
 """Snapshot commands: ``snapshot list``, ``snapshot restore`` and ``reproduce``.
 
-Owns: listing a run's snapshots, restoring one into a folder, and re-running a run from its
-start snapshot to check that it reproduces, output by output.
+Owns: listing a run's snapshots, restoring one into a folder, the files a step changed with
+who changed them (``snapshot changes``), and re-running a run from its start snapshot to check
+that it reproduces, output by output.
 
 ``reproduce`` restores the start snapshot (the notebook and the workspace files as they were)
 into a folder (default ``.cellpipe/reproduce/RUN``, emptied first), runs it there with the same
@@ -9,8 +10,9 @@ parameters and ``--no-cache`` into that folder's own fresh ``.cellpipe``, and co
 step output's digest with the original's. It also lists how the environment differs (Python,
 package versions). The exit status is 0 when every output is identical, 1 otherwise.
 
-Invariants: ``restore`` never writes into a non-empty folder without ``--force``; ``--json``
-prints exactly one JSON document.
+Invariants: ``restore`` never writes into a non-empty folder without ``--force``, nor a file
+the project's ignore rules exclude, nor a link out of its folder; ``--json`` prints exactly one
+JSON document.
 
 Must not depend on: other command modules.
 """
@@ -41,7 +43,9 @@ def register(
         help="list or restore a run's workspace snapshots",
         description="Snapshots record the notebook, the environment and the workspace files "
         "at the start of a run, and the workspace with the step's values before and after "
-        "each step that ran. Files listed in .cellpipeignore (.gitignore syntax) are left out.",
+        "each step that ran. Files listed in .cellpipeignore (.gitignore syntax) and "
+        "secret-looking files (.env*, keys, credentials; !PATTERN in .cellpipeignore takes "
+        "one back) are left out; symbolic links are recorded as links, never followed.",
         epilog="examples:\n  cellpipe snapshot list wine-2026\n"
         "  cellpipe snapshot restore wine-2026 --to /tmp/wine-start\n"
         "  cellpipe snapshot restore wine-2026 --step train --after --to /tmp/after-train",

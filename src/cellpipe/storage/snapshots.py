@@ -16,18 +16,29 @@ A snapshot is two artifacts, both JSON with sorted keys, so identical content is
 
 Invariants:
     * ``.cellpipe/``, ``.git/``, ``__pycache__/`` and ``.ipynb_checkpoints/`` are never
-      scanned, whatever ``.cellpipeignore`` says; directories are never followed through
-      symlinks (no loops), symlinked files are stored by content;
+      scanned, whatever ``.cellpipeignore`` says;
+    * secret-looking files (`SECRET_IGNORED`, and ``cellpipe.toml`` holding a password) are
+      never read unless ``.cellpipeignore`` takes them back with ``!pattern``; the scanner
+      says which it left out (`WorkspaceScanner.secrets`);
+    * nothing is followed: a symbolic link is recorded as a link (its target text,
+      `LINK_MODE`), so a link out of the workspace is never read; FIFOs, sockets and devices
+      are skipped;
     * a live SQLite database is never opened: the scanner skips the files it is told are
       private (the metadata database, with its ``-wal``, ``-shm`` and ``-journal``
       siblings) and every SQLite journal (`ALWAYS_IGNORED_FILES`). Opening and closing a
       file that this process's SQLite connection has locked drops those POSIX locks, after
       which concurrent writers corrupt the database (sqlite.org/howtocorrupt.html, 2.2);
     * the size limit is checked from ``stat`` alone, before anything is hashed or copied;
-    * a file is re-hashed when its size, mtime or inode differ from the cached entry, or when
-      its mtime is within `RACY_WINDOW_NS` of the scan (a same-tick rewrite could keep size
-      and mtime, as with git's "racy clean" problem);
-    * restoring never writes into a non-empty folder unless asked to (``force``).
+    * a file is re-hashed when its size, mtime, ctime or inode differ from the cached entry,
+      or when its mtime is within `RACY_WINDOW_NS` of the scan (a same-tick rewrite could keep
+      size and mtime, as with git's "racy clean" problem); the ctime catches a rewrite whose
+      mtime was put back (``os.utime``), since no user call can set it;
+    * an after snapshot lists the files changed since the step's before snapshot with the
+      step each is attributed to (`attribute_changes`): steps running at once share the
+      workspace;
+    * restoring never writes into a non-empty folder unless asked to (``force``), never
+      writes a file the ignore rules exclude, never writes through an existing link, and
+      recreates a link only when its target stays inside the folder.
 
 Must not depend on: notebooks, the pipeline model, the runner.
 """
