@@ -620,12 +620,38 @@ class WorkspaceScanner:
             return dict(sorted(result.items()))
 
     def _put_regular(self, rel: str, walked: os.stat_result) -> ArtifactDigest:
-        """Store a file the walk found regular, unless it was since replaced (a link, a FIFO)."""
-        path = self.root / rel
-        now = path.lstat()
-        if not stat_module.S_ISREG(now.st_mode) or now.st_ino != walked.st_ino:
-            raise OSError(f"{path} was replaced while the workspace was scanned")
-        return self.store.put_file(path)
+        """Store a file the walk found regular, unless it was since replaced (a link, a FIFO).
+
+        The file is opened one component at a time without following links (``openat`` with
+        ``O_NOFOLLOW``), so a folder or file swapped for a link after the walk is not read
+        through it; the store then reads that very open file (``/proc/self/fd``).
+        """
+        fd = _open_no_follow(self.root, rel)
+        try:
+            now = os.fstat(fd)
+            if not stat_module.S_ISREG(now.st_mode) or now.st_ino != walked.st_ino:
+                raise OSError(f"{self.root / rel} was replaced while the workspace was scanned")
+            handle = Path(f"/proc/self/fd/{fd}")
+            if not handle.exists():  # no /proc (not Linux): the checks above must do
+                handle = self.root / rel
+            return self.store.put_file(handle)
+        finally:
+            os.close(fd)
+
+
+def _open_no_follow(root: Path, rel: str) -> int:
+    """Open ``root/rel`` for reading, following no link on the way (raises OSError)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    *folders, name = rel.split("/")
+    fd = os.open(root, flags | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for folder in folders:
+            inner = os.open(folder, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(name, flags | getattr(os, "O_NONBLOCK", 0), dir_fd=fd)
+    finally:
+        os.close(fd)
 
 
 # -- environment and manifests ----------------------------------------------------------------
@@ -894,7 +920,8 @@ def restore_files(
         force: write into a non-empty folder (files of the same name are replaced, others
             are left alone).
         ignore: the rules of what is never written (default: `SECRET_IGNORED` only). A
-            snapshot taken before a secret rule existed may hold such a file: it stays out.
+            snapshot taken before a secret rule existed may hold such a file: it stays out,
+            as does a ``cellpipe.toml`` holding a password (`holds_credentials`).
         skip_outside_links: leave out links whose target is outside ``target`` instead of
             refusing the restore.
 
@@ -913,7 +940,13 @@ def restore_files(
             f"{target} is not empty; restoring would mix the snapshot with its files",
             hint="choose a new or empty folder, or pass --force to write over it",
         )
-    left_out = tuple(sorted(rel for rel in files if rules.excludes(rel)))
+    left_out = tuple(
+        sorted(
+            rel
+            for rel, entry in files.items()
+            if rules.excludes(rel) or (rel == CONFIG_FILE and _secret_config(store, entry))
+        )
+    )
     wanted = {rel: e for rel, e in sorted(files.items()) if rel not in left_out}
     outside = [
         (rel, e.link)
@@ -968,6 +1001,14 @@ def restore_files(
         )
     return RestoreResult(files=len(wanted) - len(skipped), left_out=left_out,
                          links_skipped=skipped)  # fmt: skip
+
+
+def _secret_config(store: ArtifactStore, entry: FileEntry) -> bool:
+    """Return whether a snapshot's ``cellpipe.toml`` holds a password (an older snapshot may)."""
+    if entry.link is not None:
+        return False
+    with store.open(entry.digest) as f:
+        return holds_credentials(f.read(1024 * 1024).decode("utf-8", "replace"))
 
 
 def _real_inside(path: Path, root: Path) -> bool:

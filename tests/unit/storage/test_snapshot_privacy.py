@@ -192,6 +192,38 @@ def test_restore_never_writes_a_file_the_ignore_rules_exclude(tmp_path):
     ]  # fmt: skip
 
 
+def test_restore_leaves_out_a_cellpipe_toml_with_a_password(tmp_path):
+    store, files = _restore_case(tmp_path, {})
+    text = b'[storage]\ndb_url = "postgresql://etl:hunter2@db/cp"\n'
+    files["cellpipe.toml"] = FileEntry(store.put_bytes(text), len(text), 0o644)
+    result = restore_files(store, files, tmp_path / "out")
+    assert result.left_out == ("cellpipe.toml",)
+    assert not (tmp_path / "out" / "cellpipe.toml").exists()
+
+
+def test_a_file_swapped_for_a_link_after_the_walk_is_not_read(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.txt").write_bytes(SECRET)
+    root = tmp_path / "ws"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "f.txt").write_text("harmless\n")
+    scanner = WorkspaceScanner(root, LocalArtifactStore(tmp_path / "store"))
+    walked, _ = scanner._walk()
+    ((rel, st),) = walked
+    (root / "data" / "f.txt").unlink()
+    (root / "data").rmdir()
+    (root / "data").symlink_to(outside)  # the folder is now a link out of the workspace
+    with pytest.raises(OSError):  # noqa: PT011 (ELOOP or ENOTDIR, by platform)
+        scanner._put_regular(rel, st)
+    (root / "data").unlink()
+    (root / "data").mkdir()
+    (root / "data" / "f.txt").symlink_to(outside / "f.txt")
+    with pytest.raises(OSError):  # noqa: PT011
+        scanner._put_regular(rel, st)
+    assert not _store_holds(tmp_path / "store", b"do-not-copy-me")
+
+
 def test_restore_does_not_write_through_an_existing_link(tmp_path):
     store, files = _restore_case(tmp_path, {})
     victim = tmp_path / "victim.csv"
