@@ -641,8 +641,6 @@ def left_out_secrets(notebook: str | Path) -> tuple[str, ...]:
         Workspace-relative paths, folders ending in ``/`` (`SECRET_IGNORED`, ``cellpipe.toml``
         holding a password), minus what ``.cellpipeignore`` takes back with ``!pattern``.
     """
-    from cellpipe.storage.artifacts import MemoryArtifactStore
-    from cellpipe.storage.snapshots import WorkspaceScanner
+    from cellpipe.storage.snapshots import left_out_secrets as walk
 
-    root = Path(notebook).resolve().parent
-    return WorkspaceScanner(root, MemoryArtifactStore()).left_out_secrets()
+    return walk(Path(notebook).resolve().parent)

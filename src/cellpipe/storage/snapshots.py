@@ -49,25 +49,24 @@ import functools
 import json
 import logging
 import os
-import platform
 import posixpath
 import re
-import shutil
 import stat as stat_module
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cellpipe.errors import CellpipeError, StorageError
 from cellpipe.storage._urls import redact_url
-from cellpipe.storage.lineage import HistoryStore, SnapshotKind, SnapshotRecord
 from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
-from cellpipe.storage.records import ArtifactRef
+
+if TYPE_CHECKING:  # the run records load with the recorder: `check` only walks the workspace
+    from cellpipe.storage.lineage import HistoryStore, SnapshotKind, SnapshotRecord
+    from cellpipe.storage.records import ArtifactRef
 
 __all__ = [
     "ALWAYS_IGNORED",
@@ -86,6 +85,7 @@ __all__ = [
     "attribute_changes",
     "environment",
     "holds_credentials",
+    "left_out_secrets",
     "manifest_files",
     "parse_size",
     "read_manifest",
@@ -217,9 +217,20 @@ def _matcher(pattern: str, *, anchored: bool) -> Callable[[str], object]:
             return pattern.__eq__
         tail = "/" + pattern
         return lambda path: path == pattern or path.endswith(tail)
-    suffix = pattern[1:]
-    if not anchored and pattern.startswith("*") and _GLOB_CHARS.isdisjoint(suffix + "/"):
-        return lambda path: path.rpartition("/")[2].endswith(suffix)
+    head, star, tail = pattern.partition("*")
+    if not anchored and star and _GLOB_CHARS.isdisjoint(head + tail + "/"):
+        # PREFIX*SUFFIX on the last name: ``*.pem``, ``id_rsa*``, ``service-account*.json``
+        least = len(head) + len(tail)
+
+        def name_matches(path: str) -> bool:
+            name = path.rpartition("/")[2]
+            return len(name) >= least and name.startswith(head) and name.endswith(tail)
+
+        return name_matches
+    rest = pattern[3:]
+    if anchored and pattern.startswith("**/") and _GLOB_CHARS.isdisjoint(rest):
+        tail = "/" + rest  # ``**/.docker/config.json``: the path at any depth
+        return lambda path: path == rest or path.endswith(tail)
     return _glob_regex(pattern, anchored=anchored).match
 
 
@@ -654,6 +665,31 @@ def _open_no_follow(root: Path, rel: str) -> int:
         os.close(fd)
 
 
+class _NothingStored:
+    """The store of a scanner that only walks (`left_out_secrets`): it never stores."""
+
+    def _refuse(self, *_args: object, **_kwargs: object) -> Any:
+        raise StorageError("this workspace scan stores nothing")
+
+    put_file = put_bytes = open = exists = local_path = _refuse
+
+
+def left_out_secrets(root: Path, *, ignore: IgnoreRules | None = None) -> tuple[str, ...]:
+    """Return what a snapshot of ``root`` would leave out by the secret rules.
+
+    Only names are looked at (and ``cellpipe.toml``'s text): nothing is hashed or stored, and
+    the artifact store is not even imported, so ``cellpipe check`` can say it cheaply.
+
+    Args:
+        root: the workspace.
+        ignore: the rules (default: ``root/.cellpipeignore``).
+
+    Returns:
+        Workspace-relative paths, folders ending in ``/``.
+    """
+    return WorkspaceScanner(root, _NothingStored(), ignore=ignore).left_out_secrets()
+
+
 # -- environment and manifests ----------------------------------------------------------------
 
 
@@ -698,6 +734,8 @@ def environment() -> Mapping[str, Any]:
             name = dist.metadata["Name"]
             if name:
                 packages[_canonical(name)] = dist.version
+    import platform  # here: `check` imports this module to walk the workspace, not for this
+
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -983,7 +1021,8 @@ def restore_files(
             links.append((dest, entry.link))
         else:
             with store.open(entry.digest) as src, tmp.open("xb") as out:
-                shutil.copyfileobj(src, out, 1024 * 1024)
+                while chunk := src.read(1024 * 1024):
+                    out.write(chunk)
             tmp.chmod(entry.mode or 0o644)
         tmp.replace(dest)  # replaces a link of the same name, never writes through it
     # A link can climb out through another link (a -> ., b -> a/../..): check the real paths
@@ -1095,6 +1134,8 @@ class SnapshotRecorder:
         Raises:
             WorkspaceTooLargeError: over the size limit (nothing has been recorded).
         """
+        from cellpipe.storage.lineage import SnapshotKind
+
         files = self._scan()
         nb = Path(notebook).resolve()
         try:
@@ -1120,6 +1161,10 @@ class SnapshotRecorder:
     def _record_of(
         self, step: str, kind: SnapshotKind, digest: ArtifactDigest, count: int, size: int
     ) -> SnapshotRecord:
+        from datetime import UTC, datetime
+
+        from cellpipe.storage.lineage import SnapshotRecord
+
         return SnapshotRecord(
             run_id=self.run_id,
             step=step,

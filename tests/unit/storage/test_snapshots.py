@@ -61,14 +61,22 @@ def test_ignore_rules(rules, path, is_dir, ignored):
     assert IgnoreRules(rules).ignored(path, is_dir=is_dir) is ignored
 
 
-@pytest.mark.parametrize("pattern", ["data", "a/b", "*.tmp", "*.db-wal", "x*", "*.[ch]", "**/c"])
+@pytest.mark.parametrize(
+    "pattern",
+    ["data", "a/b", "*.tmp", "*.db-wal", "x*", "*.[ch]", "**/c", "id_rsa*", ".env.*",
+     "service-account*.json", "**/.docker/config.json", "**/a/b"],
+)  # fmt: skip
 @pytest.mark.parametrize("anchored", [True, False])
 def test_plain_patterns_match_exactly_as_their_regex(pattern: str, anchored: bool) -> None:
     """Plain names and ``*.suffix`` skip the regex; they must agree with it on every path."""
     paths = [
         "data", "x/data", "xdata", "data/x", "a/b", "z/a/b", "a/bb", "f.tmp", "d/f.tmp",
         "f.tmp/x", ".tmp", "f.tmpx", "m.db-wal", "n/m.db-wal", "x", "xy", "y/x1", "k.c",
-        "k.h", "c", "q/c",
+        "k.h", "c", "q/c", "id_rsa", "id_rsa.pub", "k/id_rsa_old", "xid_rsa", "id_rs",
+        ".env", ".env.", ".env.local", "d/.env.prod", "x.env.local", "service-account.json",
+        "g/service-account-prod.json", "service-account.jso", "service-accoun.json",
+        ".docker/config.json", "h/.docker/config.json", "h.docker/config.json",
+        "docker/config.json", "q/a/b", "qa/b",
     ]  # fmt: skip
     fast = _matcher(pattern, anchored=anchored)
     slow = _glob_regex(pattern, anchored=anchored).match
