@@ -106,3 +106,17 @@ def test_restore_refuses_a_link_out_of_the_folder(project, run_cli, tmp_path):
     assert (target / "alias.py").is_symlink()
     assert (target / "alias.py").read_text() == NOTEBOOK
     assert not (target / "escape.txt").exists()
+
+
+def test_reproduce_does_not_recreate_a_link_out_of_the_workspace(project, run_cli, tmp_path):
+    (tmp_path / "outside.txt").write_text("elsewhere")
+    (project / "escape.txt").symlink_to(tmp_path / "outside.txt")
+    ran = run_cli("run", project / "pair.py", "-j", "2", "--json")
+    assert ran.code == 0, ran.err
+    run_id = json.loads(ran.out.splitlines()[-1])["run_id"]
+    again = run_cli("reproduce", run_id, "-j", "2", "--json")
+    assert again.code == 0, again.err
+    doc = again.json()
+    assert doc["identical"] is True
+    assert doc["links_skipped"] == ["escape.txt"]
+    assert not (project / ".cellpipe" / "reproduce" / run_id / "escape.txt").exists()

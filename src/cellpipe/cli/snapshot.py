@@ -5,7 +5,8 @@ who changed them (``snapshot changes``), and re-running a run from its start sna
 that it reproduces, output by output.
 
 ``reproduce`` restores the start snapshot (the notebook and the workspace files as they were)
-into a folder (default ``.cellpipe/reproduce/RUN``, emptied first), runs it there with the same
+into a folder (default ``.cellpipe/reproduce/RUN``, emptied first; links that lead out of the
+workspace are not recreated and are listed), runs it there with the same
 parameters and ``--no-cache`` into that folder's own fresh ``.cellpipe``, and compares every
 step output's digest with the original's. It also lists how the environment differs (Python,
 package versions). The exit status is 0 when every output is identical, 1 otherwise.
@@ -321,12 +322,15 @@ def reproduce_cmd(args: argparse.Namespace) -> int:
         force = args.force
         if not args.to and folder.exists():
             shutil.rmtree(folder)  # our own scratch folder: start clean every time
-        restore_files(
+        # A link out of the workspace (a dataset elsewhere) is not recreated: the document
+        # names it, and a step that needs it fails visibly instead of reading outside.
+        restored = restore_files(
             project.artifacts,
             manifest_files(project.artifacts, manifest),
             folder,
             force=force,
             ignore=IgnoreRules.for_workspace(settings.root),
+            skip_outside_links=True,
         )
     notebook = folder / manifest["notebook"]
     pipeline = load_pipeline(notebook)
@@ -352,6 +356,8 @@ def reproduce_cmd(args: argparse.Namespace) -> int:
             options=RunOptions(use_cache=False, jobs=args.jobs),
         )
     document = _reproduce_document(run, report, original, folder, manifest)
+    document["left_out"] = list(restored.left_out)
+    document["links_skipped"] = list(restored.links_skipped)
     if args.json:
         render.write_json(document, sys.stdout)
     else:
@@ -440,6 +446,12 @@ def _print_reproduce(document: dict[str, Any]) -> None:
         out.line("  (none)")
     out.line()
     out.line(f"folder: {document['folder']}")
+    if document.get("left_out"):
+        out.line(f"left out by the ignore rules: {', '.join(document['left_out'])}")
+    if document.get("links_skipped"):
+        out.line(
+            "links to outside the workspace, not recreated: " + ", ".join(document["links_skipped"])
+        )
 
 
 def _size(size: int) -> str:
