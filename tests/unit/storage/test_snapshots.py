@@ -191,3 +191,27 @@ def test_recent_files_are_not_cached(tmp_path):
     scanner.scan()
     scanner.scan()
     assert scanner.hashed == 1  # modified just now: hashed again (a same-tick rewrite)
+
+
+@pytest.mark.parametrize("is_dir", [True, False])
+def test_the_grouped_secret_rules_agree_with_one_regex_per_rule(is_dir: bool) -> None:
+    """`IgnoreRules` tests the secret rules in groups (a set, tuples); each rule alone decides."""
+    from cellpipe.storage.snapshots import SECRET_IGNORED
+
+    paths = [
+        ".env", "a/.env", ".env.x", "x.env", ".envrc", "k.pem", "d/k.key", "key", "id_rsa",
+        "id_rsa.pub", "id_map.csv", "d/id_ed25519_sk", ".ssh", "h/.ssh", ".aws", ".config/gcloud",
+        "u/.config/gcloud", "gcloud", "credentials", "x/credentials", "credentials.json",
+        "credentials.txt", "service-account-1.json", "service-account.yaml", ".netrc", "_netrc",
+        ".docker/config.json", "u/.docker/config.json", "config.json", ".kube/config",
+        "u/.kube/config", "config", "kubeconfig", "secrets.toml", "app/secrets.toml", "data.csv",
+    ]  # fmt: skip
+    rules = [(p.rstrip("/"), p.endswith("/")) for p in SECRET_IGNORED]
+    grouped = IgnoreRules([])
+    for path in paths:
+        expected = any(
+            _glob_regex(text.lstrip("/"), anchored="/" in text).match(path)
+            and (is_dir or not dir_only)
+            for text, dir_only in rules
+        )
+        assert (grouped.reason(path, is_dir=is_dir) == "secret") is expected, path
