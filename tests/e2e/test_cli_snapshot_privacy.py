@@ -80,6 +80,10 @@ def test_parallel_steps_each_get_their_own_file(project, run_cli):
     # The other step's file may appear in a window too, but is never given to the wrong step.
     assert "b.txt" not in a or a["b.txt"]["by"] in (["b"], ["a", "b"])
     assert "a.txt" not in b or b["a.txt"]["by"] in (["a"], ["b", "a"])
+    shown = run_cli("show", run_id, "--json").json()["file_changes"]
+    assert {"step": "a", "file": "a.txt", "change": "added", "by": ["a"],
+            "attribution": "seen"} in shown  # fmt: skip
+    assert "Files changed" in run_cli("show", run_id).out
     text = run_cli("snapshot", "changes", run_id, "a")
     assert text.code == 0, text.err
     assert "a.txt" in text.out
