@@ -93,7 +93,7 @@ def open_project(settings: Settings, *, create: bool = True) -> Iterator[Project
             f"no cellpipe project in {settings.root} (no .cellpipe folder)",
             hint="run a notebook first: cellpipe run NOTEBOOK",
         )
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    _private_state_dir(settings)
     artifacts = open_artifact_store(
         settings.artifacts_url,
         cache_dir=settings.cache_dir,
@@ -325,6 +325,28 @@ def load(run_id: str, step: str, variable: str, *, project: str | Path = ".") ->
     return _load_value(settings, run_id, step, variable)
 
 
+def _private_state_dir(settings: Settings) -> None:
+    """Create the project's ``.cellpipe`` 0700, or make an existing one 0700 if it is ours.
+
+    ``.cellpipe`` is the project's private state (records, artifacts, logs, executed
+    notebooks); a folder from an older cellpipe (0755) is closed here. Stores configured
+    elsewhere (``artifacts_url``, ``db_url``) keep the modes their owner gave them.
+    """
+    import os
+    import stat
+
+    from cellpipe.storage.artifacts import PRIVATE_DIR_MODE, make_private_dir
+
+    state = settings.state_dir
+    make_private_dir(state)
+    try:
+        st = state.stat()
+        if st.st_uid == os.getuid() and stat.S_IMODE(st.st_mode) & 0o077:
+            state.chmod(stat.S_IMODE(st.st_mode) & ~0o077 | PRIVATE_DIR_MODE)
+    except OSError:  # read-only or foreign: nothing to tighten from here
+        pass
+
+
 def find_project(start: Path) -> Settings:
     """Return the settings of the project containing ``start``.
 
@@ -477,7 +499,7 @@ def data(
     from cellpipe.storage.backends import open_artifact_store
 
     settings = Settings.discover(Path.cwd()) or Settings.for_notebook(Path.cwd() / "_")
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    _private_state_dir(settings)
     store = open_artifact_store(
         settings.artifacts_url,
         cache_dir=settings.cache_dir,
@@ -605,3 +627,20 @@ def load_model(ref: str, *, project: str | Path = ".") -> Any:
     with open_project(settings, create=False) as store:
         registry = ModelRegistry(store.metadata, store.artifacts)
         return registry.load(registry.resolve(ref))
+
+
+def left_out_secrets(notebook: str | Path) -> tuple[str, ...]:
+    """Return the workspace files a snapshot would leave out by the secret rules.
+
+    Only names are looked at (and ``cellpipe.toml``'s text): nothing is hashed or stored.
+
+    Args:
+        notebook: the notebook; its folder is the workspace.
+
+    Returns:
+        Workspace-relative paths, folders ending in ``/`` (`SECRET_IGNORED`, ``cellpipe.toml``
+        holding a password), minus what ``.cellpipeignore`` takes back with ``!pattern``.
+    """
+    from cellpipe.storage.snapshots import left_out_secrets as walk
+
+    return walk(Path(notebook).resolve().parent)

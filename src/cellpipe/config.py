@@ -21,7 +21,11 @@ Where a setting comes from, first match wins:
 3. the defaults: ``sqlite:///<root>/.cellpipe/cellpipe.db`` and ``<root>/.cellpipe/artifacts``.
 
 Credentials never belong in ``cellpipe.toml`` (it is meant to be committed): PostgreSQL reads
-``~/.pgpass`` or ``PGPASSWORD``, S3 the usual AWS variables and profiles.
+``~/.pgpass`` or ``PGPASSWORD``, S3 the usual AWS variables and profiles. Where a value must
+carry one, write ``${VARIABLE}`` and it is taken from the environment when the settings are
+read (``db_url = "postgresql://etl:${CELLPIPE_DB_PASSWORD}@db/cellpipe"``); a missing variable
+is an error naming the key and the variable, and ``$$`` is a literal ``$``. A
+``cellpipe.toml`` that holds a literal password anyway is left out of snapshots.
 
 Invariants: reading settings has no side effect (no directory is created here); a malformed
 ``cellpipe.toml`` or an unknown key in it is an error naming the file, never silently ignored.
@@ -32,6 +36,7 @@ Must not depend on: cli, ui.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,7 +91,7 @@ class Settings:
             "artifacts_url": str(state / "artifacts"),
             "s3_endpoint_url": None,
         }
-        values.update(_read_project_file(root))
+        values.update(_read_project_file(root, environ))
         for key, names in _STORAGE_KEYS.items():
             for name in names:
                 if environ.get(name):
@@ -137,7 +142,7 @@ class Settings:
         return {}
 
 
-def _read_project_file(root: Path) -> dict[str, str]:
+def _read_project_file(root: Path, environ: Mapping[str, str]) -> dict[str, str]:
     """Return the ``[storage]`` values of ``root/cellpipe.toml`` (empty when there is none)."""
     path = root / CONFIG_FILE
     try:
@@ -166,8 +171,40 @@ def _read_project_file(root: Path) -> dict[str, str]:
                 f"{path}: [storage] {key} must be a non-empty string, not {value!r}",
                 hint=_KEYS_HINT,
             )
-        values[key] = _anchor(key, value, root)
+        values[key] = _anchor(key, _expand(path, key, value, environ), root)
     return values
+
+
+_REFERENCE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{[^}]*\}?)")
+
+
+def _expand(path: Path, key: str, value: str, environ: Mapping[str, str]) -> str:
+    """Replace ``${NAME}`` with the environment variable's value (``$$`` is ``$``).
+
+    The expanded value never appears in an error: only the key and the variable's name.
+    """
+
+    def one(match: re.Match[str]) -> str:
+        text = match.group(0)
+        if text == "$$":
+            return "$"
+        name = match.group(1)
+        if name is None:
+            raise CellpipeError(
+                f"{path}: [storage] {key} has {text!r}, which is not a ${{VARIABLE}} reference",
+                hint="write ${NAME} with a letter or _ first, then letters, digits or _; "
+                "$$ is a literal $",
+            )
+        if name not in environ:
+            raise CellpipeError(
+                f"{path}: [storage] {key} refers to ${{{name}}}, but the environment variable "
+                f"{name} is not set",
+                hint=f"set it before running cellpipe (export {name}=...), or take the "
+                f"reference out of {key}",
+            )
+        return environ[name]
+
+    return _REFERENCE.sub(one, value)
 
 
 _KEYS_HINT = "[storage] accepts " + ", ".join(_STORAGE_KEYS) + " (all strings)"

@@ -172,7 +172,8 @@ def test_local_layout_and_read_only(tmp_path: Path) -> None:
     hex_ = digest.removeprefix("sha256:")
     path = tmp_path / "sha256" / hex_[:2] / hex_
     assert store.local_path(digest) == path
-    assert path.stat().st_mode & 0o777 == 0o444
+    # tmp_path exists (its mode is pytest's): new artifacts get 0400 plus its read bits.
+    assert path.stat().st_mode & 0o777 == 0o400 | (tmp_path.stat().st_mode & 0o044)
     assert list((tmp_path / "tmp").iterdir()) == []  # no temp files left behind
 
 

@@ -40,7 +40,8 @@ class RecordingStore(MemoryArtifactStore):
         self.read: list[str] = []
 
     def put_file(self, path: Path, *, move: bool = False) -> ArtifactDigest:
-        self.read.append(Path(path).name)
+        # Snapshots hand over the file they opened (/proc/self/fd/N): name its real path.
+        self.read.append(Path(path).resolve().name)
         return super().put_file(path, move=move)
 
 

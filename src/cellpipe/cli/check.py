@@ -6,7 +6,8 @@ Invariants: with ``--json`` exactly one JSON document goes to stdout, on success
 definition error alike (``ok`` says which); without it, definition errors go to stderr, every
 one with its cell, line and hint. Exit 0 when valid, 2 for definition errors. Nothing runs.
 
-Must not depend on: the runner, storage or other command modules.
+Must not depend on: the runner, storage (the secret files come through `cellpipe.api`) or
+other command modules.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def run(args: argparse.Namespace) -> int:
         return _run_json(notebook, debug=getattr(args, "debug", False))
     report = analyze_notebook_file(notebook)
     if report.ok and report.pipeline is not None:
-        show_report(report.pipeline, render.Output(sys.stdout))
+        out = render.Output(sys.stdout)
+        show_report(report.pipeline, out)
+        render.secrets_left_out(_secrets(notebook), out)
         return 0
     error = PipelineValidationError(report.errors, path=notebook)
     print(render.format_error(error), file=sys.stderr)
@@ -110,7 +113,9 @@ def _run_json(notebook: str, *, debug: bool) -> int:
         render.write_json(failure_document(notebook, error), sys.stdout)
         return error.exit_code
     if report.ok and report.pipeline is not None:
-        render.write_json(success_document(report.pipeline), sys.stdout)
+        document = success_document(report.pipeline)
+        document["secrets_left_out"] = list(_secrets(notebook))
+        render.write_json(document, sys.stdout)
         return 0
     invalid = PipelineValidationError(report.errors, path=notebook)
     render.write_json(failure_document(notebook, invalid, warnings=report.warnings), sys.stdout)
@@ -195,6 +200,12 @@ def _error_code(error: CellpipeError) -> str:
         return "parse-error"
     name = type(error).__name__.removesuffix("Error") or "Cellpipe"
     return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+def _secrets(notebook: str) -> tuple[str, ...]:
+    from cellpipe.api import left_out_secrets
+
+    return left_out_secrets(notebook)
 
 
 def show_report(pipeline: Pipeline, out: render.Output) -> None:

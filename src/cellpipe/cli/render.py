@@ -237,3 +237,21 @@ def format_error(error: CellpipeError) -> str:
     lines = [f"error: {error.headline} ({len(problems)} {noun})"]
     lines.extend(format_problem(p, path=path) for p in problems)
     return "\n".join(lines)
+
+
+def secrets_left_out(paths: Sequence[str], out: Output) -> None:
+    """Say which workspace files snapshots leave out as secrets (nothing when there are none).
+
+    Args:
+        paths: workspace-relative paths (folders end in ``/``).
+        out: where to write.
+    """
+    if not paths:
+        return
+    shown = ", ".join(paths[:10]) + (f" and {len(paths) - 10} more" if len(paths) > 10 else "")
+    out.line("")
+    out.line(
+        f"left out of snapshots as secrets: {shown} "
+        "(take one back with !PATTERN in .cellpipeignore)",
+        style="yellow",
+    )

@@ -238,6 +238,7 @@ class _JsonView:
                 for name, rec in report.steps.items()
             },
             "notebook": str(report.notebook) if report.notebook else None,
+            "secrets_left_out": list(report.secrets_left_out),
             "failures": [
                 {
                     "step": f.step,
@@ -365,6 +366,7 @@ class _TextView:
             )
         if report.notebook:
             self.out.line(f"executed notebook: {report.notebook}")
+        render.secrets_left_out(report.secrets_left_out, self.out)
         for failure in report.failures:
             self.err.write(f"\nstep '{failure.step}' failed: {failure.error}\n")
             if failure.traceback:

@@ -189,8 +189,10 @@ def show_cmd(args: argparse.Namespace) -> int:
     with open_project(settings, create=False) as project:
         run = project.metadata.get_run(args.run)
         steps = project.metadata.step_runs(run.run_id)
+        changes = _file_changes(project, run.run_id)
     document = run_document(run)
     document["steps"] = [step_document(s, settings.state_dir) for s in steps]
+    document["file_changes"] = changes
     notebook = settings.state_dir / "runs" / run.run_id / "run.ipynb"
     document["executed_notebook"] = str(notebook) if notebook.exists() else None
     if args.json:
@@ -219,10 +221,42 @@ def show_cmd(args: argparse.Namespace) -> int:
                 [step["step"], name, ref["serializer"], _size(ref["size"]), ref["digest"][:19]]
             )
     out.table(["step", "variable", "format", "size", "digest"], output_rows)
+    if changes:
+        out.heading("Files changed (shared: other steps ran at the same time, one of them did it)")
+        out.table(
+            ["step", "file", "change", "by", "attribution"],
+            [[c["step"], c["file"], c["change"], ", ".join(c["by"]), c["attribution"]]
+             for c in changes],
+        )  # fmt: skip
     if document["executed_notebook"]:
         out.line()
         out.line(f"executed notebook: {document['executed_notebook']}")
     return 0
+
+
+def _file_changes(project: Any, run_id: str) -> list[dict[str, Any]]:
+    """Return the workspace files each step changed, from its after snapshot (issue 10).
+
+    Runs recorded before changes were attributed, or with snapshots off, have none.
+    """
+    from cellpipe.errors import CellpipeError
+    from cellpipe.storage.lineage import SnapshotKind, history_for
+    from cellpipe.storage.snapshots import read_manifest
+
+    history = history_for(project.metadata)
+    if history is None:
+        return []
+    found: list[dict[str, Any]] = []
+    for snap in history.snapshots(run_id):
+        if snap.kind is not SnapshotKind.AFTER:
+            continue
+        try:
+            manifest = read_manifest(project.artifacts, snap.manifest)
+        except CellpipeError:  # a missing manifest: `snapshot list` shows what there is
+            continue
+        for path, change in sorted(manifest.get("changes", {}).items()):
+            found.append({"step": snap.step, "file": path, **change})
+    return found
 
 
 def why_cmd(args: argparse.Namespace) -> int:

@@ -1,16 +1,19 @@
 """Snapshot commands: ``snapshot list``, ``snapshot restore`` and ``reproduce``.
 
-Owns: listing a run's snapshots, restoring one into a folder, and re-running a run from its
-start snapshot to check that it reproduces, output by output.
+Owns: listing a run's snapshots, restoring one into a folder, the files a step changed with
+who changed them (``snapshot changes``), and re-running a run from its start snapshot to check
+that it reproduces, output by output.
 
 ``reproduce`` restores the start snapshot (the notebook and the workspace files as they were)
-into a folder (default ``.cellpipe/reproduce/RUN``, emptied first), runs it there with the same
+into a folder (default ``.cellpipe/reproduce/RUN``, emptied first; links that lead out of the
+workspace are not recreated and are listed), runs it there with the same
 parameters and ``--no-cache`` into that folder's own fresh ``.cellpipe``, and compares every
 step output's digest with the original's. It also lists how the environment differs (Python,
 package versions). The exit status is 0 when every output is identical, 1 otherwise.
 
-Invariants: ``restore`` never writes into a non-empty folder without ``--force``; ``--json``
-prints exactly one JSON document.
+Invariants: ``restore`` never writes into a non-empty folder without ``--force``, nor a file
+the project's ignore rules exclude, nor a link out of its folder; ``--json`` prints exactly one
+JSON document.
 
 Must not depend on: other command modules.
 """
@@ -41,7 +44,9 @@ def register(
         help="list or restore a run's workspace snapshots",
         description="Snapshots record the notebook, the environment and the workspace files "
         "at the start of a run, and the workspace with the step's values before and after "
-        "each step that ran. Files listed in .cellpipeignore (.gitignore syntax) are left out.",
+        "each step that ran. Files listed in .cellpipeignore (.gitignore syntax) and "
+        "secret-looking files (.env*, keys, credentials; !PATTERN in .cellpipeignore takes "
+        "one back) are left out; symbolic links are recorded as links, never followed.",
         epilog="examples:\n  cellpipe snapshot list wine-2026\n"
         "  cellpipe snapshot restore wine-2026 --to /tmp/wine-start\n"
         "  cellpipe snapshot restore wine-2026 --step train --after --to /tmp/after-train",
@@ -79,9 +84,32 @@ def register(
     when.add_argument("--after", action="store_true", help="after the step ran")
     restore.add_argument("--to", required=True, metavar="DIR", help="the folder to write")
     restore.add_argument("--force", action="store_true", help="write into a non-empty DIR")
+    restore.add_argument(
+        "--skip-outside-links",
+        action="store_true",
+        help="leave out symbolic links whose target is outside DIR (default: refuse)",
+    )
     restore.add_argument("--project", default=".", help=PROJECT_HELP)
     restore.add_argument("--json", action="store_true", help="print one JSON document")
     restore.set_defaults(handler=restore_cmd)
+
+    changes = commands.add_parser(
+        "changes",
+        parents=parents,
+        help="the files a step changed, and which step each change is attributed to",
+        description="List the workspace files that changed between a step's before and after "
+        "snapshots. Steps that run at the same time share the workspace, so each change says "
+        "who made it: 'seen' (the step's audit hook saw the file opened for writing), "
+        "'unseen' (no other step ran meanwhile, yet the hook did not see it: a subprocess), "
+        "or 'shared' (other steps ran meanwhile: one of the steps named made it).",
+        epilog="examples:\n  cellpipe snapshot changes wine-2026 train --json",
+        formatter_class=_RAW,
+    )
+    changes.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    changes.add_argument("step", metavar="STEP", help="the step")
+    changes.add_argument("--project", default=".", help=PROJECT_HELP)
+    changes.add_argument("--json", action="store_true", help="print one JSON document")
+    changes.set_defaults(handler=changes_cmd)
     snapshot.set_defaults(handler=lambda _args: _usage(snapshot))
 
     reproduce = subparsers.add_parser(
@@ -166,7 +194,12 @@ def restore_cmd(args: argparse.Namespace) -> int:
     """Restore a snapshot into a folder."""
     from cellpipe.api import find_project, open_project
     from cellpipe.storage.lineage import history_for
-    from cellpipe.storage.snapshots import manifest_files, read_manifest, restore_files
+    from cellpipe.storage.snapshots import (
+        IgnoreRules,
+        manifest_files,
+        read_manifest,
+        restore_files,
+    )
 
     if (args.before or args.after) and not args.step:
         raise CellpipeError("--before and --after need --step", hint="add --step STEP")
@@ -177,13 +210,23 @@ def restore_cmd(args: argparse.Namespace) -> int:
         snap = _pick(history_for(project.metadata), run.run_id, args.step, args.after)
         manifest = read_manifest(project.artifacts, snap.manifest)
         files = manifest_files(project.artifacts, manifest)
-        count = restore_files(project.artifacts, files, target, force=args.force)
+        restored = restore_files(
+            project.artifacts,
+            files,
+            target,
+            force=args.force,
+            ignore=IgnoreRules.for_workspace(settings.root),
+            skip_outside_links=args.skip_outside_links,
+        )
+    count = restored.files
     document = {
         "run_id": run.run_id,
         "step": args.step,
         "kind": snap.kind.value,
         "to": str(target.resolve()),
         "files": count,
+        "left_out": list(restored.left_out),
+        "links_skipped": list(restored.links_skipped),
         "total_size": snap.total_size,
         "manifest": snap.manifest,
         "inputs": manifest.get("inputs", {}),
@@ -194,11 +237,48 @@ def restore_cmd(args: argparse.Namespace) -> int:
         return 0
     what = f"step '{args.step}' {snap.kind.value}" if args.step else "run start"
     print(f"restored {count} files ({_size(snap.total_size)}) of {what} to {target}")
+    if restored.left_out:
+        print(
+            f"left out by the ignore rules (secrets, .cellpipeignore): "
+            f"{', '.join(restored.left_out)}"
+        )
+    if restored.links_skipped:
+        print(f"links to outside the folder, left out: {', '.join(restored.links_skipped)}")
     if args.step and manifest.get("inputs"):
         print(
             f"its inputs ({', '.join(manifest['inputs'])}): "
             f"cellpipe.restore('{run.run_id}', '{args.step}') in a notebook loads them"
         )
+    return 0
+
+
+def changes_cmd(args: argparse.Namespace) -> int:
+    """List the files a step changed, with the step each change is attributed to."""
+    from cellpipe.api import find_project, open_project
+    from cellpipe.storage.lineage import history_for
+    from cellpipe.storage.snapshots import read_manifest
+
+    settings = find_project(Path(args.project))
+    with open_project(settings, create=False) as project:
+        run = project.metadata.get_run(args.run)
+        snap = _pick(history_for(project.metadata), run.run_id, args.step, True)
+        manifest = read_manifest(project.artifacts, snap.manifest)
+    if "changes" not in manifest:
+        raise CellpipeError(
+            f"the after snapshot of step '{args.step}' in run {run.run_id} records no changes",
+            hint="runs recorded before cellpipe attributed changes, and runs with snapshots "
+            "off (CELLPIPE_SNAPSHOT_MAX_BYTES=0), have none",
+        )
+    changes: dict[str, Any] = manifest["changes"]
+    if args.json:
+        render.write_json({"run_id": run.run_id, "step": args.step, "changes": changes}, sys.stdout)
+        return 0
+    out = render.Output(sys.stdout)
+    out.line(f"files changed while step '{args.step}' of run {run.run_id} ran")
+    out.table(
+        ["file", "change", "by", "attribution"],
+        [[path, c["change"], ", ".join(c["by"]), c["attribution"]] for path, c in changes.items()],
+    )
     return 0
 
 
@@ -225,7 +305,12 @@ def reproduce_cmd(args: argparse.Namespace) -> int:
     from cellpipe.pipeline.parameters import resolve_parameters
     from cellpipe.runner.orchestrate import RunOptions, run_pipeline
     from cellpipe.storage.lineage import history_for
-    from cellpipe.storage.snapshots import manifest_files, read_manifest, restore_files
+    from cellpipe.storage.snapshots import (
+        IgnoreRules,
+        manifest_files,
+        read_manifest,
+        restore_files,
+    )
 
     settings = find_project(Path(args.project))
     with open_project(settings, create=False) as project:
@@ -237,8 +322,15 @@ def reproduce_cmd(args: argparse.Namespace) -> int:
         force = args.force
         if not args.to and folder.exists():
             shutil.rmtree(folder)  # our own scratch folder: start clean every time
-        restore_files(
-            project.artifacts, manifest_files(project.artifacts, manifest), folder, force=force
+        # A link out of the workspace (a dataset elsewhere) is not recreated: the document
+        # names it, and a step that needs it fails visibly instead of reading outside.
+        restored = restore_files(
+            project.artifacts,
+            manifest_files(project.artifacts, manifest),
+            folder,
+            force=force,
+            ignore=IgnoreRules.for_workspace(settings.root),
+            skip_outside_links=True,
         )
     notebook = folder / manifest["notebook"]
     pipeline = load_pipeline(notebook)
@@ -264,6 +356,8 @@ def reproduce_cmd(args: argparse.Namespace) -> int:
             options=RunOptions(use_cache=False, jobs=args.jobs),
         )
     document = _reproduce_document(run, report, original, folder, manifest)
+    document["left_out"] = list(restored.left_out)
+    document["links_skipped"] = list(restored.links_skipped)
     if args.json:
         render.write_json(document, sys.stdout)
     else:
@@ -352,6 +446,12 @@ def _print_reproduce(document: dict[str, Any]) -> None:
         out.line("  (none)")
     out.line()
     out.line(f"folder: {document['folder']}")
+    if document.get("left_out"):
+        out.line(f"left out by the ignore rules: {', '.join(document['left_out'])}")
+    if document.get("links_skipped"):
+        out.line(
+            "links to outside the workspace, not recreated: " + ", ".join(document["links_skipped"])
+        )
 
 
 def _size(size: int) -> str:

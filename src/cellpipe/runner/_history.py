@@ -7,12 +7,19 @@ Invariants: only the start snapshot may fail a run (the workspace is over the si
 and it fails before the run is recorded; any later snapshot or data-input problem is logged
 and the run goes on. Cache hits get no snapshots: they did not run.
 
+Steps that run at the same time share the workspace, so a step's after snapshot may show
+another step's changes. Each after snapshot lists the files changed since the step's before
+snapshot with their author (`attribute_changes`): the step whose audit hook saw the file
+opened for writing (``StepResult.files_written``), else the step itself when nothing else
+ran in its window, else every step that did ("shared").
+
 Must not depend on: notebooks, the KFP compiler, the CLI or the UI.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +29,7 @@ from cellpipe.runner.jobs import StepResult
 from cellpipe.storage.lineage import DataInputRecord, SnapshotKind, SnapshotRecord, history_for
 from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
 from cellpipe.storage.records import ArtifactRef, MetadataStore, StepStatus
-from cellpipe.storage.snapshots import SnapshotRecorder
+from cellpipe.storage.snapshots import FileEntry, SnapshotRecorder, attribute_changes
 
 __all__ = ["RunHistory"]
 
@@ -64,6 +71,16 @@ class RunHistory:
             state_dir=state_dir,
             private_files=private_files,
         )
+        self._lock = threading.Lock()
+        self._before: dict[str, Mapping[str, FileEntry]] = {}
+        # step -> the steps that ran at some point while it ran (filled as steps start)
+        self._overlap: dict[str, set[str]] = {}
+        self._written: dict[str, frozenset[str]] = {}
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What the start snapshot left out by the secret rules (folders end in ``/``)."""
+        return self.recorder.secrets
 
     def take_start(self, notebook: Path) -> SnapshotRecord:
         """Snapshot the notebook, environment and workspace; call before the run record.
@@ -82,16 +99,40 @@ class RunHistory:
 
     def before(self, step: str, inputs: Mapping[str, ArtifactRef]) -> None:
         """Snapshot the workspace and the step's inputs just before it runs."""
-        self.recorder.step_snapshot(step, SnapshotKind.BEFORE, inputs=inputs)
+        with self._lock:
+            for others in self._overlap.values():
+                others.add(step)
+            self._overlap[step] = set(self._overlap)
+        if self.recorder.step_snapshot(step, SnapshotKind.BEFORE, inputs=inputs) is not None:
+            self._before[step] = self.recorder.last_files
 
     def after(
         self, result: StepResult, inputs: Mapping[str, ArtifactRef], scratch_dir: Path
     ) -> None:
         """Snapshot the workspace and values after a step ran; record its data inputs."""
+        with self._lock:
+            concurrent = self._overlap.pop(result.step, set())
+            self._written[result.step] = frozenset(result.files_written)
+            written = dict(self._written)
+        before = self._before.pop(result.step, None)
         if result.status not in _RAN:
             return
+
+        def attribute(files: Mapping[str, FileEntry]) -> dict[str, object] | None:
+            if before is None:
+                return None  # no before snapshot to compare with
+            return dict(
+                attribute_changes(
+                    before, files, step=result.step, concurrent=concurrent, written=written
+                )
+            )
+
         self.recorder.step_snapshot(
-            result.step, SnapshotKind.AFTER, inputs=inputs, outputs=result.outputs
+            result.step,
+            SnapshotKind.AFTER,
+            inputs=inputs,
+            outputs=result.outputs,
+            attribute=attribute,
         )
         if self.history is None:
             return

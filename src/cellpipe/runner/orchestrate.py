@@ -113,6 +113,8 @@ class RunReport:
         run_dir: the folder with the run's logs and executed notebooks.
         notebook: the executed notebook of the whole run.
         failures: the failed steps' results (traceback, log path).
+        secrets_left_out: workspace files and folders (``name/``) the snapshots left out by
+            the secret rules (`cellpipe.storage.snapshots.SECRET_IGNORED`).
     """
 
     run: RunRecord
@@ -120,6 +122,7 @@ class RunReport:
     run_dir: Path
     notebook: Path | None
     failures: tuple[StepResult, ...] = field(default_factory=tuple)
+    secrets_left_out: tuple[str, ...] = ()
 
 
 def new_run_id(pipeline: Pipeline, now: datetime) -> str:
@@ -137,7 +140,7 @@ _RACY_NS = 2_000_000_000
 
 
 class _FileDigests:
-    """Content digests of workspace files, re-hashed only when size or mtime changed."""
+    """Content digests of workspace files, re-hashed when size, mtime or ctime changed."""
 
     def __init__(self, root: Path, cache_file: Path) -> None:
         self.root = root
@@ -156,11 +159,13 @@ class _FileDigests:
         except OSError:
             return "missing"
         entry = self.entries.get(relative)
-        if entry and entry[0] == stat.st_size and entry[1] == stat.st_mtime_ns:
-            return str(entry[2])
+        # The ctime catches a same-size rewrite whose mtime was put back (os.utime).
+        key = [stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns]
+        if entry and len(entry) == 4 and entry[:3] == key:
+            return str(entry[3])
         value = digest_file(path)
         if time.time_ns() - stat.st_mtime_ns > _RACY_NS:
-            self.entries[relative] = [stat.st_size, stat.st_mtime_ns, value]
+            self.entries[relative] = [*key, value]
             self.dirty = True
         return value
 
@@ -852,6 +857,7 @@ def run_pipeline(
         run_dir=state.run_dir,
         notebook=notebook,
         failures=tuple(r for r in state.results.values() if r.status is StepStatus.FAILED),
+        secrets_left_out=state.history.secrets,
     )
     if cancelled:
         raise RunCancelled(report)

@@ -276,6 +276,16 @@ def _after_fork(ref: weakref.ref[SqliteDatabase]) -> None:
         db.after_fork_in_child()
 
 
+def _create_private(path: str) -> None:
+    """Create a missing database file 0600 (SQLite gives its journals the same mode)."""
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:  # it exists, or SQLite's own error will say why it cannot be created
+        return
+
+
 class SqliteDatabase:
     """`Database` on the standard library's ``sqlite3`` (no SQLAlchemy import).
 
@@ -327,6 +337,8 @@ class SqliteDatabase:
             raise translated from exc
 
     def _open_raw(self) -> sqlite3.Connection:
+        if not self.read_only:
+            _create_private(self.path)
         # isolation_level=None: no implicit transactions; `transaction` issues BEGIN itself.
         target, uri = self.path, False
         if self.read_only:

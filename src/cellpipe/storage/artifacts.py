@@ -5,13 +5,21 @@ Owns: `LocalArtifactStore` (the default, under ``.cellpipe/artifacts/``), `Memor
 
 Layout of a local store::
 
-    root/
-      sha256/9f/9f2c…e1          the artifact (full 64-hex name), mode 0444
+    root/                        created 0700 (folders cellpipe creates are private)
+      sha256/9f/9f2c…e1          the artifact (full 64-hex name), mode 0400 (see below)
       sha256/9f/9f2c…e1.ok       verification stamp: "size mtime_ns ctime_ns inode"
       tmp/                       files being written; same file system as sha256/
 
+Permissions: artifacts are private to the user who stored them. Folders the store creates are
+0700 and artifact files 0400, plus the read bits for group and others that the store's root
+folder itself grants: a store cellpipe created stays private, and a team folder that an
+administrator made group-readable (``chmod 2750``, ``artifacts_url``) stays readable to the
+team. cellpipe never changes the mode of a folder it did not create.
+
 Invariants:
-    * an artifact file is named by the SHA-256 of its bytes and never changes once visible:
+    * an artifact file is named by the SHA-256 of its bytes and never changes once visible
+      (a copy of a workspace file is a copy-on-write clone where the file system can make
+      one, `clone_file`, never a hard link, which an in-place edit would change):
       it is written under ``tmp/`` and published with ``os.link`` (which refuses to replace an
       existing file) or, where hard links are unsupported, ``os.replace`` after an existence
       check (a racing writer has the same bytes, so the replacement is harmless);
@@ -55,10 +63,13 @@ from cellpipe.storage.protocols import ArtifactDigest
 
 __all__ = [
     "CHUNK_SIZE",
+    "PRIVATE_DIR_MODE",
     "LocalArtifactStore",
     "MemoryArtifactStore",
+    "clone_file",
     "digest_bytes",
     "digest_file",
+    "make_private_dir",
     "parse_digest",
 ]
 
@@ -69,7 +80,68 @@ CHUNK_SIZE = 1024 * 1024
 
 _ALGORITHM = "sha256"
 _DIGEST_RE = re.compile(r"sha256:([0-9a-f]{64})")
-_READ_ONLY = 0o444
+PRIVATE_DIR_MODE = 0o700
+"""The mode of the folders cellpipe creates for its state and stores."""
+
+
+def make_private_dir(path: Path) -> None:
+    """Create ``path`` and any missing parents with mode 0700; existing folders are untouched.
+
+    (``Path.mkdir(mode=...)`` gives the mode to the last folder only.)
+    """
+    path = Path(path)
+    missing: list[Path] = []
+    while not path.is_dir():
+        missing.append(path)
+        if path.parent == path:
+            break
+        path = path.parent
+    for folder in reversed(missing):
+        try:
+            folder.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            if not folder.is_dir():
+                raise
+
+
+def clone_file(src: BinaryIO, dst: BinaryIO) -> str:
+    """Copy ``src`` to ``dst`` (both at offset 0) the cheapest way; return how.
+
+    A copy-on-write clone (``FICLONE``: btrfs, XFS, bcachefs, ZFS 2.2) shares the blocks until
+    either side is written, so the copy costs no data I/O and no space; ``copy_file_range``
+    copies inside the kernel (and clones on file systems that can, such as XFS or NFS 4.2
+    server-side copy); a plain read/write loop is the fallback. Never a hard link: a file
+    edited in place would change the stored copy with it.
+
+    Returns:
+        ``"clone"``, ``"copy_file_range"`` or ``"copy"``.
+    """
+    try:
+        import fcntl
+
+        fcntl.ioctl(dst.fileno(), _FICLONE, src.fileno())
+    except (OSError, ImportError, AttributeError):
+        pass
+    else:
+        return "clone"
+    copy_range = getattr(os, "copy_file_range", None)
+    if copy_range is not None:
+        try:
+            while copy_range(src.fileno(), dst.fileno(), 1 << 30):
+                pass
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            src.seek(0)
+            dst.seek(0)
+            dst.truncate()
+        else:
+            return "copy_file_range"
+    shutil.copyfileobj(src, dst, CHUNK_SIZE)
+    return "copy"
+
+
+_FICLONE = 0x40049409  # _IOW(0x94, 9, int) from linux/fs.h
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -176,6 +248,9 @@ class LocalArtifactStore:
         self.verify_mode = verify
         self._objects = self.root / _ALGORITHM
         self._tmp = self.root / "tmp"
+        self._file_mode: int | None = None
+        self.copies: dict[str, int] = {}
+        """How workspace files were copied in (`clone_file`'s answer -> count)."""
 
     def __repr__(self) -> str:
         return f"LocalArtifactStore({str(self.root)!r})"
@@ -193,8 +268,15 @@ class LocalArtifactStore:
         A file written here and passed to ``put_file(path, move=True)`` is published by a
         rename, without being copied.
         """
-        self._tmp.mkdir(parents=True, exist_ok=True)
+        make_private_dir(self._tmp)
         return self._tmp
+
+    def file_mode(self) -> int:
+        """Return the mode of new artifact files: 0400 plus the root folder's read bits."""
+        if self._file_mode is None:
+            make_private_dir(self.root)
+            self._file_mode = 0o400 | (self.root.stat().st_mode & 0o044)
+        return self._file_mode
 
     # -- writing -----------------------------------------------------------------------------
 
@@ -241,8 +323,16 @@ class LocalArtifactStore:
         fd, tmp_name = tempfile.mkstemp(dir=self.scratch_dir(), prefix="put-")
         tmp = Path(tmp_name)
         try:
-            with src.open("rb") as fin, os.fdopen(fd, "wb") as fout:
-                digest = ArtifactDigest(f"{_ALGORITHM}:{_copy_hashing(fin, fout)}")
+            with src.open("rb") as fin, os.fdopen(fd, "w+b") as fout:
+                # The copy is hashed, not the source: a writer changing the source meanwhile
+                # cannot make the stored bytes differ from their digest.
+                how = clone_file(fin, fout)
+                self.copies[how] = self.copies.get(how, 0) + 1
+                fout.flush()
+                fout.seek(0)
+                digest = ArtifactDigest(
+                    f"{_ALGORITHM}:{hashlib.file_digest(fout, _ALGORITHM).hexdigest()}"
+                )
             if not self._has_good(digest):
                 self._publish(tmp, digest)
         finally:
@@ -298,8 +388,8 @@ class LocalArtifactStore:
     def _publish(self, tmp: Path, digest: ArtifactDigest) -> None:
         """Make ``tmp`` visible as the artifact ``digest``; never replaces an existing one."""
         final = self.path_for(digest)
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmp.chmod(_READ_ONLY)
+        make_private_dir(final.parent)
+        tmp.chmod(self.file_mode())
         try:
             os.link(tmp, final)
         except FileExistsError:

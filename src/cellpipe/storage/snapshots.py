@@ -16,18 +16,29 @@ A snapshot is two artifacts, both JSON with sorted keys, so identical content is
 
 Invariants:
     * ``.cellpipe/``, ``.git/``, ``__pycache__/`` and ``.ipynb_checkpoints/`` are never
-      scanned, whatever ``.cellpipeignore`` says; directories are never followed through
-      symlinks (no loops), symlinked files are stored by content;
+      scanned, whatever ``.cellpipeignore`` says;
+    * secret-looking files (`SECRET_IGNORED`, and ``cellpipe.toml`` holding a password) are
+      never read unless ``.cellpipeignore`` takes them back with ``!pattern``; the scanner
+      says which it left out (`WorkspaceScanner.secrets`);
+    * nothing is followed: a symbolic link is recorded as a link (its target text,
+      `LINK_MODE`), so a link out of the workspace is never read; FIFOs, sockets and devices
+      are skipped;
     * a live SQLite database is never opened: the scanner skips the files it is told are
       private (the metadata database, with its ``-wal``, ``-shm`` and ``-journal``
       siblings) and every SQLite journal (`ALWAYS_IGNORED_FILES`). Opening and closing a
       file that this process's SQLite connection has locked drops those POSIX locks, after
       which concurrent writers corrupt the database (sqlite.org/howtocorrupt.html, 2.2);
     * the size limit is checked from ``stat`` alone, before anything is hashed or copied;
-    * a file is re-hashed when its size, mtime or inode differ from the cached entry, or when
-      its mtime is within `RACY_WINDOW_NS` of the scan (a same-tick rewrite could keep size
-      and mtime, as with git's "racy clean" problem);
-    * restoring never writes into a non-empty folder unless asked to (``force``).
+    * a file is re-hashed when its size, mtime, ctime or inode differ from the cached entry,
+      or when its mtime is within `RACY_WINDOW_NS` of the scan (a same-tick rewrite could keep
+      size and mtime, as with git's "racy clean" problem); the ctime catches a rewrite whose
+      mtime was put back (``os.utime``), since no user call can set it;
+    * an after snapshot lists the files changed since the step's before snapshot with the
+      step each is attributed to (`attribute_changes`): steps running at once share the
+      workspace;
+    * restoring never writes into a non-empty folder unless asked to (``force``), never
+      writes a file the ignore rules exclude, never writes through an existing link, and
+      recreates a link only when its target stays inside the folder.
 
 Must not depend on: notebooks, the pipeline model, the runner.
 """
@@ -38,35 +49,43 @@ import functools
 import json
 import logging
 import os
-import platform
+import posixpath
 import re
-import shutil
 import stat as stat_module
 import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cellpipe.errors import CellpipeError, StorageError
-from cellpipe.storage.lineage import HistoryStore, SnapshotKind, SnapshotRecord
+from cellpipe.storage._urls import redact_url
 from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
-from cellpipe.storage.records import ArtifactRef
+
+if TYPE_CHECKING:  # the run records load with the recorder: `check` only walks the workspace
+    from cellpipe.storage.lineage import HistoryStore, SnapshotKind, SnapshotRecord
+    from cellpipe.storage.records import ArtifactRef
 
 __all__ = [
     "ALWAYS_IGNORED",
     "ALWAYS_IGNORED_FILES",
     "DEFAULT_MAX_BYTES",
     "IGNORE_FILE",
+    "LINK_MODE",
+    "SECRET_IGNORED",
     "FileEntry",
     "IgnoreRules",
+    "RestoreResult",
     "SnapshotRecorder",
+    "UnsafeLinkError",
     "WorkspaceScanner",
     "WorkspaceTooLargeError",
+    "attribute_changes",
     "environment",
+    "holds_credentials",
+    "left_out_secrets",
     "manifest_files",
     "parse_size",
     "read_manifest",
@@ -86,13 +105,60 @@ ALWAYS_IGNORED_FILES = tuple(
     for journal in ("wal", "shm", "journal")
 )
 """Files never snapshotted, at any depth: SQLite's journals, which a live database locks."""
+SECRET_IGNORED = (
+    # environment files of dotenv, docker compose, direnv and friends
+    ".env",
+    ".env.*",
+    ".envrc",
+    # private keys and certificates with their keys
+    "*.pem",
+    "*.key",
+    "*.p12",
+    "*.pfx",
+    "*.jks",
+    "*.keystore",
+    # SSH keys by their ssh-keygen names (``id_map.csv`` and other ``id_*`` data stay in)
+    "id_rsa*",
+    "id_dsa*",
+    "id_ecdsa*",
+    "id_ed25519*",
+    # folders of credentials
+    ".ssh/",
+    ".gnupg/",
+    ".aws/",
+    ".azure/",
+    "**/.config/gcloud/",
+    # credential files of tools
+    "credentials",
+    "credentials.json",
+    "application_default_credentials.json",
+    "service-account*.json",
+    ".netrc",
+    "_netrc",
+    ".pgpass",
+    ".pypirc",
+    ".npmrc",
+    ".yarnrc.yml",
+    ".git-credentials",
+    "**/.docker/config.json",
+    "**/.kube/config",
+    "kubeconfig",
+    "secrets.toml",
+)
+"""Secret-looking files and folders left out of snapshots by default, at any depth.
+
+``.cellpipeignore`` can take any of them back with ``!pattern`` (the last matching rule wins;
+a file inside a left-out folder needs the folder back first, ``!.aws/``). ``cellpipe.toml`` is
+left out too when a URL in it holds a literal password (see `holds_credentials`)."""
+CONFIG_FILE = "cellpipe.toml"
+"""The project file (its name; `cellpipe.config` reads it)."""
 _SQLITE_SIBLINGS = ("", "-wal", "-shm", "-journal")
 DEFAULT_MAX_BYTES = 2 * 1024**3
 """The workspace size limit (2 GiB); ``CELLPIPE_SNAPSHOT_MAX_BYTES`` overrides it."""
 MANIFEST_FORMAT = "cellpipe-snapshot/1"
 RACY_WINDOW_NS = 2_000_000_000
 """Files modified this recently before a scan are hashed again at the next scan."""
-_CACHE_FORMAT = 1
+_CACHE_FORMAT = 2
 
 
 class WorkspaceTooLargeError(StorageError):
@@ -134,6 +200,46 @@ class _Rule:
     match: Callable[[str], object]
     negated: bool
     dir_only: bool
+    secret: bool = False
+    pattern: str = ""
+    anchored: bool = False
+
+
+class _AnyOf:
+    """Whether any of several positive rules matches a path, in a few C-level calls.
+
+    Every path of every scan meets the built-in and secret rules (about 60): one test per
+    rule would double the time of a scan of 10,000 cached files. Plain names become one set
+    lookup, ``*SUFFIX`` one ``endswith`` and ``PREFIX*`` one ``startswith`` of tuples; only
+    the other shapes are tested one by one.
+    """
+
+    def __init__(self, rules: Iterable[_Rule]) -> None:
+        names: set[str] = set()
+        suffixes: list[str] = []
+        prefixes: list[str] = []
+        self.others: list[Callable[[str], object]] = []
+        for rule in rules:
+            text = rule.pattern
+            if rule.anchored:
+                self.others.append(rule.match)
+            elif _GLOB_CHARS.isdisjoint(text):
+                names.add(text)
+            elif text.startswith("*") and _GLOB_CHARS.isdisjoint(text[1:]):
+                suffixes.append(text[1:])
+            elif text.endswith("*") and _GLOB_CHARS.isdisjoint(text[:-1]):
+                prefixes.append(text[:-1])
+            else:
+                self.others.append(rule.match)
+        self.names = frozenset(names)
+        self.suffixes = tuple(suffixes)
+        self.prefixes = tuple(prefixes)
+
+    def __call__(self, path: str) -> bool:
+        name = path.rpartition("/")[2]
+        if name in self.names or name.endswith(self.suffixes) or name.startswith(self.prefixes):
+            return True
+        return any(match(path) for match in self.others)
 
 
 _GLOB_CHARS = frozenset("*?[\\")
@@ -150,9 +256,20 @@ def _matcher(pattern: str, *, anchored: bool) -> Callable[[str], object]:
             return pattern.__eq__
         tail = "/" + pattern
         return lambda path: path == pattern or path.endswith(tail)
-    suffix = pattern[1:]
-    if not anchored and pattern.startswith("*") and _GLOB_CHARS.isdisjoint(suffix + "/"):
-        return lambda path: path.rpartition("/")[2].endswith(suffix)
+    head, star, tail = pattern.partition("*")
+    if not anchored and star and _GLOB_CHARS.isdisjoint(head + tail + "/"):
+        # PREFIX*SUFFIX on the last name: ``*.pem``, ``id_rsa*``, ``service-account*.json``
+        least = len(head) + len(tail)
+
+        def name_matches(path: str) -> bool:
+            name = path.rpartition("/")[2]
+            return len(name) >= least and name.startswith(head) and name.endswith(tail)
+
+        return name_matches
+    rest = pattern[3:]
+    if anchored and pattern.startswith("**/") and _GLOB_CHARS.isdisjoint(rest):
+        tail = "/" + rest  # ``**/.docker/config.json``: the path at any depth
+        return lambda path: path == rest or path.endswith(tail)
     return _glob_regex(pattern, anchored=anchored).match
 
 
@@ -204,10 +321,12 @@ class IgnoreRules:
     pattern with a slash anchored at the workspace root (a leading ``/`` too), a trailing
     ``/`` for folders only, and ``!`` to re-include; the last matching rule wins, and a file
     inside an ignored folder stays ignored (as in git). `ALWAYS_IGNORED` comes first and
-    cannot be negated, nor can `ALWAYS_IGNORED_FILES`.
+    cannot be negated, nor can `ALWAYS_IGNORED_FILES`. `SECRET_IGNORED` comes before
+    ``lines``, so a line ``!.env`` takes one of them back.
 
     Args:
         lines: the rules, one per line.
+        secrets: start with `SECRET_IGNORED` (off only for tests of the syntax).
 
     Example::
 
@@ -215,9 +334,14 @@ class IgnoreRules:
         rules.ignored("data", is_dir=True)   # True
     """
 
-    def __init__(self, lines: Iterable[str] = ()) -> None:
-        fixed = (*ALWAYS_IGNORED, *ALWAYS_IGNORED_FILES)
-        self._fixed = [r for r in (self._parse(p) for p in fixed) if r is not None]
+    def __init__(self, lines: Iterable[str] = (), *, secrets: bool = True) -> None:
+        fixed = [r for r in map(self._parse, (*ALWAYS_IGNORED, *ALWAYS_IGNORED_FILES)) if r]
+        self._fixed_dir = _AnyOf(fixed)
+        self._fixed_file = _AnyOf(r for r in fixed if not r.dir_only)
+        defaults = [self._parse(p, secret=True) for p in SECRET_IGNORED] if secrets else []
+        secret_rules = [r for r in defaults if r is not None]
+        self._secret_dir = _AnyOf(secret_rules)
+        self._secret_file = _AnyOf(r for r in secret_rules if not r.dir_only)
         self._rules = [r for r in (self._parse(line) for line in lines) if r is not None]
 
     @classmethod
@@ -234,7 +358,7 @@ class IgnoreRules:
         return cls(text.splitlines())
 
     @staticmethod
-    def _parse(line: str) -> _Rule | None:
+    def _parse(line: str, *, secret: bool = False) -> _Rule | None:
         text = line.rstrip("\n")
         if not text.strip() or text.startswith("#"):
             return None
@@ -249,7 +373,7 @@ class IgnoreRules:
         text = text.lstrip("/")
         if not text:
             return None
-        return _Rule(_matcher(text, anchored=anchored), negated, dir_only)
+        return _Rule(_matcher(text, anchored=anchored), negated, dir_only, secret, text, anchored)
 
     def ignored(self, path: str, *, is_dir: bool) -> bool:
         """Return whether ``path`` (relative, ``/``-separated) is left out.
@@ -257,32 +381,86 @@ class IgnoreRules:
         The caller walks top-down and does not descend into an ignored folder, which is what
         makes a file inside one ignored.
         """
-        for rule in self._fixed:
-            if rule.match(path) and (is_dir or not rule.dir_only):
-                return True
-        result = False
+        return self.reason(path, is_dir=is_dir) is not None
+
+    def reason(self, path: str, *, is_dir: bool, secret: bool = False) -> str | None:
+        """Return why ``path`` is left out: ``"always"``, ``"secret"``, ``"ignored"`` or None.
+
+        Args:
+            path: relative, ``/``-separated.
+            is_dir: whether it is a folder.
+            secret: the caller found it secret by its content (``cellpipe.toml``): it is
+                left out unless a ``!pattern`` takes it back.
+        """
+        if (self._fixed_dir if is_dir else self._fixed_file)(path):
+            return "always"
+        # The secret rules come first and none is negated: whether any matches is enough.
+        result: str | None = None
+        if secret or (self._secret_dir if is_dir else self._secret_file)(path):
+            result = "secret"
         for rule in self._rules:
             if rule.dir_only and not is_dir:
                 continue
             if rule.match(path):
-                result = not rule.negated
+                result = None if rule.negated else "secret" if rule.secret else "ignored"
         return result
+
+    def excludes(self, path: str) -> bool:
+        """Return whether the file ``path`` or a folder above it is left out (for restores)."""
+        parts = path.split("/")
+        for i in range(1, len(parts)):
+            if self.ignored("/".join(parts[:i]), is_dir=True):
+                return True
+        return self.ignored(path, is_dir=False)
+
+
+_ENV_REFERENCE = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
+_URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s\"']+")
+
+
+def holds_credentials(text: str) -> bool:
+    """Return whether a text (``cellpipe.toml``) has a URL with a literal password in it.
+
+    A password given as ``${VARIABLE}`` (expanded when the settings are read) is not one.
+    """
+    for url in _URL_IN_TEXT.findall(text):
+        shown = _ENV_REFERENCE.sub("***", url)
+        if redact_url(shown) != shown:
+            return True
+    return False
 
 
 # -- scanning ---------------------------------------------------------------------------------
 
 
+LINK_MODE = stat_module.S_IFLNK | 0o777
+"""The mode recorded for a symbolic link (its kind bits kept, unlike a file's)."""
+
+
 @dataclass(frozen=True, slots=True)
 class FileEntry:
-    """One workspace file in a snapshot: content digest, size in bytes, permission bits."""
+    """One workspace entry in a snapshot: content digest, size in bytes, permission bits.
+
+    A symbolic link has ``link`` (its target, as written), the digest and size of that text,
+    and `LINK_MODE`; it is recorded, never followed.
+    """
 
     digest: ArtifactDigest
     size: int
     mode: int
+    link: str | None = None
 
     def to_json(self) -> list[Any]:
-        """Return the compact JSON form ``[digest, size, mode]``."""
+        """Return the compact JSON form ``[digest, size, mode]`` (``+ [target]`` for a link)."""
+        if self.link is not None:
+            return [self.digest, self.size, self.mode, self.link]
         return [self.digest, self.size, self.mode]
+
+    @classmethod
+    def from_json(cls, value: list[Any]) -> FileEntry:
+        """Return the entry of `to_json`'s form."""
+        link = str(value[3]) if len(value) > 3 else None
+        return cls(ArtifactDigest(value[0]), int(value[1]), int(value[2]), link)
 
 
 class WorkspaceScanner:
@@ -322,6 +500,8 @@ class WorkspaceScanner:
         self._dirty = False
         self.hashed = 0
         """Files hashed by the last scan (the rest came from the cache)."""
+        self.secrets: tuple[str, ...] = ()
+        """What the last scan left out by the secret rules (folders end in ``/``)."""
 
     def _store_id(self) -> str:
         return repr(self.store)
@@ -364,8 +544,16 @@ class WorkspaceScanner:
                 logger.debug("could not write %s", self.cache_file, exc_info=True)
             self._dirty = False
 
-    def _walk(self) -> list[tuple[str, os.stat_result]]:
+    def _walk(self) -> tuple[list[tuple[str, os.stat_result]], dict[str, str]]:
+        """Return the regular files with their ``stat``, and the links with their targets.
+
+        Nothing is followed: a link is read with ``readlink`` only (so a link to
+        ``/etc/shadow`` or ``/proc/self/environ`` costs its target's name, never its bytes),
+        and FIFOs, sockets and devices are skipped.
+        """
         found: list[tuple[str, os.stat_result]] = []
+        links: dict[str, str] = {}
+        secrets: list[str] = []
         stack: list[tuple[str, str]] = [("", str(self.root))]
         while stack:
             prefix, folder = stack.pop()
@@ -378,18 +566,47 @@ class WorkspaceScanner:
                 rel = prefix + entry.name
                 try:
                     if entry.is_dir(follow_symlinks=False):
-                        if not self.ignore.ignored(rel, is_dir=True):
+                        why = self.ignore.reason(rel, is_dir=True)
+                        if why == "secret":
+                            secrets.append(rel + "/")
+                        elif why is None:
                             stack.append((rel + "/", entry.path))
                         continue
                     if rel in self.private:
                         continue
-                    if not entry.is_file() or self.ignore.ignored(rel, is_dir=False):
+                    link = entry.is_symlink()
+                    if not link and not entry.is_file(follow_symlinks=False):
+                        continue  # FIFOs, sockets, devices: never opened
+                    why = self.ignore.reason(rel, is_dir=False, secret=self._secret_file(rel))
+                    if why == "secret":
+                        secrets.append(rel)
+                    if why is not None:
                         continue
-                    found.append((rel, entry.stat()))
+                    if link:
+                        links[rel] = str(Path(entry.path).readlink())
+                    else:
+                        found.append((rel, entry.stat(follow_symlinks=False)))
                 except OSError as exc:
                     logger.warning("snapshot: cannot read %s: %s", entry.path, exc)
         found.sort()
-        return found
+        self.secrets = tuple(sorted(secrets))
+        return found, links
+
+    def _secret_file(self, rel: str) -> bool:
+        """Return whether a file is secret by its content: a ``cellpipe.toml`` with a password."""
+        if rel != CONFIG_FILE:
+            return False
+        try:
+            with (self.root / rel).open("rb") as f:
+                return holds_credentials(f.read(1024 * 1024).decode("utf-8", "replace"))
+        except OSError:
+            return True  # unreadable: we cannot tell, so it stays out
+
+    def left_out_secrets(self) -> tuple[str, ...]:
+        """Walk the workspace (nothing is read or stored) and return `secrets`."""
+        with self._lock:
+            self._walk()
+            return self.secrets
 
     def _check_size(self, files: list[tuple[str, os.stat_result]]) -> None:
         total = sum(st.st_size for _, st in files)
@@ -413,37 +630,107 @@ class WorkspaceScanner:
         """
         with self._lock:
             started = time.time_ns()
-            files = self._walk()
+            files, links = self._walk()
             self._check_size(files)
             result: dict[str, FileEntry] = {}
             self.hashed = 0
             for rel, st in files:
                 mode = stat_module.S_IMODE(st.st_mode)
                 cached = self._cache.get(rel)
-                if (
-                    cached is not None
-                    and cached[0] == st.st_size
-                    and cached[1] == st.st_mtime_ns
-                    and cached[2] == st.st_ino
-                ):
-                    result[rel] = FileEntry(ArtifactDigest(cached[3]), st.st_size, mode)
+                # The ctime is in the key: a same-size rewrite whose mtime was put back (os.utime,
+                # tar, rsync -t) still moves the ctime, which no user call can set.
+                if cached is not None and cached[:4] == [
+                    st.st_size,
+                    st.st_mtime_ns,
+                    st.st_ctime_ns,
+                    st.st_ino,
+                ]:
+                    result[rel] = FileEntry(ArtifactDigest(cached[4]), st.st_size, mode)
                     continue
                 try:
-                    digest = self.store.put_file(self.root / rel)
-                except OSError as exc:  # vanished or unreadable since the walk
+                    digest = self._put_regular(rel, st)
+                except OSError as exc:  # vanished, unreadable or replaced since the walk
                     logger.warning("snapshot: cannot read %s: %s", self.root / rel, exc)
                     continue
                 self.hashed += 1
                 result[rel] = FileEntry(digest, st.st_size, mode)
                 if st.st_mtime_ns < started - RACY_WINDOW_NS:
-                    self._cache[rel] = [st.st_size, st.st_mtime_ns, st.st_ino, digest]
+                    self._cache[rel] = [
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        st.st_ino,
+                        digest,
+                    ]
                 else:
                     self._cache.pop(rel, None)
                 self._dirty = True
+            for rel, target in links.items():
+                data = os.fsencode(target)
+                result[rel] = FileEntry(self.store.put_bytes(data), len(data), LINK_MODE, target)
             for rel in set(self._cache) - set(result):
                 del self._cache[rel]
                 self._dirty = True
-            return result
+            return dict(sorted(result.items()))
+
+    def _put_regular(self, rel: str, walked: os.stat_result) -> ArtifactDigest:
+        """Store a file the walk found regular, unless it was since replaced (a link, a FIFO).
+
+        The file is opened one component at a time without following links (``openat`` with
+        ``O_NOFOLLOW``), so a folder or file swapped for a link after the walk is not read
+        through it; the store then reads that very open file (``/proc/self/fd``).
+        """
+        fd = _open_no_follow(self.root, rel)
+        try:
+            now = os.fstat(fd)
+            if not stat_module.S_ISREG(now.st_mode) or now.st_ino != walked.st_ino:
+                raise OSError(f"{self.root / rel} was replaced while the workspace was scanned")
+            handle = Path(f"/proc/self/fd/{fd}")
+            if not handle.exists():  # no /proc (not Linux): the checks above must do
+                handle = self.root / rel
+            return self.store.put_file(handle)
+        finally:
+            os.close(fd)
+
+
+def _open_no_follow(root: Path, rel: str) -> int:
+    """Open ``root/rel`` for reading, following no link on the way (raises OSError)."""
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    *folders, name = rel.split("/")
+    fd = os.open(root, flags | getattr(os, "O_DIRECTORY", 0))
+    try:
+        for folder in folders:
+            inner = os.open(folder, flags | getattr(os, "O_DIRECTORY", 0), dir_fd=fd)
+            os.close(fd)
+            fd = inner
+        return os.open(name, flags | getattr(os, "O_NONBLOCK", 0), dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+class _NothingStored:
+    """The store of a scanner that only walks (`left_out_secrets`): it never stores."""
+
+    def _refuse(self, *_args: object, **_kwargs: object) -> Any:
+        raise StorageError("this workspace scan stores nothing")
+
+    put_file = put_bytes = open = exists = local_path = _refuse
+
+
+def left_out_secrets(root: Path, *, ignore: IgnoreRules | None = None) -> tuple[str, ...]:
+    """Return what a snapshot of ``root`` would leave out by the secret rules.
+
+    Only names are looked at (and ``cellpipe.toml``'s text): nothing is hashed or stored, and
+    the artifact store is not even imported, so ``cellpipe check`` can say it cheaply.
+
+    Args:
+        root: the workspace.
+        ignore: the rules (default: ``root/.cellpipeignore``).
+
+    Returns:
+        Workspace-relative paths, folders ending in ``/``.
+    """
+    return WorkspaceScanner(root, _NothingStored(), ignore=ignore).left_out_secrets()
 
 
 # -- environment and manifests ----------------------------------------------------------------
@@ -490,6 +777,8 @@ def environment() -> Mapping[str, Any]:
             name = dist.metadata["Name"]
             if name:
                 packages[_canonical(name)] = dist.version
+    import platform  # here: `check` imports this module to walk the workspace, not for this
+
     return {
         "python": platform.python_version(),
         "implementation": platform.python_implementation(),
@@ -564,8 +853,12 @@ def store_manifest_of_tree(
     env: Mapping[str, Any] | None = None,
     inputs: Mapping[str, ArtifactRef] | None = None,
     outputs: Mapping[str, ArtifactRef] | None = None,
+    changes: Mapping[str, Any] | None = None,
 ) -> tuple[ArtifactDigest, int, int]:
-    """Like `store_manifest`, with the tree already stored (its digest given)."""
+    """Like `store_manifest`, with the tree already stored (its digest given).
+
+    ``changes`` (after snapshots): `attribute_changes` of the step's window.
+    """
     total = sum(e.size for e in files.values())
     manifest: dict[str, Any] = {
         "format": MANIFEST_FORMAT,
@@ -580,7 +873,56 @@ def store_manifest_of_tree(
         "inputs": {k: v.to_json() for k, v in (inputs or {}).items()},
         "outputs": {k: v.to_json() for k, v in (outputs or {}).items()},
     }
+    if changes is not None:
+        manifest["changes"] = dict(changes)
     return _put_json(store, manifest), len(files), total
+
+
+def attribute_changes(
+    before: Mapping[str, FileEntry],
+    after: Mapping[str, FileEntry],
+    *,
+    step: str,
+    concurrent: Iterable[str] = (),
+    written: Mapping[str, Iterable[str]] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Return each file changed between a step's before and after snapshots, with its author.
+
+    Steps that run at the same time share one workspace, so a change in a step's window may be
+    another step's. Each change gets ``by`` (the steps it is attributed to) and ``attribution``:
+
+    * ``"seen"``: the audit hook of the steps in ``by`` saw them open the file for writing;
+    * ``"unseen"``: no other step ran meanwhile, so it is this step's, though its audit hook
+      did not see it (a subprocess, a library writing outside Python's ``open``);
+    * ``"shared"``: no hook saw it and other steps ran meanwhile: it is one of ``by``'s.
+
+    Args:
+        before: the step's before snapshot.
+        after: its after snapshot.
+        step: the step.
+        concurrent: the steps that ran at some point of its window.
+        written: step -> files its audit hook saw written, for the steps known so far.
+
+    Returns:
+        ``path -> {"change": "added"|"modified"|"removed", "by": [...], "attribution": ...}``.
+    """
+    others = sorted(set(concurrent) - {step})
+    seen = {name: set(files) for name, files in (written or {}).items()}
+    result: dict[str, dict[str, Any]] = {}
+    for path in sorted({*before, *after}):
+        old, new = before.get(path), after.get(path)
+        if old == new:
+            continue
+        change = "added" if old is None else "removed" if new is None else "modified"
+        writers = [name for name in (step, *others) if path in seen.get(name, ())]
+        if writers:
+            by, attribution = writers, "seen"
+        elif not others:
+            by, attribution = [step], "unseen"
+        else:
+            by, attribution = [step, *others], "shared"
+        result[path] = {"change": change, "by": by, "attribution": attribution}
+    return result
 
 
 def read_manifest(store: ArtifactStore, digest: str) -> dict[str, Any]:
@@ -604,16 +946,53 @@ def read_manifest(store: ArtifactStore, digest: str) -> dict[str, Any]:
 def manifest_files(store: ArtifactStore, manifest: Mapping[str, Any]) -> dict[str, FileEntry]:
     """Return the files of a manifest (as `read_manifest` returns it)."""
     tree = _get_json(store, manifest["tree"])
-    return {
-        path: FileEntry(ArtifactDigest(v[0]), int(v[1]), int(v[2]))
-        for path, v in tree["files"].items()
-    }
+    return {path: FileEntry.from_json(v) for path, v in tree["files"].items()}
+
+
+class UnsafeLinkError(CellpipeError):
+    """A snapshot's symbolic link would point outside the folder it is restored into."""
+
+    headline = "symbolic link points outside the restore folder"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RestoreResult:
+    """What `restore_files` wrote and what it left out.
+
+    Attributes:
+        files: files and links written.
+        left_out: paths the ignore rules exclude (default secret rules and the workspace's
+            ``.cellpipeignore``), never written.
+        links_skipped: links left out because their target is outside the folder.
+    """
+
+    files: int
+    left_out: tuple[str, ...] = ()
+    links_skipped: tuple[str, ...] = ()
+
+
+def _link_escapes(rel: str, target: str) -> bool:
+    """Return whether a link at ``rel`` with ``target`` leaves the folder (by its text).
+
+    An absolute target, or one whose ``..`` climb above the root, leaves it; the real check
+    after the links exist (`restore_files`) also catches a climb through another link.
+    """
+    if target.startswith("/"):
+        return True
+    joined = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
+    return joined == ".." or joined.startswith("../")
 
 
 def restore_files(
-    store: ArtifactStore, files: Mapping[str, FileEntry], target: Path, *, force: bool = False
-) -> int:
-    """Write the files into ``target`` with their permission bits; return how many.
+    store: ArtifactStore,
+    files: Mapping[str, FileEntry],
+    target: Path,
+    *,
+    force: bool = False,
+    ignore: IgnoreRules | None = None,
+    skip_outside_links: bool = False,
+) -> RestoreResult:
+    """Write the files into ``target`` with their permission bits, and recreate the links.
 
     Args:
         store: the artifact store holding the contents.
@@ -621,12 +1000,19 @@ def restore_files(
         target: the folder; created when missing.
         force: write into a non-empty folder (files of the same name are replaced, others
             are left alone).
+        ignore: the rules of what is never written (default: `SECRET_IGNORED` only). A
+            snapshot taken before a secret rule existed may hold such a file: it stays out,
+            as does a ``cellpipe.toml`` holding a password (`holds_credentials`).
+        skip_outside_links: leave out links whose target is outside ``target`` instead of
+            refusing the restore.
 
     Raises:
         CellpipeError: when ``target`` is a non-empty folder and ``force`` is False, or a
             path would land outside it.
+        UnsafeLinkError: a link's target is outside ``target`` (nothing has been written).
         ArtifactNotFoundError: when a file's content is missing from the store.
     """
+    rules = ignore if ignore is not None else IgnoreRules()
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise CellpipeError(f"{target} is a file, not a folder", hint="give a folder with --to")
@@ -635,21 +1021,83 @@ def restore_files(
             f"{target} is not empty; restoring would mix the snapshot with its files",
             hint="choose a new or empty folder, or pass --force to write over it",
         )
+    left_out = tuple(
+        sorted(
+            rel
+            for rel, entry in files.items()
+            if rules.excludes(rel) or (rel == CONFIG_FILE and _secret_config(store, entry))
+        )
+    )
+    wanted = {rel: e for rel, e in sorted(files.items()) if rel not in left_out}
+    outside = [
+        (rel, e.link)
+        for rel, e in wanted.items()
+        if e.link is not None and _link_escapes(rel, e.link)
+    ]
+    if outside and not skip_outside_links:
+        listed = ", ".join(f"{rel} -> {link}" for rel, link in outside[:5])
+        more = f" and {len(outside) - 5} more" if len(outside) > 5 else ""
+        raise UnsafeLinkError(
+            f"the snapshot holds {len(outside)} symbolic link(s) whose target is outside "
+            f"{target}: {listed}{more}; cellpipe recreates a link only when it stays inside "
+            "the folder it restores into",
+            hint="pass --skip-outside-links to restore everything else, then recreate those "
+            "links yourself if you trust their targets",
+        )
+    skipped = tuple(rel for rel, _ in outside)
     target.mkdir(parents=True, exist_ok=True)
     root = target.resolve()
-    for rel, entry in sorted(files.items()):
-        dest = (root / rel).resolve()
-        if not dest.is_relative_to(root):
+    links: list[tuple[Path, str]] = []
+    for rel, entry in wanted.items():
+        if rel in skipped:
+            continue
+        dest = root / rel
+        if not dest.parent.resolve().is_relative_to(root) or ".." in Path(rel).parts:
             raise CellpipeError(
                 f"snapshot path {rel!r} points outside {root}", hint="the manifest is damaged"
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.cellpipe-tmp")
-        with store.open(entry.digest) as src, tmp.open("wb") as out:
-            shutil.copyfileobj(src, out, 1024 * 1024)
-        tmp.chmod(entry.mode or 0o644)
-        tmp.replace(dest)
-    return len(files)
+        tmp.unlink(missing_ok=True)
+        if entry.link is not None:
+            tmp.symlink_to(entry.link)
+            links.append((dest, entry.link))
+        else:
+            with store.open(entry.digest) as src, tmp.open("xb") as out:
+                while chunk := src.read(1024 * 1024):
+                    out.write(chunk)
+            tmp.chmod(entry.mode or 0o644)
+        tmp.replace(dest)  # replaces a link of the same name, never writes through it
+    # A link can climb out through another link (a -> ., b -> a/../..): check the real paths
+    # now that every link exists, and take out any that leaves.
+    escaped = [(dest, link) for dest, link in links if not _real_inside(dest, root)]
+    if escaped:
+        for dest, _ in escaped:
+            dest.unlink(missing_ok=True)
+        listed = ", ".join(f"{d.relative_to(root)} -> {link}" for d, link in escaped[:5])
+        raise UnsafeLinkError(
+            f"symbolic link(s) in the snapshot lead outside {root} through other links: "
+            f"{listed}; they were removed again",
+            hint="the other files were restored; recreate those links yourself if you trust "
+            "their targets",
+        )
+    return RestoreResult(files=len(wanted) - len(skipped), left_out=left_out,
+                         links_skipped=skipped)  # fmt: skip
+
+
+def _secret_config(store: ArtifactStore, entry: FileEntry) -> bool:
+    """Return whether a snapshot's ``cellpipe.toml`` holds a password (an older snapshot may)."""
+    if entry.link is not None:
+        return False
+    with store.open(entry.digest) as f:
+        return holds_credentials(f.read(1024 * 1024).decode("utf-8", "replace"))
+
+
+def _real_inside(path: Path, root: Path) -> bool:
+    try:
+        return Path(os.path.realpath(path)).is_relative_to(root)
+    except OSError:
+        return False
 
 
 # -- the runner's side ------------------------------------------------------------------------
@@ -713,12 +1161,24 @@ class SnapshotRecorder:
     def _scan(self) -> dict[str, FileEntry]:
         return self.scanner.scan() if self.enabled else {}
 
+    @property
+    def last_files(self) -> Mapping[str, FileEntry]:
+        """The files of the latest step snapshot."""
+        return self._last_files
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """What the latest scan left out by the secret rules (folders end in ``/``)."""
+        return self.scanner.secrets
+
     def take_start(self, notebook: Path) -> SnapshotRecord:
         """Snapshot the notebook, environment and workspace (not recorded yet).
 
         Raises:
             WorkspaceTooLargeError: over the size limit (nothing has been recorded).
         """
+        from cellpipe.storage.lineage import SnapshotKind
+
         files = self._scan()
         nb = Path(notebook).resolve()
         try:
@@ -744,6 +1204,10 @@ class SnapshotRecorder:
     def _record_of(
         self, step: str, kind: SnapshotKind, digest: ArtifactDigest, count: int, size: int
     ) -> SnapshotRecord:
+        from datetime import UTC, datetime
+
+        from cellpipe.storage.lineage import SnapshotRecord
+
         return SnapshotRecord(
             run_id=self.run_id,
             step=step,
@@ -766,14 +1230,24 @@ class SnapshotRecorder:
         *,
         inputs: Mapping[str, ArtifactRef] | None = None,
         outputs: Mapping[str, ArtifactRef] | None = None,
+        attribute: Callable[[Mapping[str, FileEntry]], Mapping[str, Any] | None] | None = None,
     ) -> SnapshotRecord | None:
         """Snapshot the workspace and the step's values, and record it.
 
         A failure here (the workspace outgrew the limit during the run, a database hiccup)
         is logged, never raised: the step's own result matters more than its snapshot.
+
+        Args:
+            step: the step.
+            kind: before or after.
+            inputs: its input values.
+            outputs: its output values.
+            attribute: given the files scanned, returns the manifest's ``changes``
+                (`attribute_changes`); the files are in `last_files` afterwards too.
         """
         try:
             files = self._scan()
+            changes = attribute(files) if attribute is not None and self.enabled else None
             if files != self._last_files or self._last_tree is None:
                 tree = _put_json(
                     self.store, {"files": {p: e.to_json() for p, e in sorted(files.items())}}
@@ -788,6 +1262,7 @@ class SnapshotRecorder:
                 kind=kind,
                 inputs=inputs,
                 outputs=outputs,
+                changes=changes,
             )
             record = self._record_of(step, kind, digest, count, size)
             self.record(record)

@@ -61,14 +61,22 @@ def test_ignore_rules(rules, path, is_dir, ignored):
     assert IgnoreRules(rules).ignored(path, is_dir=is_dir) is ignored
 
 
-@pytest.mark.parametrize("pattern", ["data", "a/b", "*.tmp", "*.db-wal", "x*", "*.[ch]", "**/c"])
+@pytest.mark.parametrize(
+    "pattern",
+    ["data", "a/b", "*.tmp", "*.db-wal", "x*", "*.[ch]", "**/c", "id_rsa*", ".env.*",
+     "service-account*.json", "**/.docker/config.json", "**/a/b"],
+)  # fmt: skip
 @pytest.mark.parametrize("anchored", [True, False])
 def test_plain_patterns_match_exactly_as_their_regex(pattern: str, anchored: bool) -> None:
     """Plain names and ``*.suffix`` skip the regex; they must agree with it on every path."""
     paths = [
         "data", "x/data", "xdata", "data/x", "a/b", "z/a/b", "a/bb", "f.tmp", "d/f.tmp",
         "f.tmp/x", ".tmp", "f.tmpx", "m.db-wal", "n/m.db-wal", "x", "xy", "y/x1", "k.c",
-        "k.h", "c", "q/c",
+        "k.h", "c", "q/c", "id_rsa", "id_rsa.pub", "k/id_rsa_old", "xid_rsa", "id_rs",
+        ".env", ".env.", ".env.local", "d/.env.prod", "x.env.local", "service-account.json",
+        "g/service-account-prod.json", "service-account.jso", "service-accoun.json",
+        ".docker/config.json", "h/.docker/config.json", "h.docker/config.json",
+        "docker/config.json", "q/a/b", "qa/b",
     ]  # fmt: skip
     fast = _matcher(pattern, anchored=anchored)
     slow = _glob_regex(pattern, anchored=anchored).match
@@ -164,7 +172,7 @@ def test_manifest_round_trip_and_restore(tmp_path):
     assert size == sum(f.size for f in files.values())
 
     target = tmp_path / "out"
-    assert restore_files(store, manifest_files(store, manifest), target) == count
+    assert restore_files(store, manifest_files(store, manifest), target).files == count
     assert (target / "data" / "f2.txt").read_text() == "file 2\n"
     assert (target / "run.sh").stat().st_mode & 0o777 == 0o755
 
@@ -183,3 +191,27 @@ def test_recent_files_are_not_cached(tmp_path):
     scanner.scan()
     scanner.scan()
     assert scanner.hashed == 1  # modified just now: hashed again (a same-tick rewrite)
+
+
+@pytest.mark.parametrize("is_dir", [True, False])
+def test_the_grouped_secret_rules_agree_with_one_regex_per_rule(is_dir: bool) -> None:
+    """`IgnoreRules` tests the secret rules in groups (a set, tuples); each rule alone decides."""
+    from cellpipe.storage.snapshots import SECRET_IGNORED
+
+    paths = [
+        ".env", "a/.env", ".env.x", "x.env", ".envrc", "k.pem", "d/k.key", "key", "id_rsa",
+        "id_rsa.pub", "id_map.csv", "d/id_ed25519_sk", ".ssh", "h/.ssh", ".aws", ".config/gcloud",
+        "u/.config/gcloud", "gcloud", "credentials", "x/credentials", "credentials.json",
+        "credentials.txt", "service-account-1.json", "service-account.yaml", ".netrc", "_netrc",
+        ".docker/config.json", "u/.docker/config.json", "config.json", ".kube/config",
+        "u/.kube/config", "config", "kubeconfig", "secrets.toml", "app/secrets.toml", "data.csv",
+    ]  # fmt: skip
+    rules = [(p.rstrip("/"), p.endswith("/")) for p in SECRET_IGNORED]
+    grouped = IgnoreRules([])
+    for path in paths:
+        expected = any(
+            _glob_regex(text.lstrip("/"), anchored="/" in text).match(path)
+            and (is_dir or not dir_only)
+            for text, dir_only in rules
+        )
+        assert (grouped.reason(path, is_dir=is_dir) == "secret") is expected, path
