@@ -1052,9 +1052,17 @@ def restore_files(
         if rel in skipped:
             continue
         dest = root / rel
-        if not dest.parent.resolve().is_relative_to(root) or ".." in Path(rel).parts:
+        if ".." in Path(rel).parts or Path(rel).is_absolute():
             raise CellpipeError(
                 f"snapshot path {rel!r} points outside {root}", hint="the manifest is damaged"
+            )
+        if not dest.parent.resolve().is_relative_to(root):
+            link = next((p for p in _parents_below(dest, root) if p.is_symlink()), dest.parent)
+            raise UnsafeLinkError(
+                f"cannot restore {rel!r}: {link} is a symbolic link to {link.resolve()}, outside "
+                f"{root}, and cellpipe never writes through a link out of the folder it restores "
+                "into",
+                hint="restore into a new or empty folder, or remove that link first",
             )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(f".{dest.name}.cellpipe-tmp")
@@ -1091,6 +1099,11 @@ def _secret_config(store: ArtifactStore, entry: FileEntry) -> bool:
         return False
     with store.open(entry.digest) as f:
         return holds_credentials(f.read(1024 * 1024).decode("utf-8", "replace"))
+
+
+def _parents_below(path: Path, root: Path) -> list[Path]:
+    """Return the folders between ``root`` (excluded) and ``path`` (excluded), outermost first."""
+    return [p for p in reversed(path.parents) if p != root and p.is_relative_to(root)]
 
 
 def _real_inside(path: Path, root: Path) -> bool:

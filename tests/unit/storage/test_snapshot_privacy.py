@@ -236,6 +236,22 @@ def test_restore_does_not_write_through_an_existing_link(tmp_path):
     assert not (out / "data" / "real.csv").is_symlink()
 
 
+def test_restore_through_a_folder_link_out_says_it_is_a_link_not_a_damaged_manifest(tmp_path):
+    store, files = _restore_case(tmp_path, {})
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "data").symlink_to(elsewhere, target_is_directory=True)
+    with pytest.raises(UnsafeLinkError) as caught:
+        restore_files(store, files, out, force=True)
+    message = str(caught.value)
+    assert "symbolic link" in message
+    assert "data" in message
+    assert "damaged" not in message
+    assert list(elsewhere.iterdir()) == []
+
+
 # -- item 1: a private store -------------------------------------------------------------------
 
 
