@@ -59,6 +59,9 @@ $CP logs "$LAST" train_forest
 say "cellpipe snapshot list: the workspace at the start and before/after each step"
 $CP snapshot list "$LAST"
 
+say "cellpipe snapshot changes: the files train_forest changed, and which step made each change"
+$CP snapshot changes "$LAST" train_forest
+
 say "cellpipe reproduce: restore the first run's start snapshot, run it again, compare every output"
 $CP reproduce "$FIRST"
 
@@ -102,3 +105,6 @@ trap - EXIT
 say "cellpipe serve --manifest: the same version as a KServe InferenceService for a cluster"
 $CP serve wine@production --manifest wine-isvc.yaml --storage-uri s3://models/wine/1
 grep -A6 "predictor:" wine-isvc.yaml
+
+say "cellpipe doctor: the database, the artifact store, permissions and free space, checked"
+$CP doctor
