@@ -341,6 +341,7 @@ class _Run:
             shell=self.shell,
             guarded=self.guarded.get(step.name, ()),
             definitions=self._definitions(step),
+            keep_processes=step.settings.keep_processes,
         )
 
     def _definitions(self, step: Step) -> tuple[ArtifactRef, ...]:
