@@ -195,6 +195,28 @@ def _gone(pid: int, timeout: float = 60) -> bool:
     return False
 
 
+def _wait_for_record(folder: Path, step: str, status: str) -> None:
+    """Wait until a run of the project recorded ``step`` with ``status``."""
+    from cellpipe.storage.backends import open_metadata_store
+
+    database = folder / ".cellpipe" / "cellpipe.db"
+    deadline = time.monotonic() + BOUND_S
+    while time.monotonic() < deadline:
+        if database.exists():
+            store = open_metadata_store(f"sqlite:///{database}")
+            try:
+                for run in store.list_runs():
+                    if any(
+                        s.step == step and s.status.value == status
+                        for s in store.step_runs(run.run_id)
+                    ):
+                        return
+            finally:
+                store.close()
+        time.sleep(0.05)
+    raise AssertionError(f"step '{step}' was never recorded {status}")
+
+
 @pytest.fixture
 def sleepy(tmp_path: Path) -> Path:
     return write_notebook(tmp_path / "sleepy", SLEEPY)
@@ -218,13 +240,16 @@ def test_kill_9_of_the_runner_leaves_an_interrupted_run_that_resumes(
 ):
     proc = runs.start(sleepy)
     pid = runs.wait_for_pid(sleepy.parent, proc)
+    # A step's record is written while the next steps run: wait until 'quick' has its own,
+    # or the kill may (rightly) lose it and 'quick' runs again on resume.
+    _wait_for_record(sleepy.parent, "quick", "succeeded")
     os.kill(proc.pid, signal.SIGKILL)
     runs.finish(proc)
     assert _gone(pid), "the step process outlived the runner"
     monkeypatch.chdir(sleepy.parent)
-    runs = run_cli("runs", "--json").json()["runs"]
-    assert [r["status"] for r in runs] == ["interrupted"]
-    show = run_cli("show", runs[0]["run_id"], "--json").json()
+    listed = run_cli("runs", "--json").json()["runs"]
+    assert [r["status"] for r in listed] == ["interrupted"]
+    show = run_cli("show", listed[0]["run_id"], "--json").json()
     assert {s["step"]: s["status"] for s in show["steps"]} == {
         "quick": "succeeded",
         "sleepy": "cancelled",
