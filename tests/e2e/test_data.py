@@ -222,6 +222,11 @@ def test_a_cache_hit_asks_an_http_source_once_and_downloads_nothing(tmp_path, se
     assert server.requests["HEAD"] == heads + 1  # one version check for the hit
 
     server.body = b"a,b\n1,2\n3,4\n5,6\n"  # a new ETag
+    rerun = _cached_run(run_cli, nb, "--offline", "--no-cache")  # steps run, sources unasked
+    assert _statuses(rerun) == {"load": "succeeded", "count": "succeeded"}
+    assert rerun["metrics"] == {"n_rows": 3}  # the stored copy
+    assert (server.requests["HEAD"], server.requests["GET"]) == (heads + 1, gets)
+
     changed = _cached_run(run_cli, nb)
     assert _statuses(changed) == {"load": "succeeded", "count": "succeeded"}
     assert changed["metrics"] == {"n_rows": 4}

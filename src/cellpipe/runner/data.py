@@ -18,7 +18,8 @@ How a call goes:
 Before the runner reuses a cached step run that read sources this way, it asks each source
 for its version again (`source_version`: the same one ``info()`` call, no download): a
 changed version re-runs the step (``miss: data source URL changed``); ``--offline`` skips
-the check.
+the check, and a step that runs in an offline run uses the newest stored copy of a source
+without asking it (only a source never fetched is reached).
 4. The returned path is a read-only file with the source's name (a symlink into the store),
    so tools that look at the suffix (``pd.read_csv("x.csv.gz")``) work.
 
@@ -233,6 +234,7 @@ def fetch_data(
     store: ArtifactStore | None = None,
     artifact_root: Path | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    offline: bool = False,
 ) -> DataInput:
     """Return a local copy of ``url``, fetched once per source version.
 
@@ -244,6 +246,8 @@ def fetch_data(
         store: the artifact store the bytes go to.
         artifact_root: a local artifact store folder, when no ``store`` is given.
         storage_options: passed to fsspec for the source (credentials, endpoint URL).
+        offline: use the newest stored copy without asking the source (``--offline``);
+            a source with no stored copy is fetched as usual.
 
     Returns:
         What was fetched or reused; ``.path`` is a read-only local file.
@@ -270,6 +274,11 @@ def fetch_data(
         ) from exc
     with _locked(index_path):
         known = _read_index(index_path).get(key, [])
+    if offline and not refresh:
+        usable = [k for k in known if store.exists(ArtifactDigest(k["digest"]))]
+        if usable:
+            last = usable[-1]
+            return _result(key, last, _local_file(state_dir, store, key, last["digest"]))
     version: str | None = None
     try:
         version = _version(fs.info(path))
@@ -402,6 +411,7 @@ def data(
         artifact_root=root,
         state_dir=state,
         storage_options=storage_options,
+        offline=context is not None and context.offline,
     )
     if context is not None and context.scratch_dir:
         line = json.dumps(found.to_json()) + "\n"

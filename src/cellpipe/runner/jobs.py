@@ -146,6 +146,8 @@ class StepJob:
         keep_processes: leave the processes the step started running when it ends (the
             ``processes:keep`` tag); by default its process group is stopped
             (`cellpipe.runner._groups`).
+        offline: ``cellpipe.data`` uses a stored copy without asking the source
+            (``--offline``); only a source never fetched is read.
     """
 
     step: str
@@ -166,6 +168,7 @@ class StepJob:
     guarded: tuple[str, ...] = ()
     definitions: tuple[ArtifactRef, ...] = ()
     keep_processes: bool = False
+    offline: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -235,6 +238,7 @@ class StepJob:
             "guarded": list(self.guarded),
             "definitions": [ref.to_json() for ref in self.definitions],
             "keep_processes": self.keep_processes,
+            "offline": self.offline,
         }
 
     @classmethod
@@ -259,6 +263,7 @@ class StepJob:
             guarded=tuple(data.get("guarded", ())),
             definitions=tuple(ArtifactRef.from_json(d) for d in data.get("definitions", ())),
             keep_processes=bool(data.get("keep_processes", False)),
+            offline=bool(data.get("offline", False)),
         )
 
 

@@ -94,7 +94,8 @@ class RunOptions:
         only: run just these steps; their upstream outputs must be in the cache.
         executor: ``fork`` (default on Linux), ``spawn`` or ``inprocess``.
         offline: trust a cache hit without asking the ``cellpipe.data`` sources its step
-            read whether they changed (``--offline``).
+            read whether they changed, and let steps that run use the stored copies
+            (``--offline``).
     """
 
     jobs: int | None = None
@@ -353,6 +354,7 @@ class _Run:
             guarded=self.guarded.get(step.name, ()),
             definitions=self._definitions(step),
             keep_processes=step.settings.keep_processes,
+            offline=self.options.offline,
         )
 
     def _definitions(self, step: Step) -> tuple[ArtifactRef, ...]:
