@@ -30,6 +30,10 @@ import pytest
 
 PG_READY_TIMEOUT_S = 60.0
 
+SERVICE_PIDS: set[int] = set()
+"""Processes that outlive the test that started them on purpose (session-wide servers): the
+leaked-process guard of tests/conftest.py leaves them alone."""
+
 
 def find_pg_bindir() -> Path | None:
     """Return the folder holding `initdb` and `postgres`, or None when PostgreSQL is absent."""
@@ -138,6 +142,7 @@ class PostgresServer:
             **self._run_as(),
         )
         log.close()
+        SERVICE_PIDS.add(self.proc.pid)
         deadline = time.monotonic() + PG_READY_TIMEOUT_S
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

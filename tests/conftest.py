@@ -2,16 +2,24 @@
 
 `--update-golden` rewrites golden files instead of comparing against them (see `make golden`).
 The `postgres_*` and `s3_*` fixtures start real servers (see backend_services.py).
+
+A guard reports the processes a test started and left running after its teardown: they are
+listed at the end of the session ("leaked processes") and killed, so they cannot disturb the
+tests after it. Session servers (`backend_services.SERVICE_PIDS`) are exempt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from backend_services import PostgresServer, S3Service, find_pg_bindir
+from backend_services import SERVICE_PIDS, PostgresServer, S3Service, find_pg_bindir
 
 pytest_plugins = ["ci_skips"]
 
@@ -100,3 +108,73 @@ def s3_service() -> Iterator[S3Service]:
 def s3_url(s3_service: S3Service) -> str:
     """An ``s3://bucket/prefix`` URL of a fresh, empty prefix."""
     return s3_service.new_url()
+
+
+# -- leaked processes ---------------------------------------------------------------------------
+# A process a test started (a CLI run, a step, a server) and left running can fail the tests
+# after it (a busy port, a locked file, load). Each test's call is bracketed: a live child of
+# this process that appeared during the call and is still there after the teardown (given a
+# bounded moment to exit) is reported and killed with its process group.
+
+_CHILDREN_BEFORE = pytest.StashKey[set[int]]()
+_LEAKS = pytest.StashKey[list[str]]()
+LEAK_GRACE_S = 10.0
+
+
+def _live_children() -> dict[int, str]:
+    """This process's live (not zombie) children: pid -> command line."""
+    me = os.getpid()
+    pids: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{me}/task").iterdir():
+            with contextlib.suppress(OSError):
+                text = (task / "children").read_text()
+                pids.update(int(p) for p in text.split())
+    found: dict[int, str] = {}
+    for pid in pids - SERVICE_PIDS:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if state not in ("Z", "X"):
+            found[pid] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+    return found
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Iterator[None]:
+    item.stash[_CHILDREN_BEFORE] = set(_live_children())
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item: pytest.Item) -> Iterator[None]:
+    yield
+    before = item.stash.get(_CHILDREN_BEFORE, None)
+    if before is None:
+        return
+    leaked = {p: c for p, c in _live_children().items() if p not in before}
+    deadline = time.monotonic() + LEAK_GRACE_S
+    while leaked and time.monotonic() < deadline:  # one that is exiting is not a leak
+        time.sleep(0.05)
+        alive = _live_children()
+        leaked = {p: c for p, c in leaked.items() if p in alive}
+    if not leaked:
+        return
+    reports = item.config.stash.setdefault(_LEAKS, [])
+    for pid, command in leaked.items():
+        reports.append(f"{item.nodeid}: pid {pid}: {command}")
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if os.getpgid(pid) != os.getpgid(0):
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            else:
+                os.kill(pid, signal.SIGKILL)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    reports = terminalreporter.config.stash.get(_LEAKS, [])
+    if reports:
+        terminalreporter.section("leaked processes (killed after the test)")
+        for line in reports:
+            terminalreporter.write_line(line)

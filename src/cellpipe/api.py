@@ -123,6 +123,7 @@ def run_notebook(
     executor: str | None = None,
     sink: Callable[[Event], None] | None = None,
     bare_server: BareServer | None = None,
+    offline: bool = False,
 ) -> RunReport:
     """Check the notebook and run its pipeline; the service behind `run` and ``cellpipe run``.
 
@@ -138,6 +139,7 @@ def run_notebook(
         sink: receives progress events.
         bare_server: a fork server the caller already started in the notebook's folder (the
             CLI starts one before its own imports); it is used or killed, never leaked.
+        offline: reuse cached steps without checking their ``cellpipe.data`` sources.
 
     Returns:
         The run's report.
@@ -169,6 +171,7 @@ def run_notebook(
             executor=executor,
             sink=sink,
             bare=bare,
+            offline=offline,
         )
     finally:
         if bare is not None:
@@ -187,6 +190,7 @@ def _run_notebook(
     executor: str | None,
     sink: Callable[[Event], None] | None,
     bare: BareServer | None,
+    offline: bool = False,
 ) -> RunReport:
     from cellpipe.pipeline.parameters import parse_assignments, resolve_parameters
     from cellpipe.runner.orchestrate import RunOptions, run_pipeline
@@ -206,7 +210,12 @@ def _run_notebook(
         _check_step(pipeline, name)
     settings = Settings.for_notebook(Path(path))
     options = RunOptions(
-        jobs=jobs, use_cache=use_cache, from_step=from_step, only=tuple(only), executor=executor
+        jobs=jobs,
+        use_cache=use_cache,
+        from_step=from_step,
+        only=tuple(only),
+        executor=executor,
+        offline=offline,
     )
     with open_project(settings) as project:
         return run_pipeline(
@@ -273,6 +282,7 @@ def run(
     from_step: str | None = None,
     only: Sequence[str] = (),
     executor: str | None = None,
+    offline: bool = False,
 ) -> Run:
     """Run a notebook's pipeline and return the run.
 
@@ -284,6 +294,9 @@ def run(
         from_step: re-run this step and everything after it.
         only: run just these steps, with their inputs from the cache.
         executor: ``fork`` (default on Linux), ``spawn`` or ``inprocess``.
+        offline: reuse cached steps without asking the sources they read through
+            `cellpipe.data` whether they changed (by default each source is asked for its
+            version, one stat or HEAD request, before a cached step is trusted).
 
     Returns:
         The run: status, metrics and `Run.load` for any step's outputs.
@@ -305,6 +318,7 @@ def run(
         from_step=from_step,
         only=only,
         executor=executor,
+        offline=offline,
     )
     return Run(report, Settings.for_notebook(Path(notebook)))
 

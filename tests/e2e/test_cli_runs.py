@@ -3,12 +3,14 @@ kill -9 of a step or of the runner, and Ctrl-C, through the installed `cellpipe`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -111,38 +113,108 @@ SLEEPY = [
 ]
 
 
-def _start(path: Path, *args: str, nap: str = "60") -> subprocess.Popen[str]:
-    env = {**os.environ, "NAP": nap}
-    return subprocess.Popen(
-        [CELLPIPE, "run", str(path), "--json", *args],
-        cwd=path.parent,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-    )
+# Upper bounds for a loaded machine, never expected durations: each wait is for a state (a
+# file written, a process gone, the command ended) and only a broken run reaches a bound.
+BOUND_S = 300.0
 
 
-def _wait_for_pid(folder: Path, proc: subprocess.Popen[str], timeout: float = 30) -> int:
-    deadline = time.monotonic() + timeout
-    pid_file = folder / "pid.txt"
-    while time.monotonic() < deadline:
-        if pid_file.exists() and pid_file.read_text():
-            return int(pid_file.read_text())
-        assert proc.poll() is None, proc.communicate()
-        time.sleep(0.05)
-    raise AssertionError("the step never started")
+class Runs:
+    """`cellpipe run` processes started by a test; `close` kills whatever is left of them."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[str]] = []
+        self.step_pids: list[int] = []
+
+    def start(self, path: Path, *args: str, nap: str = "60") -> subprocess.Popen[str]:
+        # PYTHONFAULTHANDLER: a run that hangs past the bound gets SIGABRT and prints where.
+        env = {**os.environ, "NAP": nap, "PYTHONFAULTHANDLER": "1"}
+        proc = subprocess.Popen(
+            [CELLPIPE, "run", str(path), "--json", *args],
+            cwd=path.parent,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.procs.append(proc)
+        return proc
+
+    def wait_for_pid(self, folder: Path, proc: subprocess.Popen[str]) -> int:
+        """Wait until the sleepy step wrote its pid (it runs then)."""
+        deadline = time.monotonic() + BOUND_S
+        pid_file = folder / "pid.txt"
+        while time.monotonic() < deadline:
+            text = pid_file.read_text() if pid_file.exists() else ""
+            if text.strip():
+                self.step_pids.append(int(text))
+                return int(text)
+            assert proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        raise AssertionError(f"the step never started in {BOUND_S} s")
+
+    @staticmethod
+    def finish(proc: subprocess.Popen[str]) -> tuple[str, str]:
+        """Wait for the command to end; past the bound, fail with the stacks it was stuck in."""
+        try:
+            return proc.communicate(timeout=BOUND_S)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)  # faulthandler prints every thread's stack
+            _, err = proc.communicate()
+            raise AssertionError(f"cellpipe run still running after {BOUND_S} s:\n{err}") from None
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+        for pid in self.step_pids:  # a step process leads its own group
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
 
 
-def _gone(pid: int, timeout: float = 10) -> bool:
+@pytest.fixture
+def runs() -> Iterator[Runs]:
+    started = Runs()
+    try:
+        yield started
+    finally:
+        started.close()
+
+
+def _gone(pid: int, timeout: float = 60) -> bool:
+    """Whether the process ended (a zombie waiting for init to reap it counts as ended)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return True
+        if state in ("Z", "X"):
             return True
         time.sleep(0.05)
     return False
+
+
+def _wait_for_record(folder: Path, step: str, status: str) -> None:
+    """Wait until a run of the project recorded ``step`` with ``status``."""
+    from cellpipe.storage.backends import open_metadata_store
+
+    database = folder / ".cellpipe" / "cellpipe.db"
+    deadline = time.monotonic() + BOUND_S
+    while time.monotonic() < deadline:
+        if database.exists():
+            store = open_metadata_store(f"sqlite:///{database}")
+            try:
+                for run in store.list_runs():
+                    if any(
+                        s.step == step and s.status.value == status
+                        for s in store.step_runs(run.run_id)
+                    ):
+                        return
+            finally:
+                store.close()
+        time.sleep(0.05)
+    raise AssertionError(f"step '{step}' was never recorded {status}")
 
 
 @pytest.fixture
@@ -151,11 +223,11 @@ def sleepy(tmp_path: Path) -> Path:
 
 
 @pytest.mark.slow
-def test_kill_9_of_a_step_process_fails_the_step_and_the_run(sleepy):
-    proc = _start(sleepy)
-    pid = _wait_for_pid(sleepy.parent, proc)
+def test_kill_9_of_a_step_process_fails_the_step_and_the_run(sleepy, runs):
+    proc = runs.start(sleepy)
+    pid = runs.wait_for_pid(sleepy.parent, proc)
     os.kill(pid, signal.SIGKILL)
-    out, err = proc.communicate(timeout=30)
+    out, err = runs.finish(proc)
     assert proc.returncode == 1, err
     assert statuses(out) == {"quick": "succeeded", "sleepy": "failed", "last": "skipped"}
     failure = summary(out)["failures"][0]
@@ -163,16 +235,21 @@ def test_kill_9_of_a_step_process_fails_the_step_and_the_run(sleepy):
 
 
 @pytest.mark.slow
-def test_kill_9_of_the_runner_leaves_an_interrupted_run_that_resumes(run_cli, sleepy, monkeypatch):
-    proc = _start(sleepy)
-    pid = _wait_for_pid(sleepy.parent, proc)
+def test_kill_9_of_the_runner_leaves_an_interrupted_run_that_resumes(
+    run_cli, sleepy, monkeypatch, runs
+):
+    proc = runs.start(sleepy)
+    pid = runs.wait_for_pid(sleepy.parent, proc)
+    # A step's record is written while the next steps run: wait until 'quick' has its own,
+    # or the kill may (rightly) lose it and 'quick' runs again on resume.
+    _wait_for_record(sleepy.parent, "quick", "succeeded")
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=30)
+    runs.finish(proc)
     assert _gone(pid), "the step process outlived the runner"
     monkeypatch.chdir(sleepy.parent)
-    runs = run_cli("runs", "--json").json()["runs"]
-    assert [r["status"] for r in runs] == ["interrupted"]
-    show = run_cli("show", runs[0]["run_id"], "--json").json()
+    listed = run_cli("runs", "--json").json()["runs"]
+    assert [r["status"] for r in listed] == ["interrupted"]
+    show = run_cli("show", listed[0]["run_id"], "--json").json()
     assert {s["step"]: s["status"] for s in show["steps"]} == {
         "quick": "succeeded",
         "sleepy": "cancelled",
@@ -188,11 +265,11 @@ def test_kill_9_of_the_runner_leaves_an_interrupted_run_that_resumes(run_cli, sl
 
 
 @pytest.mark.slow
-def test_ctrl_c_cancels_the_run_and_kills_every_step_process(run_cli, sleepy, monkeypatch):
-    proc = _start(sleepy)
-    pid = _wait_for_pid(sleepy.parent, proc)
+def test_ctrl_c_cancels_the_run_and_kills_every_step_process(run_cli, sleepy, monkeypatch, runs):
+    proc = runs.start(sleepy)
+    pid = runs.wait_for_pid(sleepy.parent, proc)
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=30)
+    out, err = runs.finish(proc)
     assert proc.returncode == 130, err
     assert _gone(pid)
     lines = json_lines(out)

@@ -84,6 +84,11 @@ def register(
     )
     parser.add_argument("--no-cache", action="store_true", help="re-run every step")
     parser.add_argument(
+        "--offline",
+        action="store_true",
+        help="reuse cached steps without checking their cellpipe.data sources for changes",
+    )
+    parser.add_argument(
         "--from", dest="from_step", metavar="STEP", help="re-run STEP and every step after it"
     )
     parser.add_argument(
@@ -164,6 +169,7 @@ def _run(args: argparse.Namespace, bare: BareServer | None) -> int:
             executor=args.executor,
             sink=view.on_event,
             bare_server=bare,
+            offline=args.offline,
         )
     except RunCancelled as cancelled:
         view.close()

@@ -444,7 +444,8 @@ class _Builder:
                 Problem(
                     code="misplaced-tag",
                     message=f"cell {cell} is a '{role}' cell but has step tags "
-                    "(prev:, image:, limit:, cache:, annotation:, label:, secret:, report:)",
+                    "(prev:, image:, limit:, cache:, annotation:, label:, secret:, report:, "
+                    "processes:)",
                     cell=cell,
                     hint="move these tags to a cell of the step they are for",
                 )
@@ -1216,6 +1217,8 @@ class _Builder:
                 put("cache", tags.cache, cell)
             if tags.report is not None:
                 put("report", tags.report, cell)
+            if tags.keep_processes is not None:
+                put("processes", "keep" if tags.keep_processes else "stop", cell)
             for kind, pairs, target in (
                 ("limit", tags.limits, limits),
                 ("annotation", tags.annotations, annotations),
@@ -1228,6 +1231,7 @@ class _Builder:
         image = values.get("image")
         cache = values.get("cache")
         report = values.get("report")
+        processes = values.get("processes")
         return StepSettings(
             image=str(image[0]) if image else None,
             limits=limits,
@@ -1236,6 +1240,7 @@ class _Builder:
             labels=labels,
             secrets=tuple(secrets),
             report=bool(report[0]) if report else True,
+            keep_processes=bool(processes and processes[0] == "keep"),
         )
 
 
@@ -1371,6 +1376,8 @@ def _setting_tags(tags: CellTags) -> list[str]:
     found += [f"label:{k}:{v}" for k, v in tags.labels]
     found += [f"secret:{v}" for v in tags.secrets]
     found += [f"report:{str(tags.report).lower()}"] if tags.report is not None else []
+    if tags.keep_processes is not None:
+        found += ["processes:keep" if tags.keep_processes else "processes:stop"]
     return found
 
 

@@ -19,6 +19,9 @@ The grammar (Kale's, plus ``cache:``, ``secret:`` and ``report:`` settings):
 ``annotation:KEY:VALUE``    pod annotation; ``label:KEY:VALUE`` pod label
 ``secret:SPEC``             a Kubernetes secret to expose, kept as written
 ``report:true|false``       switch the HTML report of captured outputs on or off
+``processes:keep|stop``     keep the processes the step started running after it ends
+                            (``keep``, for intentional daemons); by default (``stop``) the
+                            step's process group is terminated when the step ends
 ==========================  ============================================================
 
 ``skip`` wins over step tags on the same cell (Kale's rule): the role is `Role.SKIP` and the step
@@ -72,6 +75,7 @@ _ROLE_TAGS = {
 _K8S_KEY = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._/-]*[A-Za-z0-9])?")
 _LIMIT_KEY = re.compile(r"[A-Za-z0-9_./-]+")
 _BOOL = {"true": True, "false": False}
+_PROCESSES = {"keep": True, "stop": False}
 
 KNOWN_TAGS = (
     "imports",
@@ -89,6 +93,7 @@ KNOWN_TAGS = (
     "label:KEY:VALUE",
     "secret:SPEC",
     "report:false",
+    "processes:keep",
 )
 
 
@@ -107,6 +112,7 @@ class CellTags:
         labels: ``label:KEY:VALUE`` pairs.
         secrets: ``secret:`` values.
         report: the ``report:`` value.
+        keep_processes: the ``processes:`` value (True for ``keep``).
         has_settings: whether any per-step setting or ``prev:`` tag is present.
         problems: non-fatal problems (bad step names, conflicting roles).
     """
@@ -121,6 +127,7 @@ class CellTags:
     labels: tuple[tuple[str, str], ...] = ()
     secrets: tuple[str, ...] = ()
     report: bool | None = None
+    keep_processes: bool | None = None
     has_settings: bool = False
     problems: tuple[Problem, ...] = field(default=())
 
@@ -151,6 +158,7 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
     labels: list[tuple[str, str]] = []
     secrets: list[str] = []
     report: bool | None = None
+    keep_processes: bool | None = None
     problems: list[Problem] = []
     settings = False
 
@@ -237,6 +245,13 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
                 cache = flag
             else:
                 report = flag
+        elif key == "processes":
+            settings = True
+            keep = _PROCESSES.get(value.strip().lower())
+            if keep is None:
+                bad(tag, "processes:keep or processes:stop")
+                continue
+            keep_processes = keep
         else:
             problems.append(_unknown(tag, cell))
 
@@ -270,6 +285,7 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
         labels=tuple(labels),
         secrets=tuple(secrets),
         report=report,
+        keep_processes=keep_processes,
         has_settings=settings,
         problems=tuple(problems),
     )

@@ -102,6 +102,9 @@ class StepSettings:
         labels: pod labels (``label:KEY:VALUE``).
         secrets: Kubernetes secrets to expose (``secret:...`` tag bodies, as written).
         report: False when the HTML report of captured outputs is switched off.
+        keep_processes: True when the processes the step starts may outlive it
+            (``processes:keep``); by default the runner stops the step's process group
+            when the step ends.
     """
 
     image: str | None = None
@@ -111,6 +114,7 @@ class StepSettings:
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     secrets: tuple[str, ...] = ()
     report: bool = True
+    keep_processes: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limits", _frozen_map(self.limits))
@@ -127,6 +131,7 @@ class StepSettings:
             "labels": dict(self.labels),
             "secrets": list(self.secrets),
             "report": self.report,
+            "keep_processes": self.keep_processes,
         }
 
 

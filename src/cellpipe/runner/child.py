@@ -770,6 +770,7 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         artifact_root=job.artifact_root,
         scratch_dir=job.scratch_dir,
         artifacts=store,
+        offline=job.offline,
     )
     outputs: dict[str, ArtifactRef] = {}
     opened: list[str] = []

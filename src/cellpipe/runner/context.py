@@ -41,6 +41,7 @@ class StepContext:
         scratch_dir: the step run's private folder (``cellpipe.data`` records its reads there).
         artifacts: the step process's open artifact store (``cellpipe.data`` keeps files
             there), or None when it could not be opened.
+        offline: ``cellpipe.data`` uses stored copies without asking the sources.
     """
 
     step: str
@@ -51,6 +52,7 @@ class StepContext:
     artifact_root: str = ""
     scratch_dir: str = ""
     artifacts: ArtifactStore | None = None
+    offline: bool = False
 
 
 _current: StepContext | None = None

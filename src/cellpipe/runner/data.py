@@ -14,6 +14,12 @@ How a call goes:
 2. Otherwise download the bytes (a GET) into the artifact store, and add the version.
 3. When the source cannot be reached, the newest recorded version is used, with a
    `DataSourceWarning`: offline re-runs work from the store.
+
+Before the runner reuses a cached step run that read sources this way, it asks each source
+for its version again (`source_version`: the same one ``info()`` call, no download): a
+changed version re-runs the step (``miss: data source URL changed``); ``--offline`` skips
+the check, and a step that runs in an offline run uses the newest stored copy of a source
+without asking it (only a source never fetched is reached).
 4. The returned path is a read-only file with the source's name (a symlink into the store),
    so tools that look at the suffix (``pd.read_csv("x.csv.gz")``) work.
 
@@ -49,7 +55,14 @@ from cellpipe.storage.artifacts import LocalArtifactStore, parse_digest
 from cellpipe.storage.backends import is_remote_artifact_url
 from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
 
-__all__ = ["DATA_INPUTS_NAME", "DataInput", "DataSourceWarning", "fetch_data", "read_data_inputs"]
+__all__ = [
+    "DATA_INPUTS_NAME",
+    "DataInput",
+    "DataSourceWarning",
+    "fetch_data",
+    "read_data_inputs",
+    "source_version",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -221,6 +234,7 @@ def fetch_data(
     store: ArtifactStore | None = None,
     artifact_root: Path | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    offline: bool = False,
 ) -> DataInput:
     """Return a local copy of ``url``, fetched once per source version.
 
@@ -232,6 +246,8 @@ def fetch_data(
         store: the artifact store the bytes go to.
         artifact_root: a local artifact store folder, when no ``store`` is given.
         storage_options: passed to fsspec for the source (credentials, endpoint URL).
+        offline: use the newest stored copy without asking the source (``--offline``);
+            a source with no stored copy is fetched as usual.
 
     Returns:
         What was fetched or reused; ``.path`` is a read-only local file.
@@ -258,6 +274,11 @@ def fetch_data(
         ) from exc
     with _locked(index_path):
         known = _read_index(index_path).get(key, [])
+    if offline and not refresh:
+        usable = [k for k in known if store.exists(ArtifactDigest(k["digest"]))]
+        if usable:
+            last = usable[-1]
+            return _result(key, last, _local_file(state_dir, store, key, last["digest"]))
     version: str | None = None
     try:
         version = _version(fs.info(path))
@@ -293,6 +314,37 @@ def fetch_data(
         index[key] = [*versions, entry]
         _write_index(index_path, index)
     return _result(key, entry, _local_file(state_dir, store, key, digest))
+
+
+def source_version(url: str, *, storage_options: Mapping[str, Any] | None = None) -> str | None:
+    """Return the version ``url`` has now, as `fetch_data` records it; nothing is downloaded.
+
+    One ``info()`` call: a ``stat`` for a local file, a HEAD request over HTTP, a HEAD
+    object on S3. The runner calls it before it trusts a cache hit of a step that read
+    ``url`` through ``cellpipe.data``.
+
+    Args:
+        url: the source as recorded (`DataInput.url`).
+        storage_options: passed to fsspec (credentials, endpoint URL); by default fsspec's
+            own configuration and the environment apply.
+
+    Returns:
+        ``etag:...``, ``checksum:...`` or ``size:N,mtime:T``; None when the source offers
+        nothing that identifies its version.
+
+    Raises:
+        DataError: the source cannot be reached (or its file system cannot be loaded).
+    """
+    try:
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        return _version(fs.info(path))
+    except Exception as exc:  # network errors come in many types (aiohttp, botocore, OSError)
+        raise DataError(
+            f"cannot check {url}: {type(exc).__name__}: {exc}",
+            hint="check the URL and the network, or run with --offline to use the stored copy",
+        ) from exc
 
 
 def _result(url: str, entry: Mapping[str, Any], path: Path) -> DataInput:
@@ -359,6 +411,7 @@ def data(
         artifact_root=root,
         state_dir=state,
         storage_options=storage_options,
+        offline=context is not None and context.offline,
     )
     if context is not None and context.scratch_dir:
         line = json.dumps(found.to_json()) + "\n"

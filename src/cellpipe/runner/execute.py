@@ -13,9 +13,12 @@ Owns: the `Executor` protocol the scheduler drives, and three implementations:
   and tests. No isolation of C-level state, no parallelism.
 
 Invariants: every step process runs in its own process group, and `Executor.cancel` kills
-every group and reaps every process before it returns; a step process that dies from a signal
-is reported as a failed `StepResult` naming the signal and its usual cause ("step process died
-from SIGSEGV (signal 11)": a native crash; only SIGKILL hints at kill -9 or the OOM killer),
+every group and reaps every process before it returns; when a step process ends, its group
+(what the step started and left running) is stopped (`cellpipe.runner._groups`), unless the
+job has ``keep_processes`` or the executor is the in-process one; a step process that dies from
+a signal is reported as a failed `StepResult` naming the signal and its usual cause ("step
+process died from SIGSEGV (signal 11)": a native crash; only SIGKILL hints at kill -9 or the
+out-of-memory killer),
 never a hang; jobs and results cross the process boundary as JSON; step processes get
 ``MPLBACKEND`` set to cellpipe's capturing backend.
 
@@ -40,6 +43,7 @@ from types import TracebackType
 from typing import IO, Any, Protocol, Self
 
 from cellpipe.runner._bare import BareServer, server_command, step_env
+from cellpipe.runner._groups import StepGroups
 from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
 from cellpipe.storage.records import StepStatus
 
@@ -454,6 +458,7 @@ class SpawnExecutor(_Closing):
     def __init__(self, *, python: str | None = None) -> None:
         self._python = python or sys.executable
         self._running: dict[str, _Spawned] = {}
+        self._groups = StepGroups()
 
     def submit(self, job: StepJob) -> None:
         """Start a fresh step process for ``job``."""
@@ -477,16 +482,37 @@ class SpawnExecutor(_Closing):
 
     def _reap(self, step: str) -> _Spawned:
         spawned = self._running.pop(step)
+        pid = spawned.proc.pid
+        keep = spawned.job.keep_processes
+        if spawned.proc.returncode is None:
+            # Wait for the exit without reaping: while the process is a zombie its pid still
+            # names its group, so stopping the group reaches what the step started.
+            with contextlib.suppress(ChildProcessError):
+                os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            if not keep:
+                self._groups.ending(pid)
         spawned.proc.wait()
+        if not keep:
+            self._groups.ended(pid)
         if spawned.pidfd is not None:
             os.close(spawned.pidfd)
         return spawned
+
+    def _exited(self, spawned: _Spawned) -> bool:
+        if spawned.proc.returncode is not None:
+            return True
+        try:
+            found = os.waitid(os.P_PID, spawned.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+        except ChildProcessError:  # reaped elsewhere
+            return spawned.proc.poll() is not None
+        return found is not None
 
     def poll(self, timeout: float) -> list[StepResult]:
         """Wait up to ``timeout`` seconds for a step process to exit; return finished steps."""
         deadline = time.monotonic() + timeout
         while self._running:
-            done = [s for s, r in self._running.items() if r.proc.poll() is not None]
+            self._groups.kill_due(live={r.proc.pid for r in self._running.values()})
+            done = [s for s, r in self._running.items() if self._exited(r)]
             if done:
                 results = []
                 for step in done:
@@ -499,6 +525,9 @@ class SpawnExecutor(_Closing):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
+            grace = self._groups.timeout()
+            if grace is not None:
+                remaining = min(remaining, grace + 0.001)
             fds = [r.pidfd for r in self._running.values() if r.pidfd is not None]
             if fds:
                 select.select(fds, [], [], remaining)
@@ -513,11 +542,17 @@ class SpawnExecutor(_Closing):
             _kill_group(spawned.proc.pid)
         for step in steps:
             self._reap(step)
+        self._groups.kill_due(every=True)
         return steps
 
     def close(self) -> None:
-        """Kill whatever still runs."""
-        self.cancel()
+        """Kill whatever still runs; what ended steps left behind gets the rest of its grace."""
+        steps = list(self._running)
+        for spawned in self._running.values():
+            _kill_group(spawned.proc.pid)
+        for step in steps:
+            self._reap(step)
+        self._groups.close()
 
 
 # -- in process ------------------------------------------------------------------------------

@@ -20,13 +20,16 @@ Protocol (JSON lines; requests on stdin, replies on stdout)::
     <- {"event": "exited", "step": "train", "pid": 4242, "status": 0}   (a waitpid status)
     -> {"op": "cancel"}                 SIGKILL every child's process group and reap them
     <- {"event": "cancelled"}
-    (EOF on stdin)                      kill the children, reap them, run the atexit
-                                        handlers and exit (without interpreter teardown)
+    (EOF on stdin)                      kill the children, reap them, let what ended
+                                        steps left behind finish its grace, run the
+                                        atexit handlers and exit (without teardown)
 
 Invariants: the server is single-threaded and never starts threads itself, so fork is safe;
 each child gets its own process group (so killing the group also kills what the step
-started); every child is reaped by the server; the protocol descriptors are moved off fds 0
-and 1 before any user code runs, so stray output cannot corrupt the protocol; the server
+started), and when a child exits its group is stopped (SIGTERM before the child is reaped,
+SIGKILL after a grace for what is left: `cellpipe.runner._groups`) unless its job has
+``keep_processes``; every child is reaped by the server; the protocol descriptors are moved
+off fds 0 and 1 before any user code runs, so stray output cannot corrupt the protocol; the server
 ignores SIGINT (the runner decides what Ctrl-C means) and children restore the default.
 
 The runner may start a *bare* server (`cellpipe.runner._bare.start_bare`) before it knows
@@ -52,6 +55,8 @@ import sys
 import traceback
 from typing import TYPE_CHECKING, Any
 
+from cellpipe.runner._groups import StepGroups
+
 if TYPE_CHECKING:
     from cellpipe.runner.child import WarmState
     from cellpipe.runner.jobs import StepJob
@@ -65,6 +70,8 @@ class _Server:
         self.proto_out = proto_out
         self.warm: WarmState | None = None
         self.children: dict[int, tuple[str, int | None]] = {}  # pid -> (step, pidfd)
+        self.keep: set[int] = set()  # children whose processes may outlive them
+        self.groups = StepGroups()
         self.poller = select.poll()
         self.poller.register(proto_in, select.POLLIN)
         self.buffer = b""
@@ -120,6 +127,8 @@ class _Server:
             pidfd = os.pidfd_open(pid)
             self.poller.register(pidfd, select.POLLIN)
         self.children[pid] = (job.step, pidfd)
+        if job.keep_processes:
+            self.keep.add(pid)
         self.send({"event": "started", "step": job.step, "pid": pid})
 
     def run_child(self, job: StepJob, warm: WarmState) -> None:
@@ -145,9 +154,18 @@ class _Server:
             os._exit(code)
 
     def reap(self, pid: int, *, block: bool) -> bool:
-        done, status = os.waitpid(pid, 0 if block else os.WNOHANG)
-        if done == 0:
+        flags = os.WEXITED | os.WNOWAIT | (0 if block else os.WNOHANG)
+        if os.waitid(os.P_PID, pid, flags) is None:
             return False
+        # Exited, not reaped yet: its pid still names its group and no new process can take
+        # it, so the signal reaches what the step started (and nothing else).
+        keep = pid in self.keep
+        self.keep.discard(pid)
+        if not keep:
+            self.groups.ending(pid)
+        _, status = os.waitpid(pid, 0)
+        if not keep:
+            self.groups.ended(pid)
         step, pidfd = self.children.pop(pid)
         if pidfd is not None:
             self.poller.unregister(pidfd)
@@ -155,7 +173,14 @@ class _Server:
         self.send({"event": "exited", "step": step, "pid": pid, "status": status})
         return True
 
-    def kill_all(self) -> None:
+    def kill_all(self, *, grace: bool = False) -> None:
+        """SIGKILL every running child's group and reap them.
+
+        Groups of steps that already ended are killed at once too, or, with ``grace`` (the
+        run is over, not cancelled), get the rest of their grace first.
+        """
+        if not grace:
+            self.groups.kill_due(live=self.children, every=True)
         for pid in list(self.children):
             try:
                 os.killpg(pid, signal.SIGKILL)
@@ -165,17 +190,23 @@ class _Server:
                 os.kill(pid, signal.SIGKILL)
         for pid in list(self.children):
             self.reap(pid, block=True)
+        self.groups.close()
 
     def serve(self) -> None:
-        timeout = None if hasattr(os, "pidfd_open") else 10
+        fallback = None if hasattr(os, "pidfd_open") else 10  # ms; without pidfds: poll
         by_fd: dict[int, int] = {}
         while True:
             by_fd = {fd: pid for pid, (_, fd) in self.children.items() if fd is not None}
+            timeout = fallback
+            grace = self.groups.timeout()
+            if grace is not None:
+                ms = int(grace * 1000) + 1
+                timeout = ms if timeout is None else min(timeout, ms)
             for fd, _ in self.poller.poll(timeout):
                 if fd == self.proto_in:
                     data = os.read(self.proto_in, 1 << 16)
                     if not data:
-                        self.kill_all()
+                        self.kill_all(grace=True)
                         return
                     self.buffer += data
                     while b"\n" in self.buffer:
@@ -184,7 +215,8 @@ class _Server:
                             self.handle(json.loads(line))
                 elif fd in by_fd:
                     self.reap(by_fd[fd], block=True)
-            if timeout is not None:
+            self.groups.kill_due(live=self.children)
+            if fallback is not None:
                 for pid in list(self.children):
                     self.reap(pid, block=False)
 

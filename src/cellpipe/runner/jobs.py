@@ -143,6 +143,11 @@ class StepJob:
         guarded: the inputs whose content is fingerprinted before and after the step's code
             (a later step reads them from the same producer, or they are metrics): a change
             the static analysis did not see fails the step (`cellpipe.runner._guard`).
+        keep_processes: leave the processes the step started running when it ends (the
+            ``processes:keep`` tag); by default its process group is stopped
+            (`cellpipe.runner._groups`).
+        offline: ``cellpipe.data`` uses a stored copy without asking the source
+            (``--offline``); only a source never fetched is read.
     """
 
     step: str
@@ -162,6 +167,8 @@ class StepJob:
     shell: bool = True
     guarded: tuple[str, ...] = ()
     definitions: tuple[ArtifactRef, ...] = ()
+    keep_processes: bool = False
+    offline: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -230,6 +237,8 @@ class StepJob:
             "shell": self.shell,
             "guarded": list(self.guarded),
             "definitions": [ref.to_json() for ref in self.definitions],
+            "keep_processes": self.keep_processes,
+            "offline": self.offline,
         }
 
     @classmethod
@@ -253,6 +262,8 @@ class StepJob:
             shell=bool(data.get("shell", True)),
             guarded=tuple(data.get("guarded", ())),
             definitions=tuple(ArtifactRef.from_json(d) for d in data.get("definitions", ())),
+            keep_processes=bool(data.get("keep_processes", False)),
+            offline=bool(data.get("offline", False)),
         )
 
 

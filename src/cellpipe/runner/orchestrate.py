@@ -11,7 +11,10 @@ Invariants:
     * a step's cache key covers its normalised code, the imports and functions cells, the
       parameters it reads, its input digests and the serializer versions
       (`cellpipe.pipeline.fingerprint`); the files it read last time must be unchanged too;
-    * a hit is only taken when every output artifact is still in the store;
+    * a hit is only taken when every output artifact is still in the store, and (unless
+      ``offline``) when every source its step read through ``cellpipe.data`` still has the
+      version it had then (one ``info()`` per source and run: a stat, a HEAD; no download);
+      a source that cannot be reached keeps the hit, and the reason says so;
     * the artifact store is any `ArtifactStore` that step processes can open again from its
       `ArtifactLocation` (a local folder or ``s3://``); a local store is checked with a stat
       per output, a remote one with one existence request per output (nothing downloaded);
@@ -78,6 +81,7 @@ from cellpipe.storage.serializers import serializer_versions
 if TYPE_CHECKING:
     from cellpipe.runner._bare import BareServer
     from cellpipe.runner.execute import Executor
+    from cellpipe.storage.lineage import DataInputRecord
 
 __all__ = ["RunCancelled", "RunOptions", "RunReport", "run_pipeline"]
 
@@ -94,6 +98,9 @@ class RunOptions:
         from_step: re-run this step and everything downstream of it; reuse the rest.
         only: run just these steps; their upstream outputs must be in the cache.
         executor: ``fork`` (default on Linux), ``spawn`` or ``inprocess``.
+        offline: trust a cache hit without asking the ``cellpipe.data`` sources its step
+            read whether they changed, and let steps that run use the stored copies
+            (``--offline``).
     """
 
     jobs: int | None = None
@@ -101,6 +108,7 @@ class RunOptions:
     from_step: str | None = None
     only: tuple[str, ...] = ()
     executor: str | None = None
+    offline: bool = False
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -234,6 +242,10 @@ class _Run:
         self.guarded = guarded_inputs(pipeline)
         self.file_guard = FileGuard(pipeline, self._cached_files_written)
         self.conflict: FileConflict | None = None
+        # cellpipe.data sources: recorded reads per executed run, current versions per URL
+        # (asked once per run, so every step and both lookups of a step agree).
+        self._data_reads: dict[str, list[DataInputRecord]] = {}
+        self._source_versions: dict[str, str | CellpipeError | None] = {}
 
     # -- selection -------------------------------------------------------------------------
 
@@ -361,6 +373,8 @@ class _Run:
             shell=self.shell,
             guarded=self.guarded.get(step.name, ()),
             definitions=self._definitions(step),
+            keep_processes=step.settings.keep_processes,
+            offline=self.options.offline,
         )
 
     def _definitions(self, step: Step) -> tuple[ArtifactRef, ...]:
@@ -437,8 +451,11 @@ class _Run:
             problem = self._outputs_problem(found)
             if problem:
                 return None, f"miss: {problem}"
+            changed, note = self._data_changed(found)
+            if changed:
+                return None, "miss: " + "; ".join(changed)
             source = found.source_run or found.run_id
-            return found, f"hit: same code, parameters and inputs as run {source}"
+            return found, f"hit: same code, parameters and inputs as run {source}{note}"
         previous = self.metadata.previous_step_run(step.name, self.notebook, self.run_id)
         if previous is None or not previous.cache_fields:
             return None, "miss: first run of this step"
@@ -452,6 +469,58 @@ class _Run:
         if reasons:
             return None, "miss: " + "; ".join(reasons)
         return None, f"miss: the previous run of this step ended {previous.status.value}"
+
+    def _data_changed(self, found: StepRunRecord) -> tuple[list[str], str]:
+        """Say which ``cellpipe.data`` sources of a cached step run changed since it ran.
+
+        Returns:
+            The reasons to re-run (empty when every source has its recorded version), and a
+            note for the hit's reason (sources not checked: ``--offline``, unreachable).
+        """
+        history = self.history.history
+        if history is None:
+            return [], ""
+        source_run = found.source_run or found.run_id
+        reads = self._data_reads.get(source_run)
+        if reads is None:
+            try:
+                reads = list(history.data_inputs(run_id=source_run))
+            except CellpipeError as exc:
+                logger.warning("data inputs of run %s not readable: %s", source_run, exc)
+                reads = []
+            self._data_reads[source_run] = reads
+        mine = sorted((r for r in reads if r.step == found.step), key=lambda r: r.url)
+        if not mine:
+            return [], ""
+        if self.options.offline:
+            return [], " (data sources not checked: --offline)"
+        changed: list[str] = []
+        unreachable: list[str] = []
+        for read in mine:
+            now = self._source_version(read.url)
+            if isinstance(now, CellpipeError):
+                unreachable.append(read.url)
+            elif now is None or read.version.startswith("unversioned:"):
+                changed.append(f"data source {read.url} has no version to compare (no ETag, "
+                               "checksum, size or modification time)")  # fmt: skip
+            elif now != read.version:
+                changed.append(f"data source {read.url} changed ({read.version} → {now})")
+        note = ""
+        if unreachable:
+            note = f" (data source {', '.join(unreachable)} not reachable: stored copy used)"
+        return changed, note
+
+    def _source_version(self, url: str) -> str | CellpipeError | None:
+        if url not in self._source_versions:
+            # Loaded here: fsspec is imported only for runs whose cached steps read sources.
+            from cellpipe.runner.data import source_version
+
+            try:
+                self._source_versions[url] = source_version(url)
+            except CellpipeError as exc:
+                logger.warning("%s", exc)
+                self._source_versions[url] = exc
+        return self._source_versions[url]
 
     def _outputs_problem(self, found: StepRunRecord) -> str | None:
         """Say why the recorded outputs cannot be reused (None when every one is intact)."""

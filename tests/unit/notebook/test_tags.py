@@ -45,6 +45,7 @@ def test_step_names_and_settings():
         "label:tier:gold",
         "secret:creds:/etc/creds",
         "report:false",
+        "processes:keep",
     )
     assert tags.steps == ("a", "b")
     assert tags.prev == ("x",)
@@ -55,7 +56,10 @@ def test_step_names_and_settings():
     assert tags.labels == (("tier", "gold"),)
     assert tags.secrets == ("creds:/etc/creds",)
     assert tags.report is False
+    assert tags.keep_processes is True
     assert tags.has_settings
+    assert parse("step:a", "processes:stop").keep_processes is False
+    assert parse("step:a").keep_processes is None
 
 
 def test_empty_step_name_has_no_names():
@@ -76,10 +80,11 @@ def test_empty_step_name_has_no_names():
         ("annotation:-bad-:x", "malformed-tag", "expected annotation:KEY:VALUE"),
         ("secret:", "malformed-tag", "expected secret:SPEC"),
         ("report:no", "malformed-tag", "expected report:true or report:false"),
+        ("processes:yes", "malformed-tag", "expected processes:keep or processes:stop"),
         (5, "malformed-tag", "tag 5, which is not a string"),
     ],
     ids=["typo", "word", "empty", "cache", "limit", "image", "prev", "annotation", "secret",
-         "report", "not-a-string"],
+         "report", "processes", "not-a-string"],
 )  # fmt: skip
 def test_unknown_and_malformed_tags_are_problems_and_ignored(tag, code, message):
     tags = parse("step:a", tag)

@@ -114,6 +114,7 @@ class Orchestrator:
             run_id="r1",
             shell=pipeline_needs_shell(self.pipeline),  # as the orchestrator decides
             guarded=guarded_inputs(self.pipeline).get(step.name, ()),  # as the orchestrator
+            keep_processes=step.settings.keep_processes,
         )
         self.jobs_made.append(job)
         return job

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nbformat
@@ -42,13 +44,61 @@ def notebook_outputs(result: StepResult) -> list[dict]:
     return [out for cell in nb.cells for out in cell.get("outputs", [])]
 
 
-def wait_for_file(path: Path, timeout: float = 20.0) -> str:
+# Upper bounds for a loaded machine (load average 8 on 2 cores), never expected durations: a
+# test waits for a state (a file written, a process gone), and only a broken run hits them.
+BOUND_S = 300.0
+
+
+def wait_for_file(path: Path, timeout: float = BOUND_S, stop: threading.Event | None = None) -> str:
+    """Wait until ``path`` has content; give up at the bound or when ``stop`` is set."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline and not (stop is not None and stop.is_set()):
         if path.exists() and path.read_text().strip():
             return path.read_text().strip()
         time.sleep(0.01)
     raise AssertionError(f"{path} never appeared")
+
+
+class WhenWritten:
+    """Act (in a thread) once the step processes wrote files that prove they run.
+
+    It waits for the files with no time limit but the bound, and stops waiting as soon as
+    the test is done with it (`stop`), so a run that ends early never leaves it behind.
+    """
+
+    def __init__(self, *files: Path, then: Callable[[list[str]], None]) -> None:
+        self.files = files
+        self.then = then
+        self.contents: list[str] = []
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            for path in self.files:
+                self.contents.append(wait_for_file(path, stop=self.done))
+            self.then(self.contents)
+        except BaseException as exc:  # reported by `stop`, in the test's thread
+            self.error = exc
+
+    def stop(self) -> None:
+        self.done.set()
+        self.thread.join()
+        if self.error is not None:
+            raise AssertionError(f"the steps never got there: {self.error}")
+
+
+def _ctrl_c(_contents: list[str]) -> None:
+    import _thread
+
+    _thread.interrupt_main()  # what Ctrl-C in a terminal does to the runner
+
+
+def ctrl_c_after(*files: Path) -> WhenWritten:
+    """Press Ctrl-C once ``files`` were written by the steps."""
+    return WhenWritten(*files, then=_ctrl_c)
 
 
 def test_values_flow_between_steps_and_mutation_is_seen_downstream(runner: Runner) -> None:
@@ -175,21 +225,17 @@ def test_parallel_branches_overlap(runner: Runner) -> None:
     )
     executor = runner.make_executor()
     try:
-        # Warm the executor first (the fork server starts once per run), then time the pair.
-        runner.run(pipeline(step("warm", 3, "pass")), executor=executor)
-        started = time.perf_counter()
         outcome, _ = runner.run(pipe, jobs=2, executor=executor)
-        elapsed = time.perf_counter() - started
     finally:
         executor.close()
     assert outcome.status is RunStatus.SUCCEEDED
     left, right = outcome.results["left"], outcome.results["right"]
     l0, l1 = (load_output(runner.workdir, left, n) for n in ("start", "end"))
     r0, r1 = (load_output(runner.workdir, right, n) for n in ("start", "end"))
+    # Each started before the other ended: they overlapped (proved by their own clocks, not
+    # by how long the run took, which a loaded machine can stretch at will).
     assert l0 < r1  # type: ignore[operator]
     assert r0 < l1  # type: ignore[operator]
-    if runner.kind == "fork":
-        assert elapsed < 0.9
 
 
 def test_jobs_one_runs_steps_one_at_a_time_in_order(fork_runner: Runner) -> None:
@@ -216,15 +262,11 @@ def test_kill_9_of_a_step_process_is_a_failed_step(runner: Runner) -> None:
         step("free", 6, "w = 1"),
     )  # fmt: skip
 
-    def killer() -> None:
-        os.kill(int(wait_for_file(pid_file)), signal.SIGKILL)
-
-    thread = threading.Thread(target=killer)
-    thread.start()
+    killer = WhenWritten(pid_file, then=lambda pid: os.kill(int(pid[0]), signal.SIGKILL))
     try:
         outcome, _ = runner.run(pipe)
     finally:
-        thread.join()
+        killer.stop()
     victim = outcome.results["victim"]
     assert victim.status is StepStatus.FAILED
     assert victim.error == "step process died from SIGKILL (signal 9)"
@@ -259,7 +301,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _gone_soon(pid: int, timeout: float = 3.0) -> bool:
+def _gone_soon(pid: int, timeout: float = 60.0) -> bool:
     """A process we did not start is reaped by init, a moment after it is killed."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -287,29 +329,26 @@ def test_ctrl_c_kills_every_step_process_and_reports_cancelled(runner: Runner) -
         step("three", 6, "x = 1", after=["one"]),
     )
     pids: list[int] = []
-
-    def interrupt() -> None:
-        for n in (1, 2):
-            pids.extend(int(p) for p in wait_for_file(runner.workdir / f"pid-{n}.txt").split())
-        import _thread
-
-        _thread.interrupt_main()
-
-    thread = threading.Thread(target=interrupt)
-    thread.start()
+    interrupter = ctrl_c_after(runner.workdir / "pid-1.txt", runner.workdir / "pid-2.txt")
     executor = runner.make_executor()
     sink_events = None
     try:
         with pytest.raises(KeyboardInterrupt):
             _, sink_events = runner.run(pipe, executor=executor)
     finally:
-        thread.join()
-        # Step processes are reaped before the scheduler re-raises; what they started
-        # (same process group) is killed with them.
-        step_pids, grandchildren = pids[0::2], pids[1::2]
-        steps_alive = [pid for pid in step_pids if _alive(pid)]
-        grandchildren_alive = [pid for pid in grandchildren if not _gone_soon(pid)]
-        executor.close()
+        try:
+            interrupter.stop()
+        finally:
+            pids = [int(p) for text in interrupter.contents for p in text.split()]
+            # Step processes are reaped before the scheduler re-raises; what they started
+            # (same process group) is killed with them.
+            step_pids, grandchildren = pids[0::2], pids[1::2]
+            steps_alive = [pid for pid in step_pids if _alive(pid)]
+            grandchildren_alive = [pid for pid in grandchildren if not _gone_soon(pid)]
+            executor.close()
+            for pid in pids:  # whatever went wrong, nothing outlives the test
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signal.SIGKILL)
     assert len(pids) == 4
     assert steps_alive == []
     assert grandchildren_alive == []
@@ -328,22 +367,14 @@ def test_ctrl_c_events(fork_runner: Runner) -> None:
         step("next", 5, "x = 1", after=["slow"]),
     )
     sink = CollectingSink()
-
-    def interrupt() -> None:
-        wait_for_file(fork_runner.workdir / "go.txt")
-        import _thread
-
-        _thread.interrupt_main()
-
-    thread = threading.Thread(target=interrupt)
-    thread.start()
+    interrupter = ctrl_c_after(fork_runner.workdir / "go.txt")
     with ForkServerExecutor() as executor:
         try:
             with pytest.raises(KeyboardInterrupt):
                 run_steps(pipe, prepare=Orchestrator(pipe, fork_runner.workdir),
                           executor=executor, sink=sink)  # fmt: skip
         finally:
-            thread.join()
+            interrupter.stop()
     assert [e.step for e in sink.of_type(StepCancelled)] == ["slow", "next"]
     assert sink.of_type(RunFinished)[0].status is RunStatus.CANCELLED
 
@@ -636,14 +667,14 @@ def test_a_warmed_fork_server_runs_jobs_and_one_never_used_is_killed_at_close(
 
     from cellpipe.runner import ForkServerExecutor, StepJob, run_steps
 
-    slow = pipeline(step("a", 4, "y = 1", outputs=["y"]), imports="import time\ntime.sleep(30)")
+    slow = pipeline(step("a", 4, "y = 1", outputs=["y"]), imports="import time\ntime.sleep(600)")
     job = Orchestrator(slow, workdir)(slow.step("a"), {})
     assert isinstance(job, StepJob)
     executor = ForkServerExecutor()
     executor.warm(job)
     started = time.perf_counter()
-    executor.close()  # not waited for: it is still in its 30 s imports cell
-    assert time.perf_counter() - started < 5
+    executor.close()  # not waited for: it is still in its 600 s imports cell
+    assert time.perf_counter() - started < 120  # a bound for a loaded machine, far below 600
 
     fast = pipeline(step("a", 4, "y = 1", outputs=["y"]), step("b", 5, "z = 2", outputs=["z"]))
     prepare = Orchestrator(fast, workdir)
