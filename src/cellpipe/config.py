@@ -166,6 +166,8 @@ def _read_project_file(root: Path, environ: Mapping[str, str]) -> dict[str, str]
         )
     values: dict[str, str] = {}
     for key, value in storage.items():
+        if any(environ.get(name) for name in _STORAGE_KEYS[key]):
+            continue  # the environment wins: a ${VARIABLE} it makes moot need not be set
         if not isinstance(value, str) or not value:
             raise CellpipeError(
                 f"{path}: [storage] {key} must be a non-empty string, not {value!r}",

@@ -42,3 +42,9 @@ def test_the_environment_url_still_wins(tmp_path):
     nb = _project(tmp_path, "postgresql://etl:${UNSET_VARIABLE}@db/cp")
     env = {"CELLPIPE_DB_URL": "sqlite:///other.db", "UNSET_VARIABLE": "x"}
     assert Settings.for_notebook(nb, env=env).db_url == "sqlite:///other.db"
+
+
+def test_a_variable_the_environment_url_makes_moot_need_not_be_set(tmp_path):
+    nb = _project(tmp_path, "postgresql://etl:${UNSET_VARIABLE}@db/cp")
+    env = {"CELLPIPE_DB_URL": "sqlite:///other.db"}
+    assert Settings.for_notebook(nb, env=env).db_url == "sqlite:///other.db"
