@@ -119,6 +119,9 @@ def s3_url(s3_service: S3Service) -> str:
 _CHILDREN_BEFORE = pytest.StashKey[set[int]]()
 _LEAKS = pytest.StashKey[list[str]]()
 LEAK_GRACE_S = 10.0
+INTERPRETER_HELPERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver")
+"""Helpers Python starts on first use and keeps for the life of this interpreter: not leaks
+(killing the resource tracker makes every later user warn that it "died unexpectedly")."""
 
 
 def _live_children() -> dict[int, str]:
@@ -137,8 +140,9 @@ def _live_children() -> dict[int, str]:
             raw = Path(f"/proc/{pid}/cmdline").read_bytes()
         except (OSError, IndexError):
             continue
-        if state not in ("Z", "X"):
-            found[pid] = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        command = raw.replace(b"\0", b" ").decode(errors="replace").strip()
+        if state not in ("Z", "X") and not any(h in command for h in INTERPRETER_HELPERS):
+            found[pid] = command
     return found
 
 
