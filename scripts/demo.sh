@@ -59,9 +59,6 @@ $CP logs "$LAST" train_forest
 say "cellpipe snapshot list: the workspace at the start and before/after each step"
 $CP snapshot list "$LAST"
 
-say "cellpipe snapshot changes: the files train_forest changed, and which step made each change"
-$CP snapshot changes "$LAST" train_forest
-
 say "cellpipe reproduce: restore the first run's start snapshot, run it again, compare every output"
 $CP reproduce "$FIRST"
 
