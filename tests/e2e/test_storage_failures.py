@@ -293,3 +293,34 @@ def test_an_executed_notebook_past_the_disk_limit_is_disk_full(project: Path) ->
     newest = runs.json()["runs"][0]
     show = _cli(["show", newest["run_id"], "--json"], cwd=project).json()
     assert {s["step"]: s["status"] for s in show["steps"]} == {"a": "succeeded", "b": "failed"}
+
+
+LIMITED_AT_THE_END = """\
+# %% tags=["step:a"]
+small = [1, 2, 3]
+
+# %% tags=["step:b", "prev:a"]
+import resource
+import signal
+
+total = sum(small)
+# From here on this step process cannot write a byte: its notebook and result cannot be saved.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (0, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+"""
+
+
+def test_a_step_that_cannot_write_its_result_says_so_not_exited_without_a_result(
+    project: Path,
+) -> None:
+    (project / "limited.py").write_text(LIMITED_AT_THE_END)
+    result = _cli(["run", "limited.py"], cwd=project)
+    assert result.code == 1
+    _clean(result)
+    shown = result.out + result.err
+    assert "but its result could not be written" in shown
+    assert "disk full or read-only" in shown
+    assert "without reporting a result" not in shown
+    runs = _cli(["runs", "--json"], cwd=project)
+    show = _cli(["show", runs.json()["runs"][0]["run_id"], "--json"], cwd=project).json()
+    assert {s["step"]: s["status"] for s in show["steps"]} == {"a": "succeeded", "b": "failed"}

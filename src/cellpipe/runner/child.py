@@ -64,11 +64,17 @@ from cellpipe.runner._classes import (
 from cellpipe.runner._guard import GUARD_ENV, Fingerprints, guard_enabled
 from cellpipe.runner._rng import capture_random_state, restore_random_state
 from cellpipe.runner.context import StepContext, activate
-from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
+from cellpipe.runner.jobs import (
+    EXIT_RESULT_UNWRITABLE_FAILED,
+    EXIT_RESULT_UNWRITABLE_OK,
+    MPL_BACKEND,
+    StepJob,
+    StepResult,
+)
 from cellpipe.storage.artifacts import LocalArtifactStore
 from cellpipe.storage.backends import preload_artifact_backend
 from cellpipe.storage.metric_values import MetricValueError, metric_json
-from cellpipe.storage.os_errors import storage_error_for
+from cellpipe.storage.os_errors import FULL_ERRNOS, READ_ONLY_ERRNOS, storage_error_for
 from cellpipe.storage.records import ArtifactRef, StepStatus
 from cellpipe.storage.serializers import deserialize, serialize, type_name
 
@@ -913,8 +919,36 @@ def prepare_process(workdir: str) -> None:
 def write_result(result: StepResult, path: Path) -> None:
     """Write the result where the parent expects it (temp file + rename, never half-written)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(result.to_json()))
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(result.to_json()))
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def report_result(result: StepResult, path: Path) -> int:
+    """Write the result and return the step process's exit code.
+
+    0 when the result was written. When the disk is full or the folder read-only, the result
+    cannot reach the parent as a file: the exit code says at least whether the step succeeded
+    (`EXIT_RESULT_UNWRITABLE_OK`) or failed (`EXIT_RESULT_UNWRITABLE_FAILED`), and the step's
+    own error goes to stderr (the log, if that can still be written). Other errors propagate.
+    """
+    try:
+        write_result(result, path)
+    except OSError as exc:
+        if exc.errno not in FULL_ERRNOS | READ_ONLY_ERRNOS:
+            raise
+        with contextlib.suppress(OSError):
+            os.write(2, f"cellpipe: cannot write the step's result {path}: {exc}\n".encode())
+            if result.error:
+                os.write(2, f"cellpipe: the step's own error: {result.error}\n".encode())
+        if result.status is StepStatus.SUCCEEDED:
+            return EXIT_RESULT_UNWRITABLE_OK
+        return EXIT_RESULT_UNWRITABLE_FAILED
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -933,11 +967,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         os.close(log_fd)
     result = run_job(job, warm, own_process=True)
-    write_result(result, job.result_path)
+    code = report_result(result, job.result_path)
     sys.stdout.flush()
     sys.stderr.flush()
     shutil.rmtree(Path(job.scratch_dir) / "tmp", ignore_errors=True)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

@@ -44,7 +44,13 @@ from typing import IO, Any, Protocol, Self
 
 from cellpipe.runner._bare import BareServer, server_command, step_env
 from cellpipe.runner._groups import StepGroups
-from cellpipe.runner.jobs import MPL_BACKEND, StepJob, StepResult
+from cellpipe.runner.jobs import (
+    EXIT_RESULT_UNWRITABLE_FAILED,
+    EXIT_RESULT_UNWRITABLE_OK,
+    MPL_BACKEND,
+    StepJob,
+    StepResult,
+)
 from cellpipe.storage.records import StepStatus
 
 __all__ = [
@@ -102,6 +108,10 @@ _SIGNAL_CAUSES = {
 }
 
 
+_UNWRITABLE = {EXIT_RESULT_UNWRITABLE_OK: "succeeded", EXIT_RESULT_UNWRITABLE_FAILED: "failed"}
+"""Exit codes of a step process that could not write its result, and the step's outcome."""
+
+
 def _died(job: StepJob, status: int) -> StepResult:
     """The result of a step process that ended without writing a result (or with an error)."""
     if os.WIFSIGNALED(status):
@@ -113,6 +123,16 @@ def _died(job: StepJob, status: int) -> StepResult:
         error = f"step process died from {name} (signal {number})"
         cause = _SIGNAL_CAUSES.get(name, "it got a signal it did not handle")
         hint = f"{cause}; see its log {job.log_path}"
+    elif os.WIFEXITED(status) and os.WEXITSTATUS(status) in _UNWRITABLE:
+        outcome = _UNWRITABLE[os.WEXITSTATUS(status)]
+        error = (
+            f"step {outcome}, but its result could not be written to {job.result_path} "
+            "(disk full or read-only), so its outputs are lost"
+        )
+        hint = (
+            f"free space on (or make writable) the file system of {job.result_path} and run "
+            f"again; the step's own error, if any, is at the end of its log {job.log_path}"
+        )
     else:
         code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else status
         error = f"step process exited with code {code} without reporting a result"

@@ -132,7 +132,7 @@ class _Server:
         self.send({"event": "started", "step": job.step, "pid": pid})
 
     def run_child(self, job: StepJob, warm: WarmState) -> None:
-        from cellpipe.runner.child import run_job, write_result
+        from cellpipe.runner.child import report_result, run_job
 
         code = 1
         try:
@@ -145,8 +145,7 @@ class _Server:
                 if pidfd is not None:
                     os.close(pidfd)
             result = run_job(job, warm, own_process=True)
-            write_result(result, job.result_path)
-            code = 0
+            code = report_result(result, job.result_path)
         except BaseException:
             with contextlib.suppress(OSError):
                 os.write(2, traceback.format_exc().encode("utf-8", "replace"))

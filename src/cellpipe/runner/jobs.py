@@ -32,6 +32,8 @@ from cellpipe.storage.backends import ArtifactLocation
 from cellpipe.storage.records import ArtifactRef, StepStatus
 
 __all__ = [
+    "EXIT_RESULT_UNWRITABLE_FAILED",
+    "EXIT_RESULT_UNWRITABLE_OK",
     "LOG_NAME",
     "MPL_BACKEND",
     "NOTEBOOK_NAME",
@@ -49,6 +51,11 @@ NOTEBOOK_NAME = "executed.ipynb"
 """The executed notebook of the step, in its scratch folder."""
 RESULT_NAME = "result.json"
 """Where a step process writes its `StepResult`, in its scratch folder."""
+EXIT_RESULT_UNWRITABLE_OK = 74
+"""Exit code of a step process that succeeded but could not write its result (disk full or
+read-only; 74 is sysexits' EX_IOERR). The parent then knows the outcome it cannot read."""
+EXIT_RESULT_UNWRITABLE_FAILED = 75
+"""Exit code of a step process whose step failed and whose result could not be written."""
 
 # Names whose use means the code talks to IPython (``display`` is a builtin in Jupyter).
 _SHELL_NAMES = frozenset({"display", "get_ipython", "__IPYTHON__"})
