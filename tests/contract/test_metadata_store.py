@@ -9,7 +9,6 @@ import multiprocessing
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -473,8 +472,7 @@ def test_eight_processes_write_one_store(
 
 
 @pytest.mark.slow
-@pytest.mark.slow
-def test_list_runs_is_fast_with_ten_thousand_runs(tmp_path: Path) -> None:
+def test_list_runs_of_ten_thousand_runs_reads_newest_first_from_the_index(tmp_path: Path) -> None:
     db = tmp_path / "big.db"
     store = SqlMetadataStore(sqlite_url(db))
     try:
@@ -508,19 +506,13 @@ def test_list_runs_is_fast_with_ten_thousand_runs(tmp_path: Path) -> None:
                     for i, r in enumerate(rows[50:])
                 ],
             )
-        timings = []
-        for _ in range(3):  # best of three: the machine may be busy with other tests
-            start = time.perf_counter()
-            runs = store.list_runs()
-            timings.append(time.perf_counter() - start)
+        # No wall-clock bound (the suite runs on loaded machines; benchmarks/ measures the
+        # time): the guard against a slow query is structural, the plan below.
+        runs = store.list_runs()
         assert len(runs) == 10_000
         assert runs[0].run_id == "train-09999"
-        # Generous bounds: this guards against a quadratic or unindexed query while other
-        # tests load the machine; benchmarks/ measures the real numbers.
-        assert min(timings) < 1.5, f"list_runs took {min(timings):.3f} s"
-        start = time.perf_counter()
-        assert len(store.list_runs(limit=20)) == 20
-        assert time.perf_counter() - start < 0.2
+        assert runs[0].metrics == {"acc": 9949 / 1e4, "loss": 1 - 9949 / 1e4}  # decoded
+        assert [r.run_id for r in store.list_runs(limit=20)] == [r.run_id for r in runs[:20]]
         with store._engine.connect() as conn:
             plan = conn.exec_driver_sql(
                 "EXPLAIN QUERY PLAN SELECT run_id FROM runs ORDER BY started_at DESC, run_id DESC"
