@@ -327,7 +327,7 @@ def load(run_id: str, step: str, variable: str, *, project: str | Path = ".") ->
     """Return the value ``step`` output as ``variable`` in run ``run_id``.
 
     Args:
-        run_id: the run's id (or a unique prefix of it).
+        run_id: the run's id, a unique prefix of it, or ``latest`` / ``latest~N``.
         step: the step's name.
         variable: the output's name.
         project: a folder inside the project (default: the working directory).
@@ -432,7 +432,7 @@ def restore(
     (Jupyter), else into the caller's module globals.
 
     Args:
-        run_id: the run's id (or a unique prefix of it).
+        run_id: the run's id, a unique prefix of it, or ``latest`` / ``latest~N``.
         step: the step's name.
         project: a folder inside the project (default: the working directory).
         namespace: where to put the values instead (a dict you pass in).

@@ -31,7 +31,7 @@ from cellpipe.errors import CellpipeError
 if TYPE_CHECKING:
     from cellpipe.storage.lineage import LineageGraph, LineageNode
 
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -51,7 +51,9 @@ def register(
         "  cellpipe compare RUN1 RUN2 RUN3 --json",
         formatter_class=_RAW,
     )
-    compare.add_argument("runs", metavar="RUN", nargs="+", help="run ids or unique prefixes")
+    compare.add_argument(
+        "runs", metavar="RUN", nargs="+", help="run ids, unique prefixes, or latest[~N]"
+    )
     compare.add_argument("--project", default=".", help=PROJECT_HELP)
     compare.add_argument("--json", action="store_true", help="print one JSON document")
     compare.set_defaults(handler=compare_cmd)
@@ -66,7 +68,7 @@ def register(
         "  cellpipe logs wine-2026 train_forest --json",
         formatter_class=_RAW,
     )
-    logs.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    logs.add_argument("run", metavar="RUN", help=RUN_HELP)
     logs.add_argument("step", metavar="STEP", help="the step's name")
     logs.add_argument("--project", default=".", help=PROJECT_HELP)
     logs.add_argument("--json", action="store_true", help="print one JSON document")
@@ -95,7 +97,9 @@ def register(
         formatter_class=_RAW,
     )
     lineage.add_argument(
-        "target", metavar="RUN|ARTIFACT", help="a run id (or prefix), or an artifact digest"
+        "target",
+        metavar="RUN|ARTIFACT",
+        help="a run id (or prefix, or latest[~N]), or an artifact digest",
     )
     lineage.add_argument(
         "step", metavar="STEP", nargs="?", help="with RUN and VAR: one step output's lineage"
@@ -147,7 +151,7 @@ def register(
         "  cellpipe artifacts get wine-2026 evaluate summary -o - | jq .",
         formatter_class=_RAW,
     )
-    get.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    get.add_argument("run", metavar="RUN", help=RUN_HELP)
     get.add_argument("step", metavar="STEP", help="the step's name")
     get.add_argument("variable", metavar="VAR", help="the variable's name")
     get.add_argument(
@@ -318,6 +322,7 @@ def lineage_cmd(args: argparse.Namespace) -> int:
         resolve_digest,
         run_lineage,
     )
+    from cellpipe.storage.metadata import parse_latest
 
     if args.step is not None and args.variable is None:
         raise _LineageUsage(
@@ -345,7 +350,7 @@ def lineage_cmd(args: argparse.Namespace) -> int:
             try:
                 graph = run_lineage(project.metadata, history, target)
             except RunNotFoundError as run_error:
-                if "ambiguous" in run_error.message:
+                if "ambiguous" in run_error.message or parse_latest(target) is not None:
                     raise
                 digest = resolve_digest(history, project.metadata, target)
                 graph = artifact_lineage(

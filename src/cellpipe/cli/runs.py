@@ -23,7 +23,7 @@ from cellpipe.cli import render
 if TYPE_CHECKING:
     from cellpipe.storage.records import RunRecord, StepRunRecord
 
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
 
 
 def register(
@@ -75,7 +75,7 @@ def register(
         "--json     (any unique prefix of a run id)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    show.add_argument("run", metavar="RUN", help=RUN_HELP)
     show.add_argument("--project", default=".", help=PROJECT_HELP)
     show.add_argument("--json", action="store_true", help="print one JSON document")
     show.set_defaults(handler=show_cmd)
@@ -90,7 +90,7 @@ def register(
         epilog="examples:\n  cellpipe why wine-20261128 train_forest",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    why.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    why.add_argument("run", metavar="RUN", help=RUN_HELP)
     why.add_argument("step", metavar="STEP", help="the step's name")
     why.add_argument("--project", default=".", help=PROJECT_HELP)
     why.add_argument("--json", action="store_true", help="print one JSON document")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.cli import render
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
 from cellpipe.errors import CellpipeError
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -61,7 +61,7 @@ def register(
         epilog="examples:\n  cellpipe snapshot list wine-2026 --json",
         formatter_class=_RAW,
     )
-    listing.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    listing.add_argument("run", metavar="RUN", help=RUN_HELP)
     listing.add_argument("--project", default=".", help=PROJECT_HELP)
     listing.add_argument("--json", action="store_true", help="print one JSON document")
     listing.set_defaults(handler=list_cmd)
@@ -77,7 +77,7 @@ def register(
         "  cellpipe snapshot restore wine-2026 --step split --after --to /tmp/split --json",
         formatter_class=_RAW,
     )
-    restore.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    restore.add_argument("run", metavar="RUN", help=RUN_HELP)
     restore.add_argument("--step", help="a step's snapshot instead of the run start")
     when = restore.add_mutually_exclusive_group()
     when.add_argument("--before", action="store_true", help="before the step ran (default)")
@@ -105,7 +105,7 @@ def register(
         epilog="examples:\n  cellpipe snapshot changes wine-2026 train --json",
         formatter_class=_RAW,
     )
-    changes.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    changes.add_argument("run", metavar="RUN", help=RUN_HELP)
     changes.add_argument("step", metavar="STEP", help="the step")
     changes.add_argument("--project", default=".", help=PROJECT_HELP)
     changes.add_argument("--json", action="store_true", help="print one JSON document")
@@ -123,7 +123,7 @@ def register(
         "  cellpipe reproduce wine-2026 --to /tmp/wine-repro --json",
         formatter_class=_RAW,
     )
-    reproduce.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    reproduce.add_argument("run", metavar="RUN", help=RUN_HELP)
     reproduce.add_argument(
         "--to", metavar="DIR", help="where to restore and run (default .cellpipe/reproduce/RUN)"
     )
