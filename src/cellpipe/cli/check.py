@@ -40,9 +40,7 @@ and a hint, and the exit status is 2.
 EPILOG = """\
 examples:
   cellpipe check train.ipynb
-  cellpipe check pipeline.py --json | jq '.edges'
-
-exit status: 0 valid, 2 definition errors, 1 anything else"""
+  cellpipe check pipeline.py --json | jq '.edges'"""
 
 
 def register(

@@ -37,9 +37,7 @@ examples:
   cellpipe compile train.ipynb                       writes train.yaml beside the notebook
   cellpipe compile train.ipynb -o - | less           the YAML on stdout
   cellpipe compile train.ipynb --image registry/train:1 -p EPOCHS=20
-  cellpipe compile train.ipynb --image-from-context  after `cellpipe image train.ipynb --build`
-
-exit status: 0 compiled, 2 definition or parameter errors, 1 unsupported for KFP"""
+  cellpipe compile train.ipynb --image-from-context  after `cellpipe image train.ipynb --build`"""
 
 
 def register(

@@ -90,6 +90,16 @@ examples:
 
 Run `cellpipe COMMAND --help` for a command's options."""
 
+# Every parser's help ends with this (`build_parser` appends it to each epilog).
+EXIT_STATUS = """\
+exit status:
+  0    success
+  1    a failed run; any other failure (a missing run, a storage error, a feature
+       Kubeflow does not support, `reproduce` outputs that differ)
+  2    a usage or definition error: a bad option, an unknown step or parameter,
+       an invalid notebook
+  130  interrupted (Ctrl-C)"""
+
 Handler = Callable[[argparse.Namespace], int]
 
 if TYPE_CHECKING:
@@ -126,7 +136,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     module = COMMAND_MODULES.get(command or "")
     for module_name in (module,) if module is not None else COMMANDS:
         importlib.import_module(module_name).register(subparsers, [common])
+    _add_exit_status(parser)
     return parser
+
+
+def _add_exit_status(parser: argparse.ArgumentParser) -> None:
+    """Append `EXIT_STATUS` to the epilog of ``parser`` and of every subparser under it."""
+    parser.epilog = f"{parser.epilog.rstrip()}\n\n{EXIT_STATUS}" if parser.epilog else EXIT_STATUS
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _add_exit_status(sub)
 
 
 def command_of(argv: Sequence[str]) -> str | None:

@@ -1,0 +1,67 @@
+"""The CLI paper cuts of issue 11: exit statuses in every --help, "did you mean" for a
+mistyped step (exit 2), plurals, a failing step's hint and traceback printed once, parameters
+as columns in `runs`, `artifacts get -o DIR/`, `cellpipe config`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from run_helpers import summary, write_notebook
+
+from cellpipe.cli.main import build_parser
+
+pytestmark = pytest.mark.e2e
+
+CELLS = [
+    (["imports"], "import cellpipe"),
+    (["pipeline-parameters"], "RATE = 0.5\nDEPTH = 3"),
+    (["step:load"], "rows = [1, 2, 3]"),
+    (["step:train", "prev:load"], 'model = {"w": sum(rows) * RATE}\nprint("trained")'),
+    (["step:score", "prev:train"], 'cellpipe.log_metric("acc", model["w"] / 3)'),
+]
+
+
+@pytest.fixture
+def notebook(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    folder = tmp_path / "proj"
+    path = write_notebook(folder, CELLS)
+    monkeypatch.chdir(folder)
+    return path
+
+
+def _parsers(parser: argparse.ArgumentParser) -> Iterator[argparse.ArgumentParser]:
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):
+                yield from _parsers(sub)
+
+
+def test_every_help_documents_the_exit_statuses() -> None:
+    parsers = list(_parsers(build_parser(None)))
+    assert len(parsers) > 20
+    for parser in parsers:
+        text = parser.format_help()
+        assert "exit status:\n  0    success" in text, parser.prog
+        assert "2    a usage or definition error" in text, parser.prog
+        assert text.count("exit status:") == 1, parser.prog
+
+
+@pytest.mark.slow
+def test_a_mistyped_step_is_a_usage_error_with_did_you_mean(run_cli, notebook) -> None:
+    only = run_cli("run", notebook, "--only", "trian")
+    assert only.code == 2
+    assert "did you mean 'train'?" in only.err
+    assert "cellpipe failed" not in only.err
+    run_id = summary(run_cli("run", notebook, "--json").out)["run_id"]
+    for words in (["why", run_id, "trian"], ["logs", run_id, "trian"]):
+        result = run_cli(*words)
+        assert result.code == 2, words
+        assert "did you mean 'train'?" in result.err, words
+        assert "cellpipe failed" not in result.err, words
+    lineage = run_cli("lineage", run_id, "trian", "model")
+    assert lineage.code == 2
+    assert "did you mean 'train'?" in lineage.err
