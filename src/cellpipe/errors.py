@@ -203,7 +203,8 @@ class RunFailedError(CellpipeError):
     def __init__(self, *, run_id: str, failures: Sequence[StepFailedError]) -> None:
         self.run_id = run_id
         self.failures = tuple(failures)
-        lines = [f"run {run_id} failed in {len(self.failures)} step(s):"]
+        count = len(self.failures)
+        lines = [f"run {run_id} failed in {count} step{'' if count == 1 else 's'}:"]
         for failure in self.failures:
             lines.append(f"  {failure.message}")
             if failure.log_path:

@@ -5,6 +5,7 @@ as columns in `runs`, `artifacts get -o DIR/`, `cellpipe config`."""
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,7 +21,7 @@ CELLS = [
     (["pipeline-parameters"], "RATE = 0.5\nDEPTH = 3"),
     (["step:load"], "rows = [1, 2, 3]"),
     (["step:train", "prev:load"], 'model = {"w": sum(rows) * RATE}\nprint("trained")'),
-    (["step:score", "prev:train"], 'cellpipe.log_metric("acc", model["w"] / 3)'),
+    (["step:score", "prev:train"], 'cellpipe.log_metric("acc", model["w"] / 7)'),
 ]
 
 
@@ -65,3 +66,37 @@ def test_a_mistyped_step_is_a_usage_error_with_did_you_mean(run_cli, notebook) -
     lineage = run_cli("lineage", run_id, "trian", "model")
     assert lineage.code == 2
     assert "did you mean 'train'?" in lineage.err
+
+
+@pytest.mark.slow
+def test_a_failing_step_shows_its_traceback_and_hint_once_and_1_step(run_cli, tmp_path) -> None:
+    cells = [
+        (["imports"], "import cellpipe"),
+        (["step:only"], 'raise cellpipe.CellpipeError("bad rows", hint="drop the empty rows")'),
+    ]
+    path = write_notebook(tmp_path / "fails", cells)
+    result = run_cli("run", path)
+    assert result.code == 1
+    both = result.out + result.err
+    assert ": 1 step\n" in result.out
+    assert "1 steps" not in both
+    assert both.count("Traceback (most recent call last):") == 1, both
+    assert both.count("hint: drop the empty rows") == 1, both
+    assert "CellpipeError: bad rows (nb.ipynb, cell 2, line 1)" in result.err
+
+
+@pytest.mark.slow
+def test_runs_has_a_column_per_parameter_and_numbers_print_alike(run_cli, notebook) -> None:
+    first = summary(run_cli("run", notebook, "--json").out)["run_id"]
+    second = summary(run_cli("run", notebook, "-p", "RATE=0.25", "--json").out)["run_id"]
+    lines = run_cli("runs").out.splitlines()
+    header = lines[0].split()
+    assert header[-3:] == ["DEPTH", "RATE", "metrics"]  # the order the run recorded
+    row = {line.split()[0]: line.split() for line in lines[1:]}
+    assert row[second][-3:-1] == ["3", "0.25"]
+    assert row[first][-3:-1] == ["3", "0.5"]
+    # 6 * 0.5 / 7 = 0.4285714...: the same digits in show, compare, runs and the run summary.
+    assert re.search(r"\bacc +0\.428571\n", run_cli("show", first).out)
+    assert re.search(r"\bacc +0\.428571 ", run_cli("compare", first, second).out)
+    assert "acc=0.428571" in row[first][-1]
+    assert "acc=0.428571" in run_cli("run", notebook).out

@@ -297,5 +297,4 @@ def _literal(value: JsonValue) -> str:
     return render.dumps(value, ensure_ascii=False)
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+_count = render.plural

@@ -128,7 +128,7 @@ def compile_cmd(args: argparse.Namespace) -> int:
             sys.stdout,
         )
     else:
-        print(f"compiled {compiled.name} ({steps} steps) to {output}")
+        print(f"compiled {compiled.name} ({render.plural(steps, 'step')}) to {output}")
         pinned = sorted({r for reqs in compiled.run_packages.values() for r in reqs})
         if pinned:
             noun = "package" if len(pinned) == 1 else "packages"

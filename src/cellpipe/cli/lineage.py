@@ -246,7 +246,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
 def _cell(value: Any, present: bool = True) -> str:
     if not present:
         return "-"
-    return render.short_value(value, width=40, float_format=".6g")
+    return render.short_value(value, width=40)
 
 
 def _highlighted_table(title: str, header: list[str], rows: list[tuple[list[str], bool]]) -> None:
@@ -446,7 +446,8 @@ def to_text(graph: LineageGraph) -> str:
         lines.append("")
         for node in reused:
             lines.append(
-                f"{_short(node.digest)} was reused by {node.detail['reused_by']} cached run(s)"
+                f"{_short(node.digest)} was reused by "
+                f"{render.plural(node.detail['reused_by'], 'cached run')}"
             )
     more = [(node, side, count) for node in graph.nodes for side, count in _more(node)]
     if more:

@@ -164,6 +164,9 @@ def runs_cmd(args: argparse.Namespace) -> int:
         render.write_json({"runs": [run_document(r) for r in found]}, sys.stdout)
         return 0
     out = render.Output(sys.stdout)
+    # One column per parameter (of any run listed, in the order they first appear); a run
+    # without that parameter shows "-".
+    params = list(dict.fromkeys(name for run in found for name in run.parameters))
     rows = []
     for run in found:
         doc = run_document(run)
@@ -174,10 +177,11 @@ def runs_cmd(args: argparse.Namespace) -> int:
                 run.status.value,
                 run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                 f"{doc['duration_s']:.1f}s" if doc["duration_s"] is not None else "-",
+                *[_short(run.parameters[p], 24) if p in run.parameters else "-" for p in params],
                 metrics or "-",
             ]
         )
-    out.table(["run", "status", "started (UTC)", "took", "metrics"], rows)
+    out.table(["run", "status", "started (UTC)", "took", *params, "metrics"], rows)
     return 0
 
 
@@ -204,7 +208,7 @@ def show_cmd(args: argparse.Namespace) -> int:
     if run.error:
         out.line(f"error: {run.error.splitlines()[0]}")
     out.heading("Parameters")
-    out.table(["name", "value"], [[k, repr(v)] for k, v in run.parameters.items()])
+    out.table(["name", "value"], [[k, _short(v)] for k, v in run.parameters.items()])
     out.heading("Metrics")
     out.table(["name", "value"], [[k, _short(v)] for k, v in run.metrics.items()])
     out.heading("Steps")

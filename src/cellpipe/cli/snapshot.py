@@ -236,7 +236,9 @@ def restore_cmd(args: argparse.Namespace) -> int:
         render.write_json(document, sys.stdout)
         return 0
     what = f"step '{args.step}' {snap.kind.value}" if args.step else "run start"
-    print(f"restored {count} files ({_size(snap.total_size)}) of {what} to {target}")
+    print(
+        f"restored {render.plural(count, 'file')} ({_size(snap.total_size)}) of {what} to {target}"
+    )
     if restored.left_out:
         print(
             f"left out by the ignore rules (secrets, .cellpipeignore): "
