@@ -5,6 +5,7 @@ as columns in `runs`, `artifacts get -o DIR/`, `cellpipe config`."""
 from __future__ import annotations
 
 import argparse
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,3 +101,47 @@ def test_runs_has_a_column_per_parameter_and_numbers_print_alike(run_cli, notebo
     assert re.search(r"\bacc +0\.428571 ", run_cli("compare", first, second).out)
     assert "acc=0.428571" in row[first][-1]
     assert "acc=0.428571" in run_cli("run", notebook).out
+
+
+@pytest.mark.slow
+def test_artifacts_get_into_a_folder_names_the_file_after_the_variable(run_cli, notebook) -> None:
+    run_cli("run", notebook)
+    got = run_cli("artifacts", "get", "latest", "load", "rows", "-o", "out/", "--json")
+    assert got.code == 0, got.err
+    written = Path("out") / "rows.json"
+    assert got.json()["path"] == str(written)
+    assert json.loads(written.read_text()) == [1, 2, 3]
+    again = run_cli("artifacts", "get", "latest", "load", "rows", "-o", "out")  # exists now
+    assert again.code == 1
+    assert "out/rows.json exists" in again.err
+
+
+def test_config_shows_each_setting_and_its_source_with_passwords_masked(
+    run_cli, tmp_path, monkeypatch
+) -> None:
+    folder = tmp_path / "proj"
+    folder.mkdir()
+    (folder / "cellpipe.toml").write_text('[storage]\nartifacts_url = "store"\n')
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("CELLPIPE_DB_URL", "postgresql://etl:hunter2@db.example.com/cellpipe")
+    monkeypatch.delenv("CELLPIPE_S3_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    doc = run_cli("config", "--json").json()
+    assert doc["project"] == str(folder.resolve())
+    assert doc["settings"] == {
+        "db_url": {
+            "value": "postgresql://etl:***@db.example.com/cellpipe",
+            "source": "environment variable CELLPIPE_DB_URL",
+        },
+        "artifacts_url": {"value": str(folder.resolve() / "store"), "source": "cellpipe.toml"},
+        "s3_endpoint_url": {"value": None, "source": "default"},
+    }
+    text = run_cli("config").out
+    assert "hunter2" not in text
+    assert "environment variable CELLPIPE_DB_URL" in text
+
+    (folder / "cellpipe.toml").write_text('[storge]\nartifacts_url = "store"\n')
+    bad = run_cli("config")
+    assert bad.code == 1
+    assert "cellpipe.toml: unknown section(s) or top-level key(s): storge" in bad.err
+    assert "only a [storage] table" in bad.err

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -155,7 +156,11 @@ def register(
     get.add_argument("step", metavar="STEP", help="the step's name")
     get.add_argument("variable", metavar="VAR", help="the variable's name")
     get.add_argument(
-        "-o", "--output", required=True, metavar="FILE", help="file or folder; - for stdout"
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="a file; a folder (existing, or ending in /) gets VAR.SUFFIX; - for stdout",
     )
     get.add_argument("--force", action="store_true", help="replace an existing FILE")
     get.add_argument("--project", default=".", help=PROJECT_HELP)
@@ -551,7 +556,9 @@ def artifacts_get_cmd(args: argparse.Namespace) -> int:
             sys.stdout.buffer.flush()
             return 0
         target = Path(args.output)
-        if target.is_dir():
+        # `-o DIR/` (even one that does not exist yet) or an existing folder: the file goes
+        # in it, named after the variable.
+        if target.is_dir() or args.output.endswith(("/", os.sep)):
             target = target / f"{args.variable}{suffix}"
         if target.exists() and not args.force:
             raise CellpipeError(

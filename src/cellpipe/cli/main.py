@@ -41,6 +41,7 @@ COMMANDS = (
     "cellpipe.cli.image",
     "cellpipe.cli.submit",
     "cellpipe.cli.doctor",
+    "cellpipe.cli.config",
 )
 
 # Which module registers each command: a command line that names one only imports and
@@ -65,6 +66,7 @@ COMMAND_MODULES = {
     "image": "cellpipe.cli.image",
     "submit": "cellpipe.cli.submit",
     "doctor": "cellpipe.cli.doctor",
+    "config": "cellpipe.cli.config",
 }
 
 BUG_REPORT = (
@@ -87,6 +89,7 @@ examples:
   cellpipe compare RUN RUN                 parameters and metrics side by side
   cellpipe compile train.ipynb             Kubeflow Pipelines v2 YAML for a cluster
   cellpipe doctor                          check the project's stores; --repair a damaged one
+  cellpipe config                          the storage settings and where each came from
 
 Run `cellpipe COMMAND --help` for a command's options."""
 
