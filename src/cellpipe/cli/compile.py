@@ -36,7 +36,7 @@ EPILOG = """\
 examples:
   cellpipe compile train.ipynb                       writes train.yaml beside the notebook
   cellpipe compile train.ipynb -o - | less           the YAML on stdout
-  cellpipe compile train.ipynb --image registry/train:1 -p EPOCHS=20
+  cellpipe compile train.ipynb --image registry/train:1 -p MAX_DEPTH=6
   cellpipe compile train.ipynb --image-from-context  after `cellpipe image train.ipynb --build`"""
 
 

@@ -94,7 +94,7 @@ def register(
         "  cellpipe lineage sha256:9f2c... --format dot | dot -Tsvg > lineage.svg\n"
         "  cellpipe lineage 9f2c1a --json        (a unique digest prefix)\n"
         "  cellpipe lineage 9f2c1a --limit 10    (10 readers of each artifact; 0: all)\n"
-        "  cellpipe lineage wine-2026 split x_train   (one step output)",
+        "  cellpipe lineage wine-2026 split X_train   (one step output)",
         formatter_class=_RAW,
     )
     lineage.add_argument(
@@ -135,7 +135,7 @@ def register(
         parents=parents,
         help="copy stored values out of the artifact store",
         description="Work with stored values.",
-        epilog="examples:\n  cellpipe artifacts get wine-2026 split x_train -o x_train.parquet",
+        epilog="examples:\n  cellpipe artifacts get wine-2026 split X_train -o x_train.parquet",
         formatter_class=_RAW,
     )
     commands = artifacts.add_subparsers(title="commands", metavar="COMMAND")
@@ -147,9 +147,9 @@ def register(
         "name, its input) to FILE. The bytes are the value in its natural format: .npy "
         "(numpy), .parquet (pandas), .json, .joblib (scikit-learn), .pkl (cloudpickle); "
         "when FILE is a folder the file is named VAR plus that suffix.",
-        epilog="examples:\n  cellpipe artifacts get wine-2026 split x_train -o x_train.parquet\n"
-        "  cellpipe artifacts get wine-2026 train_forest model -o models/\n"
-        "  cellpipe artifacts get wine-2026 evaluate summary -o - | jq .",
+        epilog="examples:\n  cellpipe artifacts get wine-2026 split X_train -o x_train.parquet\n"
+        "  cellpipe artifacts get wine-2026 train_forest forest -o models/\n"
+        "  cellpipe artifacts get wine-2026 train_forest forest_acc -o - | jq .",
         formatter_class=_RAW,
     )
     get.add_argument("run", metavar="RUN", help=RUN_HELP)

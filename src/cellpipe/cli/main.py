@@ -83,7 +83,7 @@ examples:
   cellpipe check train.ipynb               steps, data edges, parameters, metrics, packages
   cellpipe check train.ipynb --json        the same as one JSON document
   cellpipe graph train.ipynb               the pipeline as a Mermaid diagram
-  cellpipe run train.ipynb -p LR=0.01      run locally; cached steps are reused
+  cellpipe run train.ipynb -p MAX_DEPTH=6  run locally; cached steps are reused
   cellpipe runs                            the run history of this project
   cellpipe why RUN STEP                    why a step was a cache hit or a miss
   cellpipe compare RUN RUN                 parameters and metrics side by side

@@ -117,7 +117,7 @@ def register(
         "it with --delete. Every move is recorded: `cellpipe models history NAME`. 'latest' "
         "is reserved: it always means the newest version.",
         epilog="examples:\n  cellpipe models alias wine production 2\n"
-        "  cellpipe models alias wine staging 3 --json\n"
+        "  cellpipe models alias wine staging 1 --json\n"
         "  cellpipe models alias wine staging --delete",
         formatter_class=_RAW,
     )

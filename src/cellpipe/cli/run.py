@@ -39,7 +39,7 @@ EPILOG = """\
 examples:
   cellpipe run train.ipynb                     run, reusing every cached step
   cellpipe run train.ipynb -p MAX_DEPTH=6      override a parameter (typed as declared)
-  cellpipe run train.ipynb --from train        re-run `train` and everything after it
+  cellpipe run train.ipynb --from split        re-run `split` and everything after it
   cellpipe run train.ipynb --only evaluate     run one step, inputs from the cache
   cellpipe run train.ipynb --json | jq .       one JSON object per event, then the summary"""
 

@@ -49,7 +49,7 @@ def register(
         "one back) are left out; symbolic links are recorded as links, never followed.",
         epilog="examples:\n  cellpipe snapshot list wine-2026\n"
         "  cellpipe snapshot restore wine-2026 --to /tmp/wine-start\n"
-        "  cellpipe snapshot restore wine-2026 --step train --after --to /tmp/after-train",
+        "  cellpipe snapshot restore wine-2026 --step train_forest --after --to /tmp/after-train",
         formatter_class=_RAW,
     )
     commands = snapshot.add_subparsers(title="commands", metavar="COMMAND")
@@ -102,7 +102,7 @@ def register(
         "who made it: 'seen' (the step's audit hook saw the file opened for writing), "
         "'unseen' (no other step ran meanwhile, yet the hook did not see it: a subprocess), "
         "or 'shared' (other steps ran meanwhile: one of the steps named made it).",
-        epilog="examples:\n  cellpipe snapshot changes wine-2026 train --json",
+        epilog="examples:\n  cellpipe snapshot changes wine-2026 train_forest --json",
         formatter_class=_RAW,
     )
     changes.add_argument("run", metavar="RUN", help=RUN_HELP)
