@@ -38,6 +38,9 @@ def test_latest_works_in_every_command_and_the_api(run_cli, project, tmp_path):
     got = run_cli("artifacts", "get", "latest", "a", "x", "-o", tmp_path / "x.json", "--json")
     assert got.json()["run_id"] == second
     assert run_cli("snapshot", "list", "latest~1", "--json").json()["run_id"] == first
+    registered = run_cli("models", "register", "m", "--run", "latest~1", "--step", "a",
+                         "--var", "x", "--json")  # fmt: skip
+    assert registered.json()["run_id"] == first, registered.err
     assert cellpipe.load("latest", "a", "x") == 4
     assert cellpipe.load("latest~1", "a", "x") == 2
 
