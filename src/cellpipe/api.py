@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellpipe.config import Settings
-from cellpipe.errors import CellpipeError, RunNotFoundError, StorageError
+from cellpipe.errors import RunNotFoundError, StorageError, UnknownStepError
 from cellpipe.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -232,13 +232,8 @@ def _run_notebook(
 
 
 def _check_step(pipeline: Pipeline, name: str) -> None:
-    import difflib
-
-    if name in pipeline.step_names:
-        return
-    close = difflib.get_close_matches(name, pipeline.step_names, n=1)
-    hint = f"did you mean '{close[0]}'?" if close else "steps: " + ", ".join(pipeline.step_names)
-    raise CellpipeError(f"{pipeline.path} has no step '{name}'", hint=hint)
+    if name not in pipeline.step_names:
+        raise UnknownStepError(name, where=str(pipeline.path), steps=pipeline.step_names)
 
 
 class Run:
@@ -327,7 +322,7 @@ def load(run_id: str, step: str, variable: str, *, project: str | Path = ".") ->
     """Return the value ``step`` output as ``variable`` in run ``run_id``.
 
     Args:
-        run_id: the run's id (or a unique prefix of it).
+        run_id: the run's id, a unique prefix of it, or ``latest`` / ``latest~N``.
         step: the step's name.
         variable: the output's name.
         project: a folder inside the project (default: the working directory).
@@ -385,10 +380,7 @@ def step_record(project: Project, run_id: str, step: str) -> tuple[RunRecord, St
     run_record = project.metadata.get_run(run_id)
     records = {r.step: r for r in project.metadata.step_runs(run_record.run_id)}
     if step not in records:
-        raise RunNotFoundError(
-            f"run {run_record.run_id} has no step '{step}'",
-            hint="its steps: " + (", ".join(records) or "none recorded"),
-        )
+        raise UnknownStepError(step, where=f"run {run_record.run_id}", steps=list(records))
     return run_record, records[step]
 
 
@@ -432,7 +424,7 @@ def restore(
     (Jupyter), else into the caller's module globals.
 
     Args:
-        run_id: the run's id (or a unique prefix of it).
+        run_id: the run's id, a unique prefix of it, or ``latest`` / ``latest~N``.
         step: the step's name.
         project: a folder inside the project (default: the working directory).
         namespace: where to put the values instead (a dict you pass in).

@@ -28,7 +28,11 @@ is an error naming the key and the variable, and ``$$`` is a literal ``$``. A
 ``cellpipe.toml`` that holds a literal password anyway is left out of snapshots.
 
 Invariants: reading settings has no side effect (no directory is created here); a malformed
-``cellpipe.toml`` or an unknown key in it is an error naming the file, never silently ignored.
+``cellpipe.toml``, an unknown key in it or an unknown section (a table other than
+`SECTIONS`) is an error naming the file, never silently ignored. ``cellpipe.toml`` is
+cellpipe's own file (other tools keep theirs in ``pyproject.toml``), so a misspelt
+``[storge]`` is caught instead of leaving the storage at its defaults. `setting_sources`
+says where each effective value came from (``cellpipe config``).
 
 Must not depend on: cli, ui.
 """
@@ -46,6 +50,9 @@ from cellpipe.errors import CellpipeError
 
 STATE_DIR = ".cellpipe"
 CONFIG_FILE = "cellpipe.toml"
+
+SECTIONS = ("storage",)
+"""The tables ``cellpipe.toml`` may have; any other is an error."""
 
 _STORAGE_KEYS = {
     # key in [storage] -> environment variables that override it, strongest first
@@ -156,6 +163,13 @@ def _read_project_file(root: Path, environ: Mapping[str, str]) -> dict[str, str]
         raise CellpipeError(
             f"cannot read {path}: {exc}", hint="fix the file's TOML syntax"
         ) from exc
+    unknown_sections = sorted(set(doc) - set(SECTIONS))
+    if unknown_sections:
+        raise CellpipeError(
+            f"{path}: unknown section(s) or top-level key(s): {', '.join(unknown_sections)}",
+            hint="cellpipe.toml has only a [storage] table, which "
+            + _KEYS_HINT.removeprefix("[storage] "),
+        )
     storage = doc.get("storage", {})
     if not isinstance(storage, dict):
         raise CellpipeError(f"{path}: [storage] must be a table", hint=_KEYS_HINT)
@@ -175,6 +189,32 @@ def _read_project_file(root: Path, environ: Mapping[str, str]) -> dict[str, str]
             )
         values[key] = _anchor(key, _expand(path, key, value, environ), root)
     return values
+
+
+def setting_sources(root: Path, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Return where each storage setting of the project at ``root`` comes from.
+
+    Values: ``"environment variable NAME"``, ``"cellpipe.toml"`` or ``"default"``, by the
+    same precedence as `Settings.for_notebook` (which has already validated the file when
+    called first).
+    """
+    environ = os.environ if env is None else env
+    in_file: set[str] = set()
+    path = root / CONFIG_FILE
+    if path.is_file():
+        import tomllib
+
+        with path.open("rb") as f:
+            storage = tomllib.load(f).get("storage", {})
+        in_file = set(storage) if isinstance(storage, dict) else set()
+    sources: dict[str, str] = {}
+    for key, names in _STORAGE_KEYS.items():
+        named = next((name for name in names if environ.get(name)), None)
+        if named is not None:
+            sources[key] = f"environment variable {named}"
+        else:
+            sources[key] = CONFIG_FILE if key in in_file else "default"
+    return sources
 
 
 _REFERENCE = re.compile(r"\$(?:\$|\{([A-Za-z_][A-Za-z0-9_]*)\}|\{[^}]*\}?)")

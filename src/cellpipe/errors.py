@@ -18,7 +18,7 @@ The tree::
     │   ├── DamagedDatabaseError      the SQLite file is not a database or is malformed
     │   ├── ReadOnlyStorageError      a write to a read-only file system or folder
     │   └── StorageFullError          no space left (ENOSPC, EDQUOT, EFBIG)
-    ├── RunNotFoundError
+    ├── RunNotFoundError ── UnknownStepError  a mistyped step name (exit 2, "did you mean")
     ├── RegistryError ── ModelNotFoundError
     ├── CompileError                  feature not supported by the KFP target
     └── ServingError
@@ -203,7 +203,8 @@ class RunFailedError(CellpipeError):
     def __init__(self, *, run_id: str, failures: Sequence[StepFailedError]) -> None:
         self.run_id = run_id
         self.failures = tuple(failures)
-        lines = [f"run {run_id} failed in {len(self.failures)} step(s):"]
+        count = len(self.failures)
+        lines = [f"run {run_id} failed in {count} step{'' if count == 1 else 's'}:"]
         for failure in self.failures:
             lines.append(f"  {failure.message}")
             if failure.log_path:
@@ -281,6 +282,28 @@ class RunNotFoundError(CellpipeError):
     """No run (or step run) matches the given id."""
 
     headline = "run not found"
+
+
+class UnknownStepError(RunNotFoundError):
+    """A step name the pipeline or the run does not have: a usage error (exit 2).
+
+    Args:
+        step: the name given.
+        where: the notebook path or ``run RUN_ID`` that has no such step.
+        steps: the steps it does have (for the "did you mean").
+    """
+
+    headline = "no such step"
+    exit_code = 2
+
+    def __init__(self, step: str, *, where: str, steps: Sequence[str]) -> None:
+        import difflib
+
+        close = difflib.get_close_matches(step, list(steps), n=1)
+        known = ", ".join(steps) or "none"
+        hint = f"did you mean '{close[0]}'?" if close else f"its steps: {known}"
+        super().__init__(f"{where} has no step '{step}'", hint=hint)
+        self.step = step
 
 
 class RegistryError(CellpipeError):

@@ -52,7 +52,7 @@ def test_logs(two_runs, run_cli):
     cached = run_cli("logs", r2, "a", "--project", project, "--json").json()
     assert cached["source_run"] == r1  # a was a cache hit in the second run
     missing = run_cli("logs", r1, "nope", "--project", project)
-    assert missing.code == 1
+    assert missing.code == 2  # a usage error (issue 11)
     assert "has no step 'nope'" in missing.err
 
 

@@ -64,3 +64,33 @@ def test_the_console_script_still_runs_atexit_handlers() -> None:
     done = _entry("--version", prelude="import atexit; atexit.register(print, 'handler ran'); ")
     assert done.returncode == 0
     assert done.stdout.splitlines() == ["cellpipe 0.1.0", "handler ran"]
+
+
+def test_python_dash_m_cellpipe_is_the_console_script(repo_root: Path, tmp_path: Path) -> None:
+    """`python -m cellpipe` gives the console script's output and exit status (issue 11)."""
+    script = Path(sys.executable).parent / "cellpipe"
+    wine = repo_root / "examples" / "wine" / "wine.ipynb"
+    codes = []
+    for args in (["check", str(wine), "--json"], ["check", str(tmp_path / "none.ipynb")]):
+        by_module = subprocess.run(
+            [sys.executable, "-m", "cellpipe", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+        by_script = subprocess.run(
+            [str(script), *args], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        )
+        assert by_module.returncode == by_script.returncode, by_module.stderr
+        assert by_module.stdout == by_script.stdout
+        assert by_module.stderr == by_script.stderr
+        codes.append(by_module.returncode)
+        if args[-1] == "--json":
+            assert json.loads(by_module.stdout)["ok"] is True
+    assert codes == [0, 2]
+    usage = subprocess.run(
+        [sys.executable, "-m", "cellpipe", "nosuch"], capture_output=True, text=True, timeout=120
+    )
+    assert usage.returncode == 2
+    assert usage.stderr.startswith("usage: cellpipe ")

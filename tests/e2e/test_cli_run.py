@@ -177,7 +177,8 @@ def test_failure_skips_descendants_points_at_the_cell_and_resume_runs_only_the_r
     text = run_cli("run", path)
     assert text.code == 1
     assert "step 'bad' failed: ValueError: boom (nb.ipynb, cell 3, line 2)" in text.err
-    assert 'nb.ipynb [cell 3]", line 2' in text.err
+    # The traceback is printed once: with the step's output, not again in the summary (issue 11).
+    assert (text.out + text.err).count('nb.ipynb [cell 3]", line 2') == 1
 
     replace_cell(path, 3, "y = x + 1")
     fixed = run_cli("run", path, "--json")

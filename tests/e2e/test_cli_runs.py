@@ -95,7 +95,7 @@ def test_runs_show_why_json_shapes_and_prefixes(run_cli, project):
     assert ambiguous.code == 1
     assert "ambiguous" in ambiguous.err
     no_step = run_cli("why", prefix, "zz")
-    assert no_step.code == 1
+    assert no_step.code == 2  # a usage error (issue 11)
     assert "has no step 'zz'" in no_step.err
 
 

@@ -40,9 +40,7 @@ and a hint, and the exit status is 2.
 EPILOG = """\
 examples:
   cellpipe check train.ipynb
-  cellpipe check pipeline.py --json | jq '.edges'
-
-exit status: 0 valid, 2 definition errors, 1 anything else"""
+  cellpipe check pipeline.py --json | jq '.edges'"""
 
 
 def register(
@@ -299,5 +297,4 @@ def _literal(value: JsonValue) -> str:
     return render.dumps(value, ensure_ascii=False)
 
 
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+_count = render.plural

@@ -36,10 +36,8 @@ EPILOG = """\
 examples:
   cellpipe compile train.ipynb                       writes train.yaml beside the notebook
   cellpipe compile train.ipynb -o - | less           the YAML on stdout
-  cellpipe compile train.ipynb --image registry/train:1 -p EPOCHS=20
-  cellpipe compile train.ipynb --image-from-context  after `cellpipe image train.ipynb --build`
-
-exit status: 0 compiled, 2 definition or parameter errors, 1 unsupported for KFP"""
+  cellpipe compile train.ipynb --image registry/train:1 -p MAX_DEPTH=6
+  cellpipe compile train.ipynb --image-from-context  after `cellpipe image train.ipynb --build`"""
 
 
 def register(
@@ -130,7 +128,7 @@ def compile_cmd(args: argparse.Namespace) -> int:
             sys.stdout,
         )
     else:
-        print(f"compiled {compiled.name} ({steps} steps) to {output}")
+        print(f"compiled {compiled.name} ({render.plural(steps, 'step')}) to {output}")
         pinned = sorted({r for reqs in compiled.run_packages.values() for r in reqs})
         if pinned:
             noun = "package" if len(pinned) == 1 else "packages"

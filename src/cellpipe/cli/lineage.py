@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -31,7 +32,7 @@ from cellpipe.errors import CellpipeError
 if TYPE_CHECKING:
     from cellpipe.storage.lineage import LineageGraph, LineageNode
 
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -51,7 +52,9 @@ def register(
         "  cellpipe compare RUN1 RUN2 RUN3 --json",
         formatter_class=_RAW,
     )
-    compare.add_argument("runs", metavar="RUN", nargs="+", help="run ids or unique prefixes")
+    compare.add_argument(
+        "runs", metavar="RUN", nargs="+", help="run ids, unique prefixes, or latest[~N]"
+    )
     compare.add_argument("--project", default=".", help=PROJECT_HELP)
     compare.add_argument("--json", action="store_true", help="print one JSON document")
     compare.set_defaults(handler=compare_cmd)
@@ -66,7 +69,7 @@ def register(
         "  cellpipe logs wine-2026 train_forest --json",
         formatter_class=_RAW,
     )
-    logs.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    logs.add_argument("run", metavar="RUN", help=RUN_HELP)
     logs.add_argument("step", metavar="STEP", help="the step's name")
     logs.add_argument("--project", default=".", help=PROJECT_HELP)
     logs.add_argument("--json", action="store_true", help="print one JSON document")
@@ -91,11 +94,13 @@ def register(
         "  cellpipe lineage sha256:9f2c... --format dot | dot -Tsvg > lineage.svg\n"
         "  cellpipe lineage 9f2c1a --json        (a unique digest prefix)\n"
         "  cellpipe lineage 9f2c1a --limit 10    (10 readers of each artifact; 0: all)\n"
-        "  cellpipe lineage wine-2026 split x_train   (one step output)",
+        "  cellpipe lineage wine-2026 split X_train   (one step output)",
         formatter_class=_RAW,
     )
     lineage.add_argument(
-        "target", metavar="RUN|ARTIFACT", help="a run id (or prefix), or an artifact digest"
+        "target",
+        metavar="RUN|ARTIFACT",
+        help="a run id (or prefix, or latest[~N]), or an artifact digest",
     )
     lineage.add_argument(
         "step", metavar="STEP", nargs="?", help="with RUN and VAR: one step output's lineage"
@@ -130,7 +135,7 @@ def register(
         parents=parents,
         help="copy stored values out of the artifact store",
         description="Work with stored values.",
-        epilog="examples:\n  cellpipe artifacts get wine-2026 split x_train -o x_train.parquet",
+        epilog="examples:\n  cellpipe artifacts get wine-2026 split X_train -o x_train.parquet",
         formatter_class=_RAW,
     )
     commands = artifacts.add_subparsers(title="commands", metavar="COMMAND")
@@ -142,16 +147,20 @@ def register(
         "name, its input) to FILE. The bytes are the value in its natural format: .npy "
         "(numpy), .parquet (pandas), .json, .joblib (scikit-learn), .pkl (cloudpickle); "
         "when FILE is a folder the file is named VAR plus that suffix.",
-        epilog="examples:\n  cellpipe artifacts get wine-2026 split x_train -o x_train.parquet\n"
-        "  cellpipe artifacts get wine-2026 train_forest model -o models/\n"
-        "  cellpipe artifacts get wine-2026 evaluate summary -o - | jq .",
+        epilog="examples:\n  cellpipe artifacts get wine-2026 split X_train -o x_train.parquet\n"
+        "  cellpipe artifacts get wine-2026 train_forest forest -o models/\n"
+        "  cellpipe artifacts get wine-2026 train_forest forest_acc -o - | jq .",
         formatter_class=_RAW,
     )
-    get.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    get.add_argument("run", metavar="RUN", help=RUN_HELP)
     get.add_argument("step", metavar="STEP", help="the step's name")
     get.add_argument("variable", metavar="VAR", help="the variable's name")
     get.add_argument(
-        "-o", "--output", required=True, metavar="FILE", help="file or folder; - for stdout"
+        "-o",
+        "--output",
+        required=True,
+        metavar="FILE",
+        help="a file; a folder (existing, or ending in /) gets VAR.SUFFIX; - for stdout",
     )
     get.add_argument("--force", action="store_true", help="replace an existing FILE")
     get.add_argument("--project", default=".", help=PROJECT_HELP)
@@ -242,7 +251,7 @@ def compare_cmd(args: argparse.Namespace) -> int:
 def _cell(value: Any, present: bool = True) -> str:
     if not present:
         return "-"
-    return render.short_value(value, width=40, float_format=".6g")
+    return render.short_value(value, width=40)
 
 
 def _highlighted_table(title: str, header: list[str], rows: list[tuple[list[str], bool]]) -> None:
@@ -318,6 +327,7 @@ def lineage_cmd(args: argparse.Namespace) -> int:
         resolve_digest,
         run_lineage,
     )
+    from cellpipe.storage.metadata import parse_latest
 
     if args.step is not None and args.variable is None:
         raise _LineageUsage(
@@ -345,7 +355,7 @@ def lineage_cmd(args: argparse.Namespace) -> int:
             try:
                 graph = run_lineage(project.metadata, history, target)
             except RunNotFoundError as run_error:
-                if "ambiguous" in run_error.message:
+                if "ambiguous" in run_error.message or parse_latest(target) is not None:
                     raise
                 digest = resolve_digest(history, project.metadata, target)
                 graph = artifact_lineage(
@@ -441,7 +451,8 @@ def to_text(graph: LineageGraph) -> str:
         lines.append("")
         for node in reused:
             lines.append(
-                f"{_short(node.digest)} was reused by {node.detail['reused_by']} cached run(s)"
+                f"{_short(node.digest)} was reused by "
+                f"{render.plural(node.detail['reused_by'], 'cached run')}"
             )
     more = [(node, side, count) for node in graph.nodes for side, count in _more(node)]
     if more:
@@ -545,7 +556,9 @@ def artifacts_get_cmd(args: argparse.Namespace) -> int:
             sys.stdout.buffer.flush()
             return 0
         target = Path(args.output)
-        if target.is_dir():
+        # `-o DIR/` (even one that does not exist yet) or an existing folder: the file goes
+        # in it, named after the variable.
+        if target.is_dir() or args.output.endswith(("/", os.sep)):
             target = target / f"{args.variable}{suffix}"
         if target.exists() and not args.force:
             raise CellpipeError(

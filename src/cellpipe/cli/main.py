@@ -41,6 +41,7 @@ COMMANDS = (
     "cellpipe.cli.image",
     "cellpipe.cli.submit",
     "cellpipe.cli.doctor",
+    "cellpipe.cli.config",
 )
 
 # Which module registers each command: a command line that names one only imports and
@@ -65,6 +66,7 @@ COMMAND_MODULES = {
     "image": "cellpipe.cli.image",
     "submit": "cellpipe.cli.submit",
     "doctor": "cellpipe.cli.doctor",
+    "config": "cellpipe.cli.config",
 }
 
 BUG_REPORT = (
@@ -81,14 +83,25 @@ examples:
   cellpipe check train.ipynb               steps, data edges, parameters, metrics, packages
   cellpipe check train.ipynb --json        the same as one JSON document
   cellpipe graph train.ipynb               the pipeline as a Mermaid diagram
-  cellpipe run train.ipynb -p LR=0.01      run locally; cached steps are reused
+  cellpipe run train.ipynb -p MAX_DEPTH=6  run locally; cached steps are reused
   cellpipe runs                            the run history of this project
   cellpipe why RUN STEP                    why a step was a cache hit or a miss
   cellpipe compare RUN RUN                 parameters and metrics side by side
   cellpipe compile train.ipynb             Kubeflow Pipelines v2 YAML for a cluster
   cellpipe doctor                          check the project's stores; --repair a damaged one
+  cellpipe config                          the storage settings and where each came from
 
 Run `cellpipe COMMAND --help` for a command's options."""
+
+# Every parser's help ends with this (`build_parser` appends it to each epilog).
+EXIT_STATUS = """\
+exit status:
+  0    success
+  1    a failed run; any other failure (a missing run, a storage error, a feature
+       Kubeflow does not support, `reproduce` outputs that differ)
+  2    a usage or definition error: a bad option, an unknown step or parameter,
+       an invalid notebook
+  130  interrupted (Ctrl-C)"""
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -126,7 +139,19 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     module = COMMAND_MODULES.get(command or "")
     for module_name in (module,) if module is not None else COMMANDS:
         importlib.import_module(module_name).register(subparsers, [common])
+    _add_exit_status(parser)
     return parser
+
+
+def _add_exit_status(parser: argparse.ArgumentParser) -> None:
+    """Append `EXIT_STATUS` to the epilog of ``parser`` and of every subparser under it."""
+    parser.epilog = f"{parser.epilog.rstrip()}\n\n{EXIT_STATUS}" if parser.epilog else EXIT_STATUS
+    if parser.formatter_class is argparse.HelpFormatter:
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
+                _add_exit_status(sub)
 
 
 def command_of(argv: Sequence[str]) -> str | None:

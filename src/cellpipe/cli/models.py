@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellpipe.cli import render
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
 
 if TYPE_CHECKING:
     from cellpipe.registry.model import AliasMove, ModelVersion
@@ -101,9 +101,7 @@ def register(
         formatter_class=_RAW,
     )
     reg.add_argument("name", metavar="NAME", help="the model's name")
-    reg.add_argument(
-        "--run", required=True, metavar="RUN", help="the run id, or a unique prefix of it"
-    )
+    reg.add_argument("--run", required=True, metavar="RUN", help=RUN_HELP)
     reg.add_argument("--step", required=True, metavar="STEP", help="the step that output it")
     reg.add_argument("--var", required=True, metavar="VARIABLE", help="the step's output variable")
     reg.add_argument("--alias", metavar="ALIAS", help="also point this alias at the new version")
@@ -119,7 +117,7 @@ def register(
         "it with --delete. Every move is recorded: `cellpipe models history NAME`. 'latest' "
         "is reserved: it always means the newest version.",
         epilog="examples:\n  cellpipe models alias wine production 2\n"
-        "  cellpipe models alias wine staging 3 --json\n"
+        "  cellpipe models alias wine staging 1 --json\n"
         "  cellpipe models alias wine staging --delete",
         formatter_class=_RAW,
     )

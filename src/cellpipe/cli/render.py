@@ -21,6 +21,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from cellpipe.errors import CellpipeError, Problem
 
+
+def plural(count: int, noun: str) -> str:
+    """Return ``1 step``, ``2 steps``: the count and the noun, plural unless the count is 1."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -138,8 +144,11 @@ VALUE_WIDTH = 60
 whole)."""
 
 
-def short_value(value: object, *, width: int = VALUE_WIDTH, float_format: str = ".4g") -> str:
+def short_value(value: object, *, width: int = VALUE_WIDTH, float_format: str = ".6g") -> str:
     """Return a recorded value (a metric or parameter) as table text, at most ``width`` long.
+
+    Every text view of a value goes through here (`runs`, `show`, `compare`, the run
+    summary), so a number prints the same everywhere.
 
     Numbers are formatted with ``float_format``; lists and dicts (a confusion matrix, a
     classification report) are written as compact JSON; ``null`` (how NaN and infinity are

@@ -39,7 +39,7 @@ EPILOG = """\
 examples:
   cellpipe run train.ipynb                     run, reusing every cached step
   cellpipe run train.ipynb -p MAX_DEPTH=6      override a parameter (typed as declared)
-  cellpipe run train.ipynb --from train        re-run `train` and everything after it
+  cellpipe run train.ipynb --from split        re-run `split` and everything after it
   cellpipe run train.ipynb --only evaluate     run one step, inputs from the cache
   cellpipe run train.ipynb --json | jq .       one JSON object per event, then the summary"""
 
@@ -284,6 +284,9 @@ class _TextView:
         self.out = render.Output(stream)
         self.err = err
         self.states: dict[str, tuple[str, str, float]] = {}
+        # The lines of each step's output that the summary must not repeat (its traceback
+        # and the hint of a CellpipeError, which Python prints with the exception).
+        self.shown: dict[str, set[str]] = {}
         self.live: Any = None
         self.console: Any = None
         if render.is_terminal(stream):
@@ -322,7 +325,9 @@ class _TextView:
         if kind == "RunStarted":
             for name in getattr(event, "steps", ()):
                 self.states[name] = ("waiting", "|", time.monotonic())
-            self.out.line(f"run {getattr(event, 'run_id', '')}: {len(self.states)} steps")
+            self.out.line(
+                f"run {getattr(event, 'run_id', '')}: {render.plural(len(self.states), 'step')}"
+            )
         elif kind == "StepOutput":
             self._output(getattr(event, "step", ""), getattr(event, "text", ""))
         elif kind in STATUS_OF:
@@ -333,6 +338,8 @@ class _TextView:
     def _output(self, step: str, text: str) -> None:
         lines = text.rstrip("\n").split("\n") if text.strip() else []
         for line in lines:
+            if line.startswith("Traceback (most recent call last):") or "hint: " in line:
+                self.shown.setdefault(step, set()).add(line.strip())
             if self.console is not None:
                 self.console.print(f"[{step}] {line}", markup=False, highlight=False, style="dim")
             else:
@@ -374,10 +381,14 @@ class _TextView:
             self.out.line(f"executed notebook: {report.notebook}")
         render.secrets_left_out(report.secrets_left_out, self.out)
         for failure in report.failures:
+            # Printed once: a traceback the step's output showed is not repeated, nor a hint
+            # already shown above (in that traceback or in the one printed here).
             self.err.write(f"\nstep '{failure.step}' failed: {failure.error}\n")
-            if failure.traceback:
+            shown = self.shown.get(failure.step, set())
+            if failure.traceback and "Traceback (most recent call last):" not in shown:
                 self.err.write(failure.traceback.rstrip("\n") + "\n")
-            if failure.hint:
+                shown = shown | {line.strip() for line in failure.traceback.splitlines()}
+            if failure.hint and f"hint: {failure.hint}" not in shown:
                 self.err.write(f"  hint: {failure.hint}\n")
             if failure.log_path:
                 self.err.write(f"  log: {failure.log_path}\n")
@@ -388,6 +399,4 @@ class _TextView:
 
 
 def _short(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
+    return render.short_value(value)

@@ -23,7 +23,7 @@ from cellpipe.cli import render
 if TYPE_CHECKING:
     from cellpipe.storage.records import RunRecord, StepRunRecord
 
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
 
 
 def register(
@@ -75,7 +75,7 @@ def register(
         "--json     (any unique prefix of a run id)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    show.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    show.add_argument("run", metavar="RUN", help=RUN_HELP)
     show.add_argument("--project", default=".", help=PROJECT_HELP)
     show.add_argument("--json", action="store_true", help="print one JSON document")
     show.set_defaults(handler=show_cmd)
@@ -90,7 +90,7 @@ def register(
         epilog="examples:\n  cellpipe why wine-20261128 train_forest",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    why.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    why.add_argument("run", metavar="RUN", help=RUN_HELP)
     why.add_argument("step", metavar="STEP", help="the step's name")
     why.add_argument("--project", default=".", help=PROJECT_HELP)
     why.add_argument("--json", action="store_true", help="print one JSON document")
@@ -164,6 +164,9 @@ def runs_cmd(args: argparse.Namespace) -> int:
         render.write_json({"runs": [run_document(r) for r in found]}, sys.stdout)
         return 0
     out = render.Output(sys.stdout)
+    # One column per parameter (of any run listed, in the order they first appear); a run
+    # without that parameter shows "-".
+    params = list(dict.fromkeys(name for run in found for name in run.parameters))
     rows = []
     for run in found:
         doc = run_document(run)
@@ -174,10 +177,11 @@ def runs_cmd(args: argparse.Namespace) -> int:
                 run.status.value,
                 run.started_at.strftime("%Y-%m-%d %H:%M:%S"),
                 f"{doc['duration_s']:.1f}s" if doc["duration_s"] is not None else "-",
+                *[_short(run.parameters[p], 24) if p in run.parameters else "-" for p in params],
                 metrics or "-",
             ]
         )
-    out.table(["run", "status", "started (UTC)", "took", "metrics"], rows)
+    out.table(["run", "status", "started (UTC)", "took", *params, "metrics"], rows)
     return 0
 
 
@@ -204,7 +208,7 @@ def show_cmd(args: argparse.Namespace) -> int:
     if run.error:
         out.line(f"error: {run.error.splitlines()[0]}")
     out.heading("Parameters")
-    out.table(["name", "value"], [[k, repr(v)] for k, v in run.parameters.items()])
+    out.table(["name", "value"], [[k, _short(v)] for k, v in run.parameters.items()])
     out.heading("Metrics")
     out.table(["name", "value"], [[k, _short(v)] for k, v in run.metrics.items()])
     out.heading("Steps")

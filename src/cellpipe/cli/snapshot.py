@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from cellpipe.cli import render
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
 from cellpipe.errors import CellpipeError
 
 _RAW = argparse.RawDescriptionHelpFormatter
@@ -49,7 +49,7 @@ def register(
         "one back) are left out; symbolic links are recorded as links, never followed.",
         epilog="examples:\n  cellpipe snapshot list wine-2026\n"
         "  cellpipe snapshot restore wine-2026 --to /tmp/wine-start\n"
-        "  cellpipe snapshot restore wine-2026 --step train --after --to /tmp/after-train",
+        "  cellpipe snapshot restore wine-2026 --step train_forest --after --to /tmp/after-train",
         formatter_class=_RAW,
     )
     commands = snapshot.add_subparsers(title="commands", metavar="COMMAND")
@@ -61,7 +61,7 @@ def register(
         epilog="examples:\n  cellpipe snapshot list wine-2026 --json",
         formatter_class=_RAW,
     )
-    listing.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    listing.add_argument("run", metavar="RUN", help=RUN_HELP)
     listing.add_argument("--project", default=".", help=PROJECT_HELP)
     listing.add_argument("--json", action="store_true", help="print one JSON document")
     listing.set_defaults(handler=list_cmd)
@@ -77,7 +77,7 @@ def register(
         "  cellpipe snapshot restore wine-2026 --step split --after --to /tmp/split --json",
         formatter_class=_RAW,
     )
-    restore.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    restore.add_argument("run", metavar="RUN", help=RUN_HELP)
     restore.add_argument("--step", help="a step's snapshot instead of the run start")
     when = restore.add_mutually_exclusive_group()
     when.add_argument("--before", action="store_true", help="before the step ran (default)")
@@ -102,10 +102,10 @@ def register(
         "who made it: 'seen' (the step's audit hook saw the file opened for writing), "
         "'unseen' (no other step ran meanwhile, yet the hook did not see it: a subprocess), "
         "or 'shared' (other steps ran meanwhile: one of the steps named made it).",
-        epilog="examples:\n  cellpipe snapshot changes wine-2026 train --json",
+        epilog="examples:\n  cellpipe snapshot changes wine-2026 train_forest --json",
         formatter_class=_RAW,
     )
-    changes.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    changes.add_argument("run", metavar="RUN", help=RUN_HELP)
     changes.add_argument("step", metavar="STEP", help="the step")
     changes.add_argument("--project", default=".", help=PROJECT_HELP)
     changes.add_argument("--json", action="store_true", help="print one JSON document")
@@ -123,7 +123,7 @@ def register(
         "  cellpipe reproduce wine-2026 --to /tmp/wine-repro --json",
         formatter_class=_RAW,
     )
-    reproduce.add_argument("run", metavar="RUN", help="the run id, or a unique prefix of it")
+    reproduce.add_argument("run", metavar="RUN", help=RUN_HELP)
     reproduce.add_argument(
         "--to", metavar="DIR", help="where to restore and run (default .cellpipe/reproduce/RUN)"
     )
@@ -236,7 +236,9 @@ def restore_cmd(args: argparse.Namespace) -> int:
         render.write_json(document, sys.stdout)
         return 0
     what = f"step '{args.step}' {snap.kind.value}" if args.step else "run start"
-    print(f"restored {count} files ({_size(snap.total_size)}) of {what} to {target}")
+    print(
+        f"restored {render.plural(count, 'file')} ({_size(snap.total_size)}) of {what} to {target}"
+    )
     if restored.left_out:
         print(
             f"left out by the ignore rules (secrets, .cellpipeignore): "

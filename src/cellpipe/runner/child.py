@@ -376,6 +376,8 @@ def _describe(exc: BaseException, cells: Mapping[str, int], notebook: str) -> _F
         evalue = exc.msg
     elif isinstance(exc, SystemExit):
         evalue = f"the step called sys.exit({exc.code!r})"
+    elif isinstance(exc, CellpipeError):
+        evalue = exc.message  # its hint goes in `hint`, not into the headline too
     headline = f"{type(exc).__name__}: {evalue}" if evalue else type(exc).__name__
     if where is not None:
         cell, line = where

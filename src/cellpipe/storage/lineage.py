@@ -40,7 +40,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Protocol
 
-from cellpipe.errors import CellpipeError, RunNotFoundError
+from cellpipe.errors import CellpipeError, RunNotFoundError, UnknownStepError
 from cellpipe.storage._sql import SqlConnection
 from cellpipe.storage.metadata import MemoryMetadataStore, SqlMetadataStore
 from cellpipe.storage.protocols import ArtifactDigest
@@ -1301,8 +1301,8 @@ def output_lineage(
     run = metadata.get_run(run_id)
     found = history.lineage_steps([(run.run_id, step)])
     if not found:
-        steps = ", ".join(s.step for s in metadata.step_runs(run.run_id)) or "none"
-        raise RunNotFoundError(f"run {run.run_id} has no step '{step}'", hint=f"its steps: {steps}")
+        steps = [s.step for s in metadata.step_runs(run.run_id)]
+        raise UnknownStepError(step, where=f"run {run.run_id}", steps=steps)
     (record,) = found
     ref = record.outputs.get(variable)
     if ref is None:

@@ -30,7 +30,12 @@ Invariants:
       the only cost is a stale "running". On a read-only or full store the marking is
       skipped (readers still work and show such runs as running);
     * a read-only SQLite database (see `cellpipe.storage._sql`) that would need a migration
-      is refused with `ReadOnlyStorageError`, never half-migrated.
+      is refused with `ReadOnlyStorageError`, never half-migrated;
+    * run ids are resolved in one place, `get_run`: an exact id, a unique prefix, or
+      ``latest`` / ``latest~N`` (the newest run of the project by start time, or the N-th
+      before it; `parse_latest`). A real run id is never ``latest``: run ids are
+      ``<pipeline>-<date>-<time>-<hex>``, so ``latest`` is never an exact id and a pipeline
+      named "latest" is still reachable by a longer prefix (``latest-2026``).
 
 Must not depend on: artifact stores, serializers, notebooks, the pipeline model, the runner.
 """
@@ -209,6 +214,38 @@ def _ambiguous(prefix: str, matches: Sequence[str]) -> RunNotFoundError:
         f"run id prefix '{prefix}' is ambiguous: it matches {shown}",
         hint="give more characters of the run id",
     )
+
+
+LATEST = "latest"
+
+
+def parse_latest(run_id: str) -> int | None:
+    """Return N for ``latest~N`` (0 for ``latest``), None for anything that is not one.
+
+    Raises:
+        RunNotFoundError: for ``latest~`` followed by something that is not a number.
+    """
+    if run_id == LATEST:
+        return 0
+    if not run_id.startswith(LATEST + "~"):
+        return None
+    count = run_id[len(LATEST) + 1 :]
+    if not count.isdigit() or not count.isascii():
+        raise RunNotFoundError(
+            f"no run '{run_id}': '~' must be followed by a number of runs back",
+            hint="`latest` is the newest run, `latest~1` the one before it",
+        )
+    return int(count)
+
+
+def _latest(run_id: str, back: int, newest: Sequence[RunRecord]) -> RunRecord:
+    """Return ``newest[back]``: the runs newest first, at most ``back + 1`` of them."""
+    if back < len(newest):
+        return newest[back]
+    count = len(newest)
+    has = "no runs" if count == 0 else f"only {count} run" + ("" if count == 1 else "s")
+    hint = "`cellpipe run NOTEBOOK` records one" if count == 0 else "`cellpipe runs` lists them"
+    raise RunNotFoundError(f"no run '{run_id}': the project has {has}", hint=hint)
 
 
 def _not_found(run_id: str) -> RunNotFoundError:
@@ -687,11 +724,15 @@ class SqlMetadataStore:
         )
 
     def get_run(self, run_id: str) -> RunRecord:
-        """Return the run with that id or unique id prefix.
+        """Return the run with that id, unique id prefix, or ``latest`` / ``latest~N``.
 
         Raises:
-            RunNotFoundError: if no run matches, or the prefix matches several (all listed).
+            RunNotFoundError: if no run matches, the prefix matches several (all listed), or
+                ``latest~N`` goes back further than there are runs (says how many there are).
         """
+        back = parse_latest(run_id)
+        if back is not None:
+            return _latest(run_id, back, self.list_runs(limit=back + 1))
         self.mark_interrupted_runs()
         with self._read() as conn:
             row = conn.execute(
@@ -974,7 +1015,10 @@ class MemoryMetadataStore:
         return marked
 
     def get_run(self, run_id: str) -> RunRecord:
-        """Return the run with that id or unique id prefix; raises RunNotFoundError."""
+        """Return the run with that id, unique prefix or ``latest~N``; raises RunNotFoundError."""
+        back = parse_latest(run_id)
+        if back is not None:
+            return _latest(run_id, back, self.list_runs(limit=back + 1))
         self.mark_interrupted_runs()
         with self._lock:
             if run_id in self._runs:

@@ -207,7 +207,7 @@ class MetadataStore(Protocol):
         ...
 
     def get_run(self, run_id: str) -> RunRecord:
-        """Return the run with that id (or unique id prefix); raises RunNotFoundError."""
+        """Return the run with that id, unique prefix or ``latest~N``; raises RunNotFoundError."""
         ...
 
     def list_runs(
