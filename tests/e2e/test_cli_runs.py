@@ -83,6 +83,8 @@ def test_runs_show_why_json_shapes_and_prefixes(run_cli, project):
         "source_run": None,
         "cache_key": why["cache_key"],
         "fields": why["fields"],
+        "outputs": ["x"],  # issue 11: x is read by b and c
+        "outputs_not_read_downstream": [],
     }
     assert why["fields"]["param:A"] == "2"
 

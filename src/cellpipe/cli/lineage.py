@@ -424,6 +424,13 @@ def to_text(graph: LineageGraph) -> str:
         if e.source.startswith("step:"):
             producers.setdefault(e.target, []).append(e.source)
     data_of = {e.target: e.source for e in graph.edges if e.source.startswith("data:")}
+    # (artifact, producer step run) pairs some step run of the graph read: in a run's graph,
+    # an output without one is a value stored only to load later (issue 11).
+    read: set[tuple[str, str]] = set()
+    for e in graph.edges:
+        if e.target.startswith("step:"):
+            for producer in [e.producer] if e.producer else producers.get(e.source, []):
+                read.add((e.source, producer))
     for node in graph.nodes:
         if node.kind != "step_run":
             continue
@@ -445,7 +452,10 @@ def to_text(graph: LineageGraph) -> str:
                 origin = f"  from {_text_of(nodes[data_of[source]])}"
             lines.append(f"  in   {label} = {_text_of(nodes[source])}{origin}")
         for label, target in sorted(outgoing.get(node.id, [])):
-            lines.append(f"  out  {label} = {_text_of(nodes[target])}")
+            unread = ""
+            if graph.root_kind == "run" and (target, node.id) not in read:
+                unread = "  (not read downstream)"
+            lines.append(f"  out  {label} = {_text_of(nodes[target])}{unread}")
     reused = [n for n in graph.nodes if n.detail.get("reused_by")]
     if reused:
         lines.append("")

@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 from cellpipe.cli import render
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+
     from cellpipe.storage.records import RunRecord, StepRunRecord
 
 from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
@@ -120,8 +122,25 @@ def run_document(run: RunRecord) -> dict[str, Any]:
     }
 
 
-def step_document(record: StepRunRecord, state_dir: Path) -> dict[str, Any]:
-    """Return a step run as a JSON-ready dict."""
+def unread_outputs(
+    steps: Sequence[StepRunRecord], metrics: Mapping[str, Any]
+) -> dict[str, list[str]]:
+    """Step -> its outputs no other step run of the run read and that are no metric.
+
+    Every value a step binds is stored to load later (issue 11); these are the ones stored
+    only for that.
+    """
+    read = {(producer, name) for s in steps for name, producer in s.input_sources.items()}
+    return {
+        s.step: sorted(n for n in s.outputs if (s.step, n) not in read and n not in metrics)
+        for s in steps
+    }
+
+
+def step_document(
+    record: StepRunRecord, state_dir: Path, unread: Sequence[str] = ()
+) -> dict[str, Any]:
+    """Return a step run as a JSON-ready dict (``unread``: see `unread_outputs`)."""
     duration = None
     if record.started_at is not None and record.finished_at is not None:
         duration = round((record.finished_at - record.started_at).total_seconds(), 3)
@@ -135,6 +154,7 @@ def step_document(record: StepRunRecord, state_dir: Path) -> dict[str, Any]:
         "duration_s": duration,
         "inputs": {k: v.to_json() for k, v in record.inputs.items()},
         "outputs": {k: v.to_json() for k, v in record.outputs.items()},
+        "outputs_not_read_downstream": list(unread),
         "metrics": dict(record.metrics),
         "files_read": dict(record.files_read),
         "log": record.log_digest,
@@ -195,7 +215,8 @@ def show_cmd(args: argparse.Namespace) -> int:
         steps = project.metadata.step_runs(run.run_id)
         changes = _file_changes(project, run.run_id)
     document = run_document(run)
-    document["steps"] = [step_document(s, settings.state_dir) for s in steps]
+    unread = unread_outputs(steps, run.metrics)
+    document["steps"] = [step_document(s, settings.state_dir, unread[s.step]) for s in steps]
     document["file_changes"] = changes
     notebook = settings.state_dir / "runs" / run.run_id / "run.ipynb"
     document["executed_notebook"] = str(notebook) if notebook.exists() else None
@@ -221,10 +242,12 @@ def show_cmd(args: argparse.Namespace) -> int:
     output_rows = []
     for step in document["steps"]:
         for name, ref in step["outputs"].items():
+            read = "no" if name in step["outputs_not_read_downstream"] else "yes"
             output_rows.append(
-                [step["step"], name, ref["serializer"], _size(ref["size"]), ref["digest"][:19]]
-            )
-    out.table(["step", "variable", "format", "size", "digest"], output_rows)
+                [step["step"], name, ref["serializer"], _size(ref["size"]), ref["digest"][:19],
+                 read]
+            )  # fmt: skip
+    out.table(["step", "variable", "format", "size", "digest", "read downstream"], output_rows)
     if changes:
         out.heading("Files changed (shared: other steps ran at the same time, one of them did it)")
         out.table(
@@ -270,6 +293,7 @@ def why_cmd(args: argparse.Namespace) -> int:
     settings = find_project(Path(args.project))
     with open_project(settings, create=False) as project:
         run, record = step_record(project, args.run, args.step)
+        unread = unread_outputs(project.metadata.step_runs(run.run_id), run.metrics)
     document = {
         "run_id": run.run_id,
         "step": record.step,
@@ -279,6 +303,8 @@ def why_cmd(args: argparse.Namespace) -> int:
         "source_run": record.source_run,
         "cache_key": record.cache_key,
         "fields": dict(record.cache_fields),
+        "outputs": sorted(record.outputs),
+        "outputs_not_read_downstream": unread.get(record.step, []),
     }
     if args.json:
         render.write_json(document, sys.stdout)
@@ -286,6 +312,12 @@ def why_cmd(args: argparse.Namespace) -> int:
     out = render.Output(sys.stdout)
     out.line(f"{record.step} in run {run.run_id}: {record.status.value}")
     out.line(f"  {record.cache_reason or 'no cache decision recorded'}")
+    if record.outputs:
+        unread_names = set(unread.get(record.step, []))
+        names = [
+            f"{n} (not read downstream)" if n in unread_names else n for n in sorted(record.outputs)
+        ]
+        out.line(f"  outputs: {', '.join(names)}")
     return 0
 
 

@@ -242,6 +242,7 @@ class _Builder:
                         InputRef(name=n, producer=p) for n, p in sorted(inputs[name].items())
                     ),
                     outputs=tuple(sorted(outputs[name])),
+                    binds=tuple(sorted(set(self.facts[name].binds) - set(outputs[name]))),
                     parameters=tuple(sorted(analyses[name].parameters)),
                     packages=packages[name],
                     settings=self.step_settings(draft, defaults),
@@ -1219,6 +1220,8 @@ class _Builder:
                 put("report", tags.report, cell)
             if tags.keep_processes is not None:
                 put("processes", "keep" if tags.keep_processes else "stop", cell)
+            if tags.all_outputs is not None:
+                put("outputs", "all" if tags.all_outputs else "needed", cell)
             for kind, pairs, target in (
                 ("limit", tags.limits, limits),
                 ("annotation", tags.annotations, annotations),
@@ -1232,6 +1235,7 @@ class _Builder:
         cache = values.get("cache")
         report = values.get("report")
         processes = values.get("processes")
+        stored = values.get("outputs")
         return StepSettings(
             image=str(image[0]) if image else None,
             limits=limits,
@@ -1241,6 +1245,7 @@ class _Builder:
             secrets=tuple(secrets),
             report=bool(report[0]) if report else True,
             keep_processes=bool(processes and processes[0] == "keep"),
+            all_outputs=not (stored and stored[0] == "needed"),
         )
 
 

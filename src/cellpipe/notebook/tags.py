@@ -22,6 +22,8 @@ The grammar (Kale's, plus ``cache:``, ``secret:`` and ``report:`` settings):
 ``processes:keep|stop``     keep the processes the step started running after it ends
                             (``keep``, for intentional daemons); by default (``stop``) the
                             step's process group is terminated when the step ends
+``outputs:needed|all``      store only the values later steps read (``needed``); by default
+                            (``all``) every value the step binds is stored, to load later
 ==========================  ============================================================
 
 ``skip`` wins over step tags on the same cell (Kale's rule): the role is `Role.SKIP` and the step
@@ -94,6 +96,7 @@ KNOWN_TAGS = (
     "secret:SPEC",
     "report:false",
     "processes:keep",
+    "outputs:needed",
 )
 
 
@@ -128,6 +131,7 @@ class CellTags:
     secrets: tuple[str, ...] = ()
     report: bool | None = None
     keep_processes: bool | None = None
+    all_outputs: bool | None = None
     has_settings: bool = False
     problems: tuple[Problem, ...] = field(default=())
 
@@ -159,6 +163,7 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
     secrets: list[str] = []
     report: bool | None = None
     keep_processes: bool | None = None
+    all_outputs: bool | None = None
     problems: list[Problem] = []
     settings = False
 
@@ -252,6 +257,13 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
                 bad(tag, "processes:keep or processes:stop")
                 continue
             keep_processes = keep
+        elif key == "outputs":
+            settings = True
+            choice = value.strip().lower()
+            if choice not in ("needed", "all"):
+                bad(tag, "outputs:needed or outputs:all")
+                continue
+            all_outputs = choice == "all"
         else:
             problems.append(_unknown(tag, cell))
 
@@ -286,6 +298,7 @@ def parse_tags(tags: tuple[object, ...], *, cell: int) -> CellTags:
         secrets=tuple(secrets),
         report=report,
         keep_processes=keep_processes,
+        all_outputs=all_outputs,
         has_settings=settings,
         problems=tuple(problems),
     )

@@ -105,6 +105,8 @@ class StepSettings:
         keep_processes: True when the processes the step starts may outlive it
             (``processes:keep``); by default the runner stops the step's process group
             when the step ends.
+        all_outputs: False when only the values later steps read are stored
+            (``outputs:needed``); by default every value the step binds is stored.
     """
 
     image: str | None = None
@@ -115,6 +117,7 @@ class StepSettings:
     secrets: tuple[str, ...] = ()
     report: bool = True
     keep_processes: bool = False
+    all_outputs: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limits", _frozen_map(self.limits))
@@ -132,6 +135,7 @@ class StepSettings:
             "secrets": list(self.secrets),
             "report": self.report,
             "keep_processes": self.keep_processes,
+            **({} if self.all_outputs else {"outputs": "needed"}),
         }
 
 
@@ -176,6 +180,8 @@ class Step:
         upstream: names of the steps it runs after (explicit ``prev:`` and data edges), sorted.
         inputs: the variables it reads from upstream steps, sorted by name.
         outputs: the variables it hands on (read downstream or logged as metrics), sorted.
+        binds: the other variables it binds at top level, sorted: stored after the step
+            reports its result, to load later (not read downstream; not in the cache key).
         parameters: the pipeline parameters it reads (directly or through functions), sorted.
         packages: the distributions it needs (imports cell, functions cell and its own).
         settings: per-step settings from the tags.
@@ -188,6 +194,7 @@ class Step:
     upstream: tuple[str, ...] = ()
     inputs: tuple[InputRef, ...] = ()
     outputs: tuple[str, ...] = ()
+    binds: tuple[str, ...] = ()
     parameters: tuple[str, ...] = ()
     packages: tuple[Package, ...] = ()
     settings: StepSettings = field(default_factory=StepSettings)

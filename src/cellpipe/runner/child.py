@@ -67,7 +67,9 @@ from cellpipe.runner.context import StepContext, activate
 from cellpipe.runner.jobs import (
     EXIT_RESULT_UNWRITABLE_FAILED,
     EXIT_RESULT_UNWRITABLE_OK,
+    EXTRA_VALUES_MAX_ENV,
     MPL_BACKEND,
+    ExtraValues,
     StepJob,
     StepResult,
 )
@@ -83,11 +85,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "WarmState",
+    "extra_values_pending",
     "imported_modules",
     "main",
     "open_job_store",
     "preload_serializers",
     "run_job",
+    "store_extra_values",
     "warm_up",
 ]
 
@@ -849,6 +853,9 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
                     sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
             if failure is None and store is not None:
                 definitions = _save_definitions(job, step_classes(namespace, before), store)
+                if job.extras:
+                    global _pending_extras
+                    _pending_extras = (job, namespace, store)
             if failure is not None and failure is early_failure:
                 sys.stderr.write(failure.traceback)
     finally:
@@ -904,6 +911,104 @@ def run_job(job: StepJob, warm: WarmState, *, own_process: bool) -> StepResult:
         duration_s=time.perf_counter() - start,
         definitions=definitions,
     )
+
+
+# -- values nothing downstream reads ---------------------------------------------------------
+
+_pending_extras: tuple[StepJob, dict[str, Any], LocalArtifactStore | FsspecArtifactStore] | None = (
+    None
+)
+
+
+def _not_a_value(value: Any) -> str | None:
+    """Why ``value`` is code rather than a result (None when it is worth storing)."""
+    if isinstance(value, types.ModuleType):
+        return "a module"
+    if isinstance(value, type):
+        return "a class"
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
+        return "a function"
+    return None
+
+
+def _store_extra(
+    job: StepJob, name: str, value: Any, store: LocalArtifactStore | FsspecArtifactStore
+) -> ArtifactRef | str:
+    """Store one extra value; return its reference, or why it was skipped."""
+    try:
+        serializer, path = serialize(value, store.scratch_dir(), variable=name, step=job.step)
+    except Exception as exc:  # never fail the step for a value nothing reads
+        detail = exc.message if isinstance(exc, CellpipeError) else f"{type(exc).__name__}: {exc}"
+        lines = detail.splitlines() or [type(exc).__name__]
+        return f"it cannot be serialized: {lines[0][:300]}"
+    try:
+        size = path.stat().st_size
+        if size > job.extras_max_bytes:
+            path.unlink(missing_ok=True)
+            return (
+                f"it takes {size} bytes, over the limit of {job.extras_max_bytes} bytes "
+                f"(raise it with {EXTRA_VALUES_MAX_ENV})"
+            )
+        digest = store.put_file(path, move=True)
+    except (CellpipeError, OSError) as exc:
+        path.unlink(missing_ok=True)
+        return f"it cannot be stored: {exc}"
+    return ArtifactRef(
+        digest=digest,
+        serializer=serializer.name,
+        serializer_version=serializer.version,
+        size=size,
+        type_name=type_name(value),
+    )
+
+
+def extra_values_pending() -> bool:
+    """Whether the step just run left values to store (`store_extra_values`)."""
+    return _pending_extras is not None
+
+
+def store_extra_values() -> ExtraValues | None:
+    """Store the values the step just run bound and nothing downstream reads.
+
+    Called after the step's result was reported, so its dependants do not wait for this:
+    it writes `StepJob.extras_path` (temp file + rename) and appends a note per skipped
+    value to the step's log. Never raises for a value (modules, functions and classes are
+    skipped; unserializable or too large values are skipped with a note).
+
+    Returns:
+        What was stored and skipped, or None when the last step run had nothing to store.
+    """
+    global _pending_extras
+    pending, _pending_extras = _pending_extras, None
+    if pending is None:
+        return None
+    job, namespace, store = pending
+    outputs: dict[str, ArtifactRef] = {}
+    skipped: dict[str, str] = {}
+    for name in job.extras:
+        if name not in namespace:
+            continue  # bound on a path the step did not take
+        value = namespace[name]
+        if _not_a_value(value) is not None:
+            continue  # code, not a result: the notebook defines it again
+        found = _store_extra(job, name, value, store)
+        if isinstance(found, str):
+            skipped[name] = found
+        else:
+            outputs[name] = found
+    extras = ExtraValues(outputs=outputs, skipped=skipped)
+    with contextlib.suppress(OSError):
+        if skipped:
+            with job.log_path.open("a", encoding="utf-8") as log:
+                for name, why in skipped.items():
+                    log.write(
+                        f"cellpipe note: '{name}' of step '{job.step}' was not stored for "
+                        f"later loading: {why}\n"
+                    )
+        tmp = job.extras_path.with_name(job.extras_path.name + ".tmp")
+        tmp.write_text(json.dumps(extras.to_json()))
+        tmp.replace(job.extras_path)
+    return extras
 
 
 def prepare_process(workdir: str) -> None:
@@ -970,6 +1075,8 @@ def main(argv: list[str] | None = None) -> int:
         os.close(log_fd)
     result = run_job(job, warm, own_process=True)
     code = report_result(result, job.result_path)
+    if code == 0:
+        store_extra_values()
     sys.stdout.flush()
     sys.stderr.flush()
     shutil.rmtree(Path(job.scratch_dir) / "tmp", ignore_errors=True)

@@ -186,6 +186,8 @@ class _ServerHandle:
     stdout_fd: int
     log_path: Path
     jobs: dict[str, StepJob] = field(default_factory=dict)  # running steps
+    # reported their result, still storing the values nothing downstream reads
+    finishing: dict[str, StepJob] = field(default_factory=dict)
     pids: dict[str, int] = field(default_factory=dict)
     buffer: bytes = b""
     replies: list[dict[str, Any]] = field(default_factory=list)
@@ -350,10 +352,19 @@ class ForkServerExecutor(_Closing):
             event = reply.get("event")
             if event == "started":
                 server.pids[reply["step"]] = int(reply["pid"])
+            elif event == "reported":
+                # The result file is written: the step is over for the scheduler, its
+                # process goes on storing the values nothing downstream reads.
+                step = reply["step"]
+                job = server.jobs.pop(step, None)
+                if job is not None:
+                    server.finishing[step] = job
+                    self._results.append(_finished(job, 0))
             elif event == "exited":
                 step = reply["step"]
                 job = server.jobs.pop(step, None)
                 server.pids.pop(step, None)
+                server.finishing.pop(step, None)
                 if job is not None:
                     self._results.append(_finished(job, int(reply["status"])))
 
@@ -398,6 +409,21 @@ class ForkServerExecutor(_Closing):
         results, self._results = self._results, []
         return results
 
+    def drain(self) -> None:
+        """Wait until the step processes that reported their results have exited.
+
+        They store the values nothing downstream reads after their result (see
+        `cellpipe.runner.child.store_extra_values`); closing the servers first would kill
+        them. A server that dies meanwhile ends the wait for its steps.
+        """
+        for server in self._servers.values():
+            while server.finishing and not server.dead:
+                ready, _, _ = select.select([server.stdout_fd], [], [], 1.0)
+                if ready:
+                    server.read()
+                    self._handle_replies(server)
+            server.finishing.clear()
+
     def _wait_for(self, server: _ServerHandle, event: str, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         while not server.dead:
@@ -415,7 +441,8 @@ class ForkServerExecutor(_Closing):
         """Kill every step process (their whole process groups) and reap them."""
         cancelled: list[str] = []
         for server in self._servers.values():
-            if not server.jobs:
+            server.finishing.clear()  # their values are lost with the run: stop them too
+            if not server.jobs and not server.pids:
                 continue
             for pid in server.pids.values():
                 _kill_group(pid)
@@ -436,7 +463,12 @@ class ForkServerExecutor(_Closing):
         return cancelled
 
     def close(self) -> None:
-        """Stop the servers: closing a server's stdin makes it kill its children and exit."""
+        """Stop the servers: closing a server's stdin makes it kill its children and exit.
+
+        Step processes still storing the values nothing downstream reads are waited for
+        first (`drain`).
+        """
+        self.drain()
         if self._bare is not None:
             self._bare.kill()
             self._bare = None
@@ -608,6 +640,7 @@ class InProcessExecutor(_Closing):
             finally:
                 os.close(log_fd)
             self._results.append(child.run_job(job, warm, own_process=False))
+            child.store_extra_values()  # in this process: before the next step runs
         finally:
             os.chdir(cwd)
             sys.path[:] = path

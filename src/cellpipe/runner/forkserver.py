@@ -17,6 +17,11 @@ Protocol (JSON lines; requests on stdin, replies on stdout)::
     <- {"event": "ready", "failed": false}
     -> {"op": "run", "job": {...}}      fork a child for the job
     <- {"event": "started", "step": "train", "pid": 4242}
+    <- {"event": "reported", "step": "train", "pid": 4242}  (the child's result file is
+                                        there; it still stores the values nothing downstream
+                                        reads before it exits. Each child writes one byte to
+                                        a pipe of its own, which the server relays, so user
+                                        code never holds the protocol's descriptor)
     <- {"event": "exited", "step": "train", "pid": 4242, "status": 0}   (a waitpid status)
     -> {"op": "cancel"}                 SIGKILL every child's process group and reap them
     <- {"event": "cancelled"}
@@ -70,6 +75,8 @@ class _Server:
         self.proto_out = proto_out
         self.warm: WarmState | None = None
         self.children: dict[int, tuple[str, int | None]] = {}  # pid -> (step, pidfd)
+        # read end of each child's report pipe -> (pid, step): "reported" comes through it
+        self.reports: dict[int, tuple[int, str]] = {}
         self.keep: set[int] = set()  # children whose processes may outlive them
         self.groups = StepGroups()
         self.poller = select.poll()
@@ -117,9 +124,15 @@ class _Server:
         warm = self.warm
         if warm is None:
             raise RuntimeError("the fork server got a job before 'init'")
+        report_r, report_w = os.pipe()
         pid = os.fork()
         if pid == 0:
-            self.run_child(job, warm)
+            os.close(report_r)
+            self.run_child(job, warm, report_w)
+        os.close(report_w)
+        os.set_blocking(report_r, False)  # a stale poll event for a reused number: no wait
+        self.reports[report_r] = (pid, job.step)
+        self.poller.register(report_r, select.POLLIN)
         with contextlib.suppress(OSError):  # the child does it too; either may run first
             os.setpgid(pid, pid)
         pidfd: int | None = None
@@ -131,21 +144,51 @@ class _Server:
             self.keep.add(pid)
         self.send({"event": "started", "step": job.step, "pid": pid})
 
-    def run_child(self, job: StepJob, warm: WarmState) -> None:
-        from cellpipe.runner.child import report_result, run_job
+    def close_report(self, fd: int) -> None:
+        self.reports.pop(fd, None)
+        self.poller.unregister(fd)
+        os.close(fd)
+
+    def relay_report(self, fd: int) -> None:
+        """A child wrote to its report pipe (or closed it): pass "reported" on, once."""
+        pid, step = self.reports[fd]
+        try:
+            data = os.read(fd, 4096)
+        except BlockingIOError:
+            return
+        if data:
+            self.send({"event": "reported", "step": step, "pid": pid})
+        self.close_report(fd)
+
+    def run_child(self, job: StepJob, warm: WarmState, report_fd: int) -> None:
+        from cellpipe.runner.child import (
+            extra_values_pending,
+            report_result,
+            run_job,
+            store_extra_values,
+        )
 
         code = 1
         try:
             os.setpgid(0, 0)
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            for fd in (self.proto_in, self.proto_out):
+            for fd in (self.proto_in, self.proto_out, *self.reports):
                 os.close(fd)
             for _, pidfd in self.children.values():
                 if pidfd is not None:
                     os.close(pidfd)
             result = run_job(job, warm, own_process=True)
             code = report_result(result, job.result_path)
+            # The result is there: dependants may start while this process stores the
+            # values nothing downstream reads. The server relays one byte as "reported".
+            extras = code == 0 and extra_values_pending()
+            if extras:
+                with contextlib.suppress(OSError):
+                    os.write(report_fd, b"r")
+            os.close(report_fd)
+            if extras:
+                store_extra_values()
         except BaseException:
             with contextlib.suppress(OSError):
                 os.write(2, traceback.format_exc().encode("utf-8", "replace"))
@@ -169,6 +212,9 @@ class _Server:
         if pidfd is not None:
             self.poller.unregister(pidfd)
             os.close(pidfd)
+        for fd, (child, _) in list(self.reports.items()):
+            if child == pid:  # "exited" says it all: a report not relayed yet is moot
+                self.close_report(fd)
         self.send({"event": "exited", "step": step, "pid": pid, "status": status})
         return True
 
@@ -212,7 +258,9 @@ class _Server:
                         line, self.buffer = self.buffer.split(b"\n", 1)
                         if line.strip():
                             self.handle(json.loads(line))
-                elif fd in by_fd:
+                elif fd in self.reports:
+                    self.relay_report(fd)
+                elif fd in by_fd and by_fd[fd] in self.children:
                     self.reap(by_fd[fd], block=True)
             self.groups.kill_due(live=self.children)
             if fallback is not None:

@@ -34,10 +34,15 @@ from cellpipe.storage.records import ArtifactRef, StepStatus
 __all__ = [
     "EXIT_RESULT_UNWRITABLE_FAILED",
     "EXIT_RESULT_UNWRITABLE_OK",
+    "EXTRAS_NAME",
+    "EXTRA_VALUES_ENV",
+    "EXTRA_VALUES_MAX_BYTES",
+    "EXTRA_VALUES_MAX_ENV",
     "LOG_NAME",
     "MPL_BACKEND",
     "NOTEBOOK_NAME",
     "RESULT_NAME",
+    "ExtraValues",
     "StepJob",
     "StepResult",
     "code_needs_shell",
@@ -51,6 +56,14 @@ NOTEBOOK_NAME = "executed.ipynb"
 """The executed notebook of the step, in its scratch folder."""
 RESULT_NAME = "result.json"
 """Where a step process writes its `StepResult`, in its scratch folder."""
+EXTRAS_NAME = "extras.json"
+"""Where a step process reports the extra values it stored after its result (`ExtraValues`)."""
+EXTRA_VALUES_ENV = "CELLPIPE_EXTRA_VALUES"
+"""``0`` stores only the values later steps read, for the whole run (default ``1``)."""
+EXTRA_VALUES_MAX_ENV = "CELLPIPE_EXTRA_VALUES_MAX_BYTES"
+"""The size limit of one extra value, in bytes (default `EXTRA_VALUES_MAX_BYTES`)."""
+EXTRA_VALUES_MAX_BYTES = 100 * 1024 * 1024
+"""Default size limit of one extra value as stored: larger ones are skipped with a note."""
 EXIT_RESULT_UNWRITABLE_OK = 74
 """Exit code of a step process that succeeded but could not write its result (disk full or
 read-only; 74 is sysexits' EX_IOERR). The parent then knows the outcome it cannot read."""
@@ -155,6 +168,11 @@ class StepJob:
             (`cellpipe.runner._groups`).
         offline: ``cellpipe.data`` uses a stored copy without asking the source
             (``--offline``); only a source never fetched is read.
+        extras: the other variables the step binds at top level (`Step.binds`), stored
+            after the step reported its result so dependants do not wait for them; values
+            that are modules, functions, classes, unserializable or larger than
+            ``extras_max_bytes`` are skipped with a note (`ExtraValues`).
+        extras_max_bytes: the size limit of one extra value as stored.
     """
 
     step: str
@@ -176,6 +194,8 @@ class StepJob:
     definitions: tuple[ArtifactRef, ...] = ()
     keep_processes: bool = False
     offline: bool = False
+    extras: tuple[str, ...] = ()
+    extras_max_bytes: int = EXTRA_VALUES_MAX_BYTES
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -205,6 +225,11 @@ class StepJob:
     def result_path(self) -> Path:
         """Where the step process writes its result."""
         return Path(self.scratch_dir) / RESULT_NAME
+
+    @property
+    def extras_path(self) -> Path:
+        """Where the step process reports its extra values (after its result)."""
+        return Path(self.scratch_dir) / EXTRAS_NAME
 
     def setup_key(self) -> str:
         """Return a digest of what a warm process shares between steps.
@@ -246,6 +271,8 @@ class StepJob:
             "definitions": [ref.to_json() for ref in self.definitions],
             "keep_processes": self.keep_processes,
             "offline": self.offline,
+            "extras": list(self.extras),
+            "extras_max_bytes": self.extras_max_bytes,
         }
 
     @classmethod
@@ -271,6 +298,8 @@ class StepJob:
             definitions=tuple(ArtifactRef.from_json(d) for d in data.get("definitions", ())),
             keep_processes=bool(data.get("keep_processes", False)),
             offline=bool(data.get("offline", False)),
+            extras=tuple(data.get("extras", ())),
+            extras_max_bytes=int(data.get("extras_max_bytes", EXTRA_VALUES_MAX_BYTES)),
         )
 
 
@@ -374,4 +403,32 @@ class StepResult:
             definitions=(
                 ArtifactRef.from_json(data["definitions"]) if data.get("definitions") else None
             ),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ExtraValues:
+    """The values a step bound that nothing downstream reads, stored after its result.
+
+    Attributes:
+        outputs: variable -> stored value.
+        skipped: variable -> why it was not stored (a module, a function, too large...).
+    """
+
+    outputs: Mapping[str, ArtifactRef] = field(default_factory=dict)
+    skipped: Mapping[str, str] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict."""
+        return {
+            "outputs": {name: ref.to_json() for name, ref in self.outputs.items()},
+            "skipped": dict(self.skipped),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ExtraValues:
+        """Build from the dict `to_json` returns."""
+        return cls(
+            outputs={k: ArtifactRef.from_json(v) for k, v in data.get("outputs", {}).items()},
+            skipped=dict(data.get("skipped", {})),
         )

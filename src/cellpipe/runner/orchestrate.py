@@ -63,7 +63,16 @@ from cellpipe.runner.events import (
     StepSucceeded,
     to_sink,
 )
-from cellpipe.runner.jobs import StepJob, StepResult, pipeline_needs_shell
+from cellpipe.runner.jobs import (
+    EXTRA_VALUES_ENV,
+    EXTRA_VALUES_MAX_BYTES,
+    EXTRA_VALUES_MAX_ENV,
+    EXTRAS_NAME,
+    ExtraValues,
+    StepJob,
+    StepResult,
+    pipeline_needs_shell,
+)
 from cellpipe.runner.scheduler import run_steps
 from cellpipe.storage.artifacts import LocalArtifactStore, digest_file
 from cellpipe.storage.backends import ArtifactLocation, sqlite_database_file
@@ -375,6 +384,8 @@ class _Run:
             definitions=self._definitions(step),
             keep_processes=step.settings.keep_processes,
             offline=self.options.offline,
+            extras=step.binds if step.settings.all_outputs and _extras_wanted() else (),
+            extras_max_bytes=_extras_max_bytes(),
         )
 
     def _definitions(self, step: Step) -> tuple[ArtifactRef, ...]:
@@ -667,6 +678,30 @@ class _Run:
             self.metadata.record_step_run(record)
             self._unrecorded.pop(0)  # only now: interrupted, the final flush writes it again
 
+    def record_extras(self) -> None:
+        """Add the values steps stored after their results to their step runs' outputs.
+
+        Each step process reports them in its `StepJob.extras_path` once it stored them
+        (`cellpipe.runner.child.store_extra_values`); the executor was drained first. The
+        step's log is stored again: it ends with a note per value left out.
+        """
+        self.flush_records()
+        for name, result in self.results.items():
+            record = self.records.get(name)
+            if result.status is not StepStatus.SUCCEEDED or record is None:
+                continue
+            path = self.run_dir / "steps" / name / EXTRAS_NAME
+            try:
+                extras = ExtraValues.from_json(json.loads(path.read_text()))
+            except (OSError, ValueError, KeyError):
+                continue  # none to store, or the process died storing them
+            if not extras.outputs and not extras.skipped:
+                continue
+            outputs = {**extras.outputs, **record.outputs}
+            updated = replace(record, outputs=outputs, log_digest=self._store(result.log_path))
+            self.records[name] = updated
+            self.metadata.record_step_run(updated)
+
     def _inputs(self, step: Step) -> dict[str, Any]:
         found = {}
         for ref in step.inputs:
@@ -731,6 +766,25 @@ class RunCancelled(KeyboardInterrupt):
         self.report = report
 
 
+def _extras_wanted() -> bool:
+    """False when ``CELLPIPE_EXTRA_VALUES=0``: store only what later steps read."""
+    return os.environ.get(EXTRA_VALUES_ENV, "1").strip().lower() not in ("0", "false", "no")
+
+
+def _extras_max_bytes() -> int:
+    """The size limit of one extra value (``CELLPIPE_EXTRA_VALUES_MAX_BYTES``)."""
+    raw = os.environ.get(EXTRA_VALUES_MAX_ENV, "").strip()
+    if not raw:
+        return EXTRA_VALUES_MAX_BYTES
+    try:
+        return int(raw)
+    except ValueError:
+        raise CellpipeError(
+            f"{EXTRA_VALUES_MAX_ENV}={raw!r} is not a number of bytes",
+            hint=f"set it to an integer such as {EXTRA_VALUES_MAX_BYTES} (100 MB), or unset it",
+        ) from None
+
+
 class _LazyExecutor:
     """Creates the executor on the first job, so a fully cached run never imports it."""
 
@@ -767,6 +821,11 @@ class _LazyExecutor:
 
     def cancel(self) -> list[str]:
         return [] if self._executor is None else self._executor.cancel()
+
+    def drain(self) -> None:
+        drain = getattr(self._executor, "drain", None)
+        if drain is not None:
+            drain()
 
     def close(self) -> None:
         if self._bare is not None:  # no step ran: the early server is not needed
@@ -879,6 +938,13 @@ def run_pipeline(
             run_id=run_id,
             after_start=state.after_start,
         )
+        drain = getattr(runner, "drain", None)
+        if drain is not None:  # steps still storing values nothing downstream reads
+            drain()
+        try:
+            state.record_extras()
+        except StorageError as exc:
+            state._storage_failed(exc)
         state.raise_conflict()
         status = outcome.status
         if outcome.failed:

@@ -62,6 +62,14 @@ def test_step_names_and_settings():
     assert parse("step:a").keep_processes is None
 
 
+def test_outputs_tag_opts_out_of_storing_every_value():
+    assert parse("step:a", "outputs:needed").all_outputs is False
+    assert parse("step:a", "outputs:all").all_outputs is True
+    assert parse("step:a").all_outputs is None
+    (problem,) = parse("step:a", "outputs:some").problems
+    assert "expected outputs:needed or outputs:all" in problem.message
+
+
 def test_empty_step_name_has_no_names():
     assert parse("step:").steps == ()
 
