@@ -152,3 +152,20 @@ def test_the_other_executors_store_them_before_the_next_step(tmp_path, executor)
     assert run.status == "succeeded"
     assert run.load("train", "model") == {"w": 6.0}
     assert run.load("prep", "helper") == 3
+
+
+PLOTS: Cells = [
+    (["imports"], "import matplotlib\nmatplotlib.use('Agg')\nimport matplotlib.pyplot as plt"),
+    (["step:report"], "fig, ax = plt.subplots()\nax.plot([1, 2, 3])\ntotal = 6"),
+]
+
+
+def test_figures_and_axes_are_not_stored_as_values(tmp_path, monkeypatch, run_cli):
+    """A figure's pickle differs from run to run: stored, it would make `reproduce` fail."""
+    pytest.importorskip("matplotlib")
+    notebook = _notebook(tmp_path, PLOTS)
+    monkeypatch.chdir(notebook.parent)
+    first = run_cli("run", notebook, "--json")
+    assert first.code == 0, first.err
+    show = run_cli("show", summary(first.out)["run_id"], "--json").json()
+    assert set(show["steps"][0]["outputs"]) == {"total"}

@@ -928,7 +928,14 @@ def _not_a_value(value: Any) -> str | None:
         return "a class"
     if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType)):
         return "a function"
+    if type(value).__module__.partition(".")[0] in _PLOT_MODULES:
+        # A figure or axes is shown in the executed notebook; its pickle is not stable from
+        # run to run, so storing it would make every `reproduce` report a difference.
+        return "a plot object"
     return None
+
+
+_PLOT_MODULES = frozenset({"matplotlib", "seaborn"})
 
 
 def _store_extra(
