@@ -169,3 +169,17 @@ def test_figures_and_axes_are_not_stored_as_values(tmp_path, monkeypatch, run_cl
     assert first.code == 0, first.err
     show = run_cli("show", summary(first.out)["run_id"], "--json").json()
     assert set(show["steps"][0]["outputs"]) == {"total"}
+
+
+def test_underscore_names_are_not_stored(tmp_path, monkeypatch, run_cli):
+    """`_deadline = time.monotonic() + 60` differs on every run: stored, `reproduce` would fail."""
+    cells: Cells = [
+        (["imports"], "import time"),
+        (["step:wait"], "_deadline = time.monotonic() + 60\nwaited = 0"),
+    ]
+    notebook = _notebook(tmp_path, cells)
+    monkeypatch.chdir(notebook.parent)
+    first = run_cli("run", notebook, "--json")
+    assert first.code == 0, first.err
+    show = run_cli("show", summary(first.out)["run_id"], "--json").json()
+    assert set(show["steps"][0]["outputs"]) == {"waited"}

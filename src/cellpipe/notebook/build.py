@@ -242,7 +242,13 @@ class _Builder:
                         InputRef(name=n, producer=p) for n, p in sorted(inputs[name].items())
                     ),
                     outputs=tuple(sorted(outputs[name])),
-                    binds=tuple(sorted(set(self.facts[name].binds) - set(outputs[name]))),
+                    binds=tuple(
+                        sorted(
+                            n
+                            for n in set(self.facts[name].binds) - set(outputs[name])
+                            if not n.startswith("_")  # private or throwaway (`_deadline`, `_`)
+                        )
+                    ),
                     parameters=tuple(sorted(analyses[name].parameters)),
                     packages=packages[name],
                     settings=self.step_settings(draft, defaults),

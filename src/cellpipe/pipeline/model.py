@@ -180,8 +180,9 @@ class Step:
         upstream: names of the steps it runs after (explicit ``prev:`` and data edges), sorted.
         inputs: the variables it reads from upstream steps, sorted by name.
         outputs: the variables it hands on (read downstream or logged as metrics), sorted.
-        binds: the other variables it binds at top level, sorted: stored after the step
-            reports its result, to load later (not read downstream; not in the cache key).
+        binds: the other variables it binds at top level, sorted, except names starting with
+            ``_`` (private or throwaway by Python convention): stored after the step reports
+            its result, to load later (not read downstream; not in the cache key).
         parameters: the pipeline parameters it reads (directly or through functions), sorted.
         packages: the distributions it needs (imports cell, functions cell and its own).
         settings: per-step settings from the tags.
