@@ -41,6 +41,20 @@ def run_cli(capsys: pytest.CaptureFixture[str]) -> RunCli:
 
 
 @pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The BASIC notebook (``nb.ipynb``) alone in a fresh project folder, the working directory.
+
+    Test files that need another project define their own ``project`` fixture, which wins.
+    """
+    from run_helpers import BASIC, write_notebook
+
+    folder = tmp_path / "proj"
+    write_notebook(folder, BASIC)
+    monkeypatch.chdir(folder)
+    return folder / "nb.ipynb"
+
+
+@pytest.fixture
 def examples(repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A copy of examples/ in a temporary folder, which is also the working directory."""
     target = tmp_path / "examples"

@@ -3,22 +3,12 @@ API (issue 11). Resolution itself is tested in tests/unit/storage/test_latest.py
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from run_helpers import BASIC, summary, write_notebook
+from run_helpers import summary
 
 import cellpipe
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "proj"
-    write_notebook(folder, BASIC)
-    monkeypatch.chdir(folder)
-    return folder / "nb.ipynb"
 
 
 @pytest.mark.slow

@@ -10,7 +10,6 @@ from pathlib import Path
 import nbformat
 import pytest
 from run_helpers import (
-    BASIC,
     json_lines,
     reasons,
     replace_cell,
@@ -23,14 +22,6 @@ from run_helpers import (
 pytestmark = pytest.mark.e2e
 
 ALL_CACHED = {"a": "cached", "b": "cached", "c": "cached", "d": "cached"}
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "proj"
-    write_notebook(folder, BASIC)
-    monkeypatch.chdir(folder)
-    return folder / "nb.ipynb"
 
 
 @pytest.mark.slow

@@ -14,19 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from run_helpers import BASIC, json_lines, statuses, summary, write_notebook
+from run_helpers import json_lines, statuses, summary, write_notebook
 
 pytestmark = pytest.mark.e2e
 
 CELLPIPE = str(Path(sys.executable).parent / "cellpipe")
-
-
-@pytest.fixture
-def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    folder = tmp_path / "proj"
-    write_notebook(folder, BASIC)
-    monkeypatch.chdir(folder)
-    return folder / "nb.ipynb"
 
 
 @pytest.mark.slow
