@@ -30,6 +30,9 @@ if TYPE_CHECKING:
     from cellpipe.storage.metadata import SqlMetadataStore
     from cellpipe.storage.protocols import ArtifactStore
     from cellpipe.storage.records import RunRecord, StepRunRecord
+    from cellpipe.views.live import NotebookLiveView, StepRow, TextLiveView
+
+    _LiveSink = NotebookLiveView | TextLiveView
 
 
 def load_pipeline(path: str | Path) -> Pipeline:
@@ -239,6 +242,9 @@ def _check_step(pipeline: Pipeline, name: str) -> None:
 class Run:
     """A finished run, as `cellpipe.run` returns it.
 
+    In Jupyter it shows as a table (``_repr_html_``): status, parameters, metrics, every
+    step with its duration and cache decision, and the graph with the final states.
+
     Attributes:
         run_id: the run's id.
         status: ``succeeded``, ``failed`` or ``cancelled``.
@@ -247,11 +253,20 @@ class Run:
         steps: step name -> status (``succeeded``, ``cached``, ``failed``, ``skipped``).
         notebook: the executed notebook of the whole run.
         error: what failed, when it failed.
+        failures: the failed steps: ``(step, error, traceback)``, the traceback pointing at
+            notebook cells.
     """
 
-    def __init__(self, report: RunReport, settings: Settings) -> None:
+    def __init__(
+        self,
+        report: RunReport,
+        settings: Settings,
+        *,
+        edges: Sequence[tuple[str, str, str]] = (),
+    ) -> None:
         self._report = report
         self._settings = settings
+        self._edges = tuple(edges)
         self.run_id = report.run.run_id
         self.status = report.run.status.value
         self.parameters = dict(report.run.parameters)
@@ -259,9 +274,78 @@ class Run:
         self.steps = {name: rec.status.value for name, rec in report.steps.items()}
         self.notebook = report.notebook
         self.error = report.run.error
+        self.failures = tuple((f.step, f.error or "", f.traceback or "") for f in report.failures)
 
     def __repr__(self) -> str:
         return f"<cellpipe.Run {self.run_id} {self.status} metrics={self.metrics}>"
+
+    def _rows(self) -> list[StepRow]:
+        from cellpipe.views.live import StepRow
+
+        rows = []
+        for name, rec in self._report.steps.items():
+            duration = None
+            if rec.started_at is not None and rec.finished_at is not None:
+                duration = max(0.0, (rec.finished_at - rec.started_at).total_seconds())
+            if rec.status.value == "cached":
+                duration = None
+            reason = rec.cache_reason if rec.status.value in ("cached", "succeeded") else ""
+            rows.append(
+                StepRow(
+                    step=name,
+                    status=rec.status.value,
+                    duration_s=duration,
+                    reason=reason or rec.error or "",
+                    source_run=rec.source_run,
+                )
+            )
+        return rows
+
+    def _repr_html_(self) -> str:
+        from cellpipe.views.live import run_html
+
+        failed = "\n".join(f"step '{s}' failed: {e}\n{t}" for s, e, t in self.failures)
+        return run_html(
+            run_id=self.run_id,
+            status=self.status,
+            parameters=self.parameters,
+            metrics=self.metrics,
+            steps=self._rows(),
+            edges=self._edges,
+            error=failed or None,
+        )
+
+    def to_pandas(self) -> Any:
+        """Return the steps as a pandas DataFrame, one row per step.
+
+        Columns: ``step``, ``status``, ``duration_s`` (None for a cache hit), ``reason`` (the
+        cache decision in words, or the error), ``source_run`` (the run a cache hit reused).
+
+        Raises:
+            CellpipeError: when pandas is not installed.
+        """
+        try:
+            import pandas as pd
+        except ImportError:  # pragma: no cover - pandas is in every extra we test
+            from cellpipe.errors import CellpipeError
+
+            raise CellpipeError(
+                "Run.to_pandas needs pandas, which is not installed",
+                hint="pip install pandas",
+            ) from None
+        return pd.DataFrame(
+            [
+                {
+                    "step": r.step,
+                    "status": r.status,
+                    "duration_s": r.duration_s,
+                    "reason": r.reason,
+                    "source_run": r.source_run,
+                }
+                for r in self._rows()
+            ],
+            columns=["step", "status", "duration_s", "reason", "source_run"],
+        )
 
     def load(self, step: str, variable: str) -> Any:
         """Return the value of ``variable`` as ``step`` output it in this run."""
@@ -278,8 +362,17 @@ def run(
     only: Sequence[str] = (),
     executor: str | None = None,
     offline: bool = False,
+    live: bool = True,
+    raise_on_error: bool = True,
 ) -> Run:
     """Run a notebook's pipeline and return the run.
+
+    In a Jupyter kernel a live view shows the run as it goes, updated in place: the steps'
+    graph with each step's state and why it runs or is reused, the elapsed time and the
+    steps' printed output (a progress bar that rewrites its line is one line); at the end the
+    metrics and each step's rich outputs (figures, HTML, tables). Elsewhere (plain Python, a
+    terminal) the same news comes as text lines. Interrupting the kernel (Ctrl-C) cancels
+    the run: every step process is stopped and the run is recorded as cancelled.
 
     Args:
         notebook: the notebook file.
@@ -292,6 +385,8 @@ def run(
         offline: reuse cached steps without asking the sources they read through
             `cellpipe.data` whether they changed (by default each source is asked for its
             version, one stat or HEAD request, before a cached step is trusted).
+        live: False shows nothing while the run goes.
+        raise_on_error: False returns a failed run instead of raising `RunFailedError`.
 
     Returns:
         The run: status, metrics and `Run.load` for any step's outputs.
@@ -299,23 +394,101 @@ def run(
     Raises:
         DefinitionError: the notebook is invalid (nothing runs).
         ParameterError: a parameter is unknown or ill-typed (nothing runs).
+        RunFailedError: a step failed (unless ``raise_on_error=False``); its ``run`` is the
+            `Run`, and the failed steps' tracebacks were shown.
+        KeyboardInterrupt: (`RunCancelled`, with the report) the run was cancelled.
 
     Example::
 
         run = cellpipe.run("train.ipynb", params={"MAX_DEPTH": 6})
         run.metrics["accuracy"], run.load("train", "model")
     """
-    report = run_notebook(
-        notebook,
-        params=params,
-        jobs=jobs,
-        use_cache=use_cache,
-        from_step=from_step,
-        only=only,
-        executor=executor,
-        offline=offline,
-    )
-    return Run(report, Settings.for_notebook(Path(notebook)))
+    from cellpipe.runner.orchestrate import RunCancelled
+
+    pipeline = load_pipeline(notebook)
+    edges = tuple((e.source, e.target, ", ".join((*e.variables, *e.files))) for e in pipeline.edges)
+    view = _live_view(pipeline, edges) if live else None
+    try:
+        report = run_notebook(
+            notebook,
+            params=params,
+            jobs=jobs,
+            use_cache=use_cache,
+            from_step=from_step,
+            only=only,
+            executor=executor,
+            offline=offline,
+            sink=None if view is None else view.emit,
+        )
+    except RunCancelled as cancelled:
+        if view is not None:
+            view.close()
+            _show_outcome(cancelled.report)
+        raise
+    finally:
+        if view is not None:
+            view.close()
+    result = Run(report, Settings.for_notebook(Path(notebook)), edges=edges)
+    if view is not None:
+        _show_outcome(report)
+    if report.failures and raise_on_error:
+        from cellpipe.errors import RunFailedError, StepFailedError
+
+        raise RunFailedError(
+            run_id=result.run_id,
+            failures=[
+                StepFailedError(
+                    f.error or "the step failed",
+                    step=f.step,
+                    traceback_text=f.traceback,
+                    log_path=f.log_path,
+                    hint=f.hint,
+                )
+                for f in report.failures
+            ],
+            run=result,
+        )
+    return result
+
+
+def _live_view(pipeline: Pipeline, edges: Sequence[tuple[str, str, str]]) -> _LiveSink:
+    """The notebook's live view in a Jupyter kernel, else text lines on stdout."""
+    from cellpipe.views.live import NotebookLiveView, TextLiveView, in_jupyter
+
+    if in_jupyter():
+        return NotebookLiveView(
+            edges=edges, steps=pipeline.step_names, title=Path(pipeline.path).name
+        )
+    return TextLiveView(sys.stdout)
+
+
+def _show_outcome(report: RunReport) -> None:
+    """After the live view: the metrics, then each step's rich outputs (Jupyter), or text."""
+    from cellpipe.views.live import in_jupyter, metrics_html, rich_outputs
+
+    metrics = dict(report.run.metrics)
+    if not in_jupyter():
+        if metrics:
+            sys.stdout.write("metrics: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+            sys.stdout.write("\n")
+        return
+    import json
+    from html import escape
+
+    from IPython.display import HTML, display
+
+    if metrics:
+        display(HTML(metrics_html(metrics)))  # type: ignore[no-untyped-call]
+    if report.notebook is None:
+        return
+    try:
+        document = json.loads(report.notebook.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    for step, bundles in rich_outputs(document):
+        display(HTML(f"<b>step <code>{escape(step)}</code></b>"))  # type: ignore[no-untyped-call]
+        for bundle in bundles:
+            display(bundle, raw=True)  # type: ignore[no-untyped-call]
 
 
 def load(run_id: str, step: str, variable: str, *, project: str | Path = ".") -> Any:

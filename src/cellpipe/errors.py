@@ -200,16 +200,22 @@ class RunFailedError(CellpipeError):
 
     headline = "the run failed"
 
-    def __init__(self, *, run_id: str, failures: Sequence[StepFailedError]) -> None:
+    def __init__(
+        self, *, run_id: str, failures: Sequence[StepFailedError], run: object = None
+    ) -> None:
         self.run_id = run_id
         self.failures = tuple(failures)
+        self.run = run  # the `cellpipe.Run` when `cellpipe.run` raised it
         count = len(self.failures)
         lines = [f"run {run_id} failed in {count} step{'' if count == 1 else 's'}:"]
         for failure in self.failures:
             lines.append(f"  {failure.message}")
             if failure.log_path:
                 lines.append(f"    log: {failure.log_path}")
-        super().__init__("\n".join(lines))
+        super().__init__(
+            "\n".join(lines),
+            hint="fix the step and run again: the steps that finished are reused",
+        )
 
 
 class FileRaceError(CellpipeError):

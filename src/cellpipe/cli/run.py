@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TextIO
 
 from cellpipe.cli import render
 from cellpipe.cli._loading import NOTEBOOK_HELP, check_path
+from cellpipe.views.live_lines import ProgressLines, reason_text
 
 if TYPE_CHECKING:
     from cellpipe.runner._bare import BareServer
@@ -189,6 +190,8 @@ def _run(args: argparse.Namespace, bare: BareServer | None) -> int:
 
 def _event_document(event: Event) -> dict[str, Any] | None:
     kind = type(event).__name__
+    if kind == "StepOutput":
+        return None  # as "output" lines, by `_JsonView`
     if kind in STATUS_OF:
         doc: dict[str, Any] = {
             "event": "step",
@@ -218,14 +221,37 @@ def _event_document(event: Event) -> dict[str, Any] | None:
 
 
 class _JsonView:
+    r"""One JSON object per event; a step's printed output as ``output`` events, one per line.
+
+    A line rewritten with ``\r`` (a progress bar) is one ``output`` event with its final
+    text; a step's last unfinished line is sent before its terminal event.
+    """
+
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
+        self.lines: dict[str, ProgressLines] = {}
+
+    def _write(self, doc: dict[str, Any]) -> None:
+        self.stream.write(render.dumps(doc, default=str) + "\n")
+        self.stream.flush()
+
+    def _output(self, step: str, stream: str, lines: list[str]) -> None:
+        for line in lines:
+            self._write({"event": "output", "step": step, "stream": stream, "text": line})
 
     def on_event(self, event: Event) -> None:
+        kind = type(event).__name__
+        step = getattr(event, "step", None)
+        if kind == "StepOutput" and step is not None:
+            buffer = self.lines.setdefault(step, ProgressLines())
+            lines = buffer.feed(getattr(event, "text", ""))
+            self._output(step, getattr(event, "stream", "log"), lines)
+            return
+        if kind in STATUS_OF and kind != "StepStarted" and step in self.lines:
+            self._output(step, "log", self.lines.pop(step).flush())
         doc = _event_document(event)
         if doc is not None:
-            self.stream.write(render.dumps(doc, default=str) + "\n")
-            self.stream.flush()
+            self._write(doc)
 
     def close(self) -> None:
         return
@@ -287,6 +313,9 @@ class _TextView:
         # The lines of each step's output that the summary must not repeat (its traceback
         # and the hint of a CellpipeError, which Python prints with the exception).
         self.shown: dict[str, set[str]] = {}
+        # Each step's output as lines: a line rewritten with \r (tqdm) is one line.
+        self.lines: dict[str, ProgressLines] = {}
+        self.why: dict[str, str] = {}  # why a step runs (its cache decision, in words)
         self.live: Any = None
         self.console: Any = None
         if render.is_terminal(stream):
@@ -298,6 +327,7 @@ class _TextView:
             self.live.start()
 
     def _table(self) -> Any:
+        from rich.console import Group
         from rich.table import Table
         from rich.text import Text
 
@@ -318,7 +348,13 @@ class _TextView:
                 elapsed,
                 Text(why, style="dim"),
             )
-        return table
+        # The line each running step is rewriting (a progress bar), updated in place.
+        progress = [
+            Text(f"[{name}] {buffer.current}", style="dim", no_wrap=True, overflow="ellipsis")
+            for name, buffer in self.lines.items()
+            if buffer.current and self.states.get(name, ("",))[0] == "running"
+        ]
+        return Group(table, *progress) if progress else table
 
     def on_event(self, event: Event) -> None:
         kind = type(event).__name__
@@ -335,8 +371,11 @@ class _TextView:
         if self.live is not None:
             self.live.update(self._table())
 
-    def _output(self, step: str, text: str) -> None:
-        lines = text.rstrip("\n").split("\n") if text.strip() else []
+    def _output(self, step: str, text: str, *, final: bool = False) -> None:
+        buffer = self.lines.setdefault(step, ProgressLines())
+        lines = buffer.feed(text)
+        if final:
+            lines += buffer.flush()
         for line in lines:
             if line.startswith("Traceback (most recent call last):") or "hint: " in line:
                 self.shown.setdefault(step, set()).add(line.strip())
@@ -347,15 +386,21 @@ class _TextView:
 
     def _state(self, event: Event, state: str) -> None:
         step = getattr(event, "step", "")
+        if state != "running":
+            self._output(step, "", final=True)  # a last line without a newline
         duration = getattr(event, "duration_s", None)
         reason = getattr(event, "reason", "") or getattr(event, "error", "") or ""
+        if state == "running":
+            reason = self.why[step] = reason_text(reason)
+        elif state == "succeeded":
+            reason = self.why.get(step, "")
         shown = f"{duration:.1f}s" if isinstance(duration, float) else ""
         self.states[step] = (state, f"{shown}|{reason}", time.monotonic())
         if self.live is None:
             text = f"{self.SYMBOL.get(state, '?')} {step} {state}"
             if shown:
                 text += f" in {shown}"
-            if reason and state in ("cached", "skipped", "failed"):
+            if reason and state in ("running", "cached", "skipped", "failed"):
                 text += f" ({reason})"
             self.out.line(text)
 

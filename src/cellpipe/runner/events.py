@@ -64,13 +64,25 @@ class RunStarted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class StepStarted:
-    """A step was handed to the executor."""
+    """A step was handed to the executor.
+
+    Attributes:
+        step: the step.
+        reason: why it runs, the cache decision in words (``miss: parameter LR changed
+            0.1 → 0.2``, ``miss: no cached result``); the orchestrator fills it in.
+    """
 
     step: str
+    reason: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """Return the ``--json`` line."""
-        return {"event": "step_started", "step": self.step, "status": StepStatus.RUNNING.value}
+        return {
+            "event": "step_started",
+            "step": self.step,
+            "status": StepStatus.RUNNING.value,
+            "reason": self.reason,
+        }
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -562,6 +562,8 @@ class _Run:
     def on_event(self, event: Event) -> None:
         if isinstance(event, StepStarted):
             self.started.setdefault(event.step, datetime.now(UTC))
+            if not event.reason and event.step in self.reasons:
+                event = replace(event, reason=self.reasons[event.step])
         if isinstance(event, StepSucceeded | StepFailed | StepSkipped | StepCancelled):
             self._record_end(event.result)
         if isinstance(event, StepCached):
