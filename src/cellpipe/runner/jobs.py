@@ -323,7 +323,8 @@ class StepResult:
         files_written: workspace-relative paths of the files the step opened for writing
             (and that exist when it ends).
         definitions: the classes the step defined at top level, stored as one value, if any.
-        duration_s: time spent in the step process (0 when it did not run).
+        duration_s: time spent in the step process (0 when it did not run), its imports
+            included: the imports and functions cells it ran, or the warm server ran for it.
         hint: how to fix the error, when there is something to say.
     """
 
