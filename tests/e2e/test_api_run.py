@@ -8,7 +8,7 @@ import pytest
 from run_helpers import BASIC, write_notebook
 
 import cellpipe
-from cellpipe.errors import ParameterError, RunNotFoundError
+from cellpipe.errors import CellpipeError, ParameterError, RunFailedError, RunNotFoundError
 
 pytestmark = pytest.mark.e2e
 
@@ -57,10 +57,35 @@ def test_load_errors_name_what_is_missing(notebook):
 
 
 @pytest.mark.slow
-def test_failed_run_is_a_run_not_an_exception(tmp_path):
+def test_failed_run_raises_with_the_run_or_returns_it_when_asked(tmp_path, capsys):
     path = write_notebook(tmp_path / "f", [(["step:a"], "x = 1 / 0"), (["step:b"], "y = x")])
-    run = cellpipe.run(path)
+    with pytest.raises(RunFailedError, match="step 'a' failed: ZeroDivisionError") as raised:
+        cellpipe.run(path)
+    assert isinstance(raised.value, CellpipeError)
+    assert raised.value.run.status == "failed"
+    assert raised.value.failures[0].step == "a"
+    shown = capsys.readouterr().out  # outside Jupyter: the live view is text on stdout
+    assert "✗ a failed" in shown
+    assert shown.count("Traceback (most recent call last):") == 1
+    assert 'File "nb.ipynb [cell 1]", line 1' in shown
+    run = cellpipe.run(path, raise_on_error=False, live=False)
+    assert capsys.readouterr().out == ""
     assert run.status == "failed"
     assert run.steps == {"a": "failed", "b": "skipped"}
     assert run.error is not None
     assert "ZeroDivisionError" in run.error
+
+
+@pytest.mark.slow
+def test_run_shows_as_html_and_as_a_table(notebook, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cellpipe.run(notebook, live=False)
+    run = cellpipe.run(notebook, params={"A": 5}, live=False)
+    table = run.to_pandas()
+    assert list(table.columns) == ["step", "status", "duration_s", "reason", "source_run"]
+    assert list(table["step"]) == ["a", "b", "c", "d"]
+    assert table.set_index("step").loc["a", "reason"] == "miss: parameter A changed 1 → 5"
+    html = run._repr_html_()
+    assert run.run_id in html
+    assert "<svg" in html
+    assert "parameter A changed 1 → 5" in html

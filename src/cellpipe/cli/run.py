@@ -237,7 +237,15 @@ class _JsonView:
 
     def _output(self, step: str, stream: str, lines: list[str]) -> None:
         for line in lines:
-            self._write({"event": "output", "step": step, "stream": stream, "text": line})
+            self._write(
+                {
+                    "event": "output",
+                    "step": step,
+                    "status": "running",
+                    "stream": stream,
+                    "text": line,
+                }
+            )
 
     def on_event(self, event: Event) -> None:
         kind = type(event).__name__
