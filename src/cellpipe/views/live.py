@@ -418,18 +418,32 @@ class _Html:
         return self.text
 
 
+def _timer(delay: float, fn: Callable[[], None]) -> Callable[[], None]:
+    """Call ``fn`` once in ``delay`` seconds on a daemon thread; return a cancel function."""
+    import threading
+
+    timer = threading.Timer(delay, fn)
+    timer.daemon = True
+    timer.start()
+    return timer.cancel
+
+
 class NotebookLiveView:
     """The live view in a Jupyter kernel: one display, updated in place.
 
     The first event creates the display (``display(..., display_id=True)``); later events
     update it through its handle: at once when a state changed, at most `MAX_UPDATES_PER_S`
-    times a second for output alone. `close` draws the final state.
+    times a second for output alone. Output held back by that limit is drawn when the
+    interval is over (a timer), so a step that prints once and then works quietly is seen
+    at once. `close` draws the final state.
 
     Args:
         edges: the pipeline's edges ``(source, target, label)`` for the graph.
         steps: the step names, shown waiting before the run starts.
         title: the notebook's name.
         clock: seconds (monotonic).
+        later: ``later(delay, fn)`` calls ``fn`` after ``delay`` seconds and returns a function
+            that cancels it (default: a daemon `threading.Timer`); tests pass their own.
     """
 
     def __init__(
@@ -439,13 +453,19 @@ class NotebookLiveView:
         steps: Sequence[str] = (),
         title: str = "",
         clock: Callable[[], float] = time.monotonic,
+        later: Callable[[float, Callable[[], None]], Callable[[], None]] = _timer,
     ) -> None:
+        import threading
+
         from IPython.display import display
 
         self.edges = tuple(edges)
         self.title = title
         self.state = LiveState(clock=clock, steps=steps)
         self._clock = clock
+        self._later = later
+        self._lock = threading.Lock()
+        self._cancel: Callable[[], None] | None = None  # the pending redraw, if any
         self._last = clock()
         self._dirty = False
         self._closed = False
@@ -458,12 +478,22 @@ class NotebookLiveView:
 
     def emit(self, event: Event) -> None:
         """Take one event; redraw now on a state change, else when the throttle allows."""
-        changed = self.state.apply(event)
-        now = self._clock()
-        if changed or now - self._last >= 1.0 / MAX_UPDATES_PER_S:
-            self._update(now)
-        else:
-            self._dirty = True
+        with self._lock:
+            changed = self.state.apply(event)
+            now = self._clock()
+            wait = 1.0 / MAX_UPDATES_PER_S - (now - self._last)
+            if changed or wait <= 0:
+                self._update(now)
+            else:
+                self._dirty = True
+                if self._cancel is None and not self._closed:
+                    self._cancel = self._later(wait, self._redraw)
+
+    def _redraw(self) -> None:
+        with self._lock:
+            self._cancel = None
+            if self._dirty and not self._closed:
+                self._update(self._clock())
 
     def _update(self, now: float) -> None:
         self._last = now
@@ -472,9 +502,13 @@ class NotebookLiveView:
 
     def close(self) -> None:
         """Draw the final state (output held back by the throttle included); once."""
-        if not self._closed:
-            self._closed = True
-            self._update(self._clock())
+        with self._lock:
+            if self._cancel is not None:
+                self._cancel()
+                self._cancel = None
+            if not self._closed:
+                self._closed = True
+                self._update(self._clock())
 
 
 def metrics_html(metrics: Mapping[str, Any]) -> str:

@@ -279,7 +279,13 @@ def test_notebook_view_updates_one_display_throttled_but_at_once_on_state_change
     fake.display = display  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "IPython.display", fake)
     clock = Clock()
-    view = NotebookLiveView(steps=("a",), edges=(), clock=clock)
+    pending: list[tuple[float, Any]] = []
+
+    def later(delay: float, fn: Any) -> Any:
+        pending.append((delay, fn))
+        return lambda: pending.remove((delay, fn))
+
+    view = NotebookLiveView(steps=("a",), edges=(), clock=clock, later=later)
     assert [kind for kind, _ in shown] == ["display"]
     view.emit(RunStarted(run_id="r", steps=("a",), jobs=1))
     view.emit(StepStarted(step="a"))
@@ -287,13 +293,22 @@ def test_notebook_view_updates_one_display_throttled_but_at_once_on_state_change
     for i in range(100):  # a chatty step, all within one throttle interval
         view.emit(StepOutput(step="a", stream="log", text=f"line {i}\n"))
     assert len(shown) == 3
+    # What was held back is drawn when the interval is over, by one timer.
+    assert [delay for delay, _ in pending] == [pytest.approx(0.1)]
+    clock.now += 0.1
+    pending.pop()[1]()
+    assert len(shown) == 4
+    assert "line 99" in shown[-1][1]._repr_html_()
     clock.now += 1.0
     view.emit(StepOutput(step="a", stream="log", text="later\n"))
-    assert len(shown) == 4
+    assert len(shown) == 5
+    view.emit(StepOutput(step="a", stream="log", text="held back\n"))
+    assert len(pending) == 1
     view.emit(_ok("a"))
     view.close()
     view.close()
-    assert len(shown) == 6
+    assert pending == []  # the close cancelled the timer
+    assert len(shown) == 7
     final = shown[-1][1]
     assert "a succeeded" in repr(final)
     assert "later" in final._repr_html_()
