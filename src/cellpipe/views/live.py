@@ -56,6 +56,9 @@ MAX_LINES = 40
 #: At most this many display updates per second for output alone (state changes are shown at
 #: once), so a chatty step does not flood the front end.
 MAX_UPDATES_PER_S = 10.0
+#: While a run goes the live view is redrawn this often (seconds) even without events, so
+#: the elapsed times move on.
+TICK_S = 1.0
 
 SYMBOL: dict[str, str] = {
     "waiting": "·",
@@ -435,7 +438,8 @@ class NotebookLiveView:
     update it through its handle: at once when a state changed, at most `MAX_UPDATES_PER_S`
     times a second for output alone. Output held back by that limit is drawn when the
     interval is over (a timer), so a step that prints once and then works quietly is seen
-    at once. `close` draws the final state.
+    at once; while the run goes it is redrawn every `TICK_S` seconds for the elapsed times.
+    `close` draws the final state.
 
     Args:
         edges: the pipeline's edges ``(source, target, label)`` for the graph.
@@ -466,6 +470,7 @@ class NotebookLiveView:
         self._later = later
         self._lock = threading.Lock()
         self._cancel: Callable[[], None] | None = None  # the pending redraw, if any
+        self._tick: Callable[[], None] | None = None  # the pending clock redraw, if any
         self._last = clock()
         self._dirty = False
         self._closed = False
@@ -495,17 +500,27 @@ class NotebookLiveView:
             if self._dirty and not self._closed:
                 self._update(self._clock())
 
+    def _tick_now(self) -> None:
+        with self._lock:
+            self._tick = None
+            if not self._closed and self.state.status == "running":
+                self._update(self._clock())
+
     def _update(self, now: float) -> None:
         self._last = now
         self._dirty = False
         self.handle.update(self._view())
+        # While the run goes, the elapsed times move on even when no event comes.
+        if self._tick is None and not self._closed and self.state.status == "running":
+            self._tick = self._later(TICK_S, self._tick_now)
 
     def close(self) -> None:
         """Draw the final state (output held back by the throttle included); once."""
         with self._lock:
-            if self._cancel is not None:
-                self._cancel()
-                self._cancel = None
+            for cancel in (self._cancel, self._tick):
+                if cancel is not None:
+                    cancel()
+            self._cancel = self._tick = None
             if not self._closed:
                 self._closed = True
                 self._update(self._clock())

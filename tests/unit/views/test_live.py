@@ -293,22 +293,32 @@ def test_notebook_view_updates_one_display_throttled_but_at_once_on_state_change
     for i in range(100):  # a chatty step, all within one throttle interval
         view.emit(StepOutput(step="a", stream="log", text=f"line {i}\n"))
     assert len(shown) == 3
-    # What was held back is drawn when the interval is over, by one timer.
-    assert [delay for delay, _ in pending] == [pytest.approx(0.1)]
+    # What was held back is drawn when the interval is over, by one timer; another one
+    # redraws every second while the run goes (the elapsed times).
+    assert sorted(delay for delay, _ in pending) == [pytest.approx(0.1), 1.0]
+    flush = next(p for p in pending if p[0] != 1.0)
+    pending.remove(flush)
     clock.now += 0.1
-    pending.pop()[1]()
+    flush[1]()
     assert len(shown) == 4
+    tick = next(p for p in pending if p[0] == 1.0)
+    pending.remove(tick)
+    clock.now += 1.0
+    tick[1]()
+    assert len(shown) == 5
+    assert "1.1s" in repr(shown[-1][1])  # the running step's time moved on
+    assert [delay for delay, _ in pending] == [1.0]  # and the next tick is due
     assert "line 99" in shown[-1][1]._repr_html_()
     clock.now += 1.0
     view.emit(StepOutput(step="a", stream="log", text="later\n"))
-    assert len(shown) == 5
+    assert len(shown) == 6
     view.emit(StepOutput(step="a", stream="log", text="held back\n"))
-    assert len(pending) == 1
+    assert len(pending) == 2
     view.emit(_ok("a"))
     view.close()
     view.close()
-    assert pending == []  # the close cancelled the timer
-    assert len(shown) == 7
+    assert pending == []  # the close cancelled the timers
+    assert len(shown) == 8
     final = shown[-1][1]
     assert "a succeeded" in repr(final)
     assert "later" in final._repr_html_()
