@@ -217,6 +217,13 @@ class RunFailedError(CellpipeError):
             hint="fix the step and run again: the steps that finished are reused",
         )
 
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for it: the message, not cellpipe's frames.
+
+        The failed steps' own tracebacks, pointing at notebook cells, were shown by the run.
+        """
+        return [f"{type(self).__name__}: {self}"]
+
 
 class FileRaceError(CellpipeError):
     """Two steps that are not ordered used one workspace file: one wrote it, one read it."""

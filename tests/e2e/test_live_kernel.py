@@ -184,6 +184,10 @@ def test_a_failed_run_shows_its_traceback_and_raises_or_returns(tmp_path: Path) 
     errors = [o for o in first.outputs if o["output_type"] == "error"]
     assert [e["ename"] for e in errors] == ["RunFailedError"]
     assert "step 'b' failed: ZeroDivisionError" in errors[0]["evalue"]
+    # The error shows as its message and hint, without cellpipe's own frames.
+    shown = "\n".join(errors[0]["traceback"])
+    assert "hint: fix the step and run again" in shown
+    assert "api.py" not in shown
     live = next(o for o in first.outputs if "text/html" in o.get("data", {}))["data"]
     assert 'File "nb.ipynb [cell 2]", line 1' in live["text/plain"]
     assert "ZeroDivisionError" in live["text/html"]
