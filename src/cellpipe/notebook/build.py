@@ -69,7 +69,7 @@ from cellpipe.notebook.magics import (
     to_python,
 )
 from cellpipe.notebook.packages import pip_name, resolve_modules
-from cellpipe.notebook.parse import CODE, NotebookSource, read_notebook
+from cellpipe.notebook.parse import CODE, MARKDOWN, NotebookSource, read_notebook
 from cellpipe.notebook.settings import StepDefaults, read_settings
 from cellpipe.notebook.tags import CellTags, Role, parse_tags
 from cellpipe.pipeline import (
@@ -277,6 +277,11 @@ class _Builder:
                     functions=self.shared[Role.FUNCTIONS],
                     settings=settings,
                     warnings=self.warnings,
+                    markdown=[
+                        CodeChunk(cell=c.number, source=c.source, python="")
+                        for c in self.source.cells
+                        if c.kind == MARKDOWN and c.source.strip()
+                    ],
                 )
             except PipelineValidationError as exc:
                 self.errors.extend(exc.problems)
