@@ -196,6 +196,7 @@ def _main(words: list[str], command: str | None, early: BareServer | None) -> in
         return _status(exc.code)
     if early is not None:
         args.bare_server = early
+    _project_from_environment(args, words)
     debug: bool = getattr(args, "debug", False)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
@@ -203,6 +204,23 @@ def _main(words: list[str], command: str | None, early: BareServer | None) -> in
         return 2
     _configure_logging(debug)
     return _call(handler, args, debug=debug)
+
+
+def _project_from_environment(args: argparse.Namespace, words: Sequence[str]) -> None:
+    """Let ``CELLPIPE_PROJECT`` stand in for a ``--project`` the command line did not give.
+
+    The project is found the same way everywhere: ``--project`` (or ``project=``), else
+    ``CELLPIPE_PROJECT``, else the working directory (`cellpipe.config.project_start`).
+    """
+    import os
+
+    from cellpipe.config import PROJECT_ENV
+
+    if not hasattr(args, "project") or not os.environ.get(PROJECT_ENV):
+        return
+    if any(w == "--project" or w.startswith("--project=") for w in words):
+        return
+    args.project = os.environ[PROJECT_ENV]
 
 
 def _early_server(words: list[str]) -> BareServer | None:
