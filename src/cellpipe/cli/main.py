@@ -35,6 +35,7 @@ COMMANDS = (
     "cellpipe.cli.runs",
     "cellpipe.cli.lineage",
     "cellpipe.cli.snapshot",
+    "cellpipe.cli.report",
     "cellpipe.cli.models",
     "cellpipe.cli.serve",
     "cellpipe.cli.compile",
@@ -60,6 +61,7 @@ COMMAND_MODULES = {
     "artifacts": "cellpipe.cli.lineage",
     "snapshot": "cellpipe.cli.snapshot",
     "reproduce": "cellpipe.cli.snapshot",
+    "report": "cellpipe.cli.report",
     "models": "cellpipe.cli.models",
     "serve": "cellpipe.cli.serve",
     "compile": "cellpipe.cli.compile",
@@ -87,6 +89,7 @@ examples:
   cellpipe runs                            the run history of this project
   cellpipe why RUN STEP                    why a step was a cache hit or a miss
   cellpipe compare RUN RUN                 parameters and metrics side by side
+  cellpipe report latest -o run.html       the run as one HTML page, outputs included
   cellpipe compile train.ipynb             Kubeflow Pipelines v2 YAML for a cluster
   cellpipe doctor                          check the project's stores; --repair a damaged one
   cellpipe config                          the storage settings and where each came from
