@@ -88,3 +88,41 @@ def test_report_of_an_unknown_run(project: Path, run_cli: RunCli) -> None:
     result = run_cli("report", "no-such-run", "--json")
     assert result.code != 0
     assert result.out == "" or "error" in json.loads(result.out)
+
+
+def test_executed_notebook_keeps_markdown_between_the_steps(project: Path, run_cli: RunCli) -> None:
+    ran = run_cli("run", project, "--json")
+    assert ran.code == 0, ran.err
+    run_id = json.loads(ran.out.splitlines()[-1])["run_id"]
+    run_nb = project.parent / ".cellpipe" / "runs" / run_id / "run.ipynb"
+    cells = json.loads(run_nb.read_text(encoding="utf-8"))["cells"]
+    order = [
+        "".join(c["source"]).splitlines()[0]
+        for c in cells
+        if c["cell_type"] == "markdown" or "cellpipe" in c["metadata"]
+    ]
+    assert order.index("# Plot report") < order.index("import matplotlib.pyplot as plt")
+    assert order.index("## step `make`: succeeded") < order.index("## Drawing")
+    assert order.index("## Drawing") < order.index("## step `draw`: succeeded")
+    drawing = next(c for c in cells if "".join(c["source"]).startswith("## Drawing"))
+    assert drawing["metadata"]["cellpipe"] == {"cell": 5, "role": "markdown"}
+
+
+def test_percent_script_markdown_is_uncommented(tmp_path: Path, run_cli: RunCli) -> None:
+    script = tmp_path / "pct.py"
+    script.write_text(
+        '"""Top docstring text."""\n\n'
+        '# %% tags=["step:a"]\nx = 1\n\n'
+        "# %% [markdown]\n# ## Between\n#\n# More *text*.\n\n"
+        '# %% tags=["step:b"]\ny = x + 1\n'
+    )
+    ran = run_cli("run", script, "--json")
+    assert ran.code == 0, ran.err
+    run_id = json.loads(ran.out.splitlines()[-1])["run_id"]
+    run_nb = tmp_path / ".cellpipe" / "runs" / run_id / "run.ipynb"
+    texts = [
+        "".join(c["source"])
+        for c in json.loads(run_nb.read_text())["cells"]
+        if c["metadata"].get("cellpipe", {}).get("role") == "markdown"
+    ]
+    assert texts == ["Top docstring text.", "## Between\n\nMore *text*."]
