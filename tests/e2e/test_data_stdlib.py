@@ -146,3 +146,10 @@ def test_head_refused_uses_a_conditional_get(tmp_path: Path, no_head_server: _Se
     assert again.digest == first.digest
     # The second call asked with If-None-Match and got 304: the bytes came once.
     assert no_head_server.requests == Counter({"HEAD": 2, "GET": 1, "GET 304": 1})
+
+
+def test_source_version_without_head_reads_only_the_headers(no_head_server: _Server) -> None:
+    from cellpipe.runner.data import source_version
+
+    assert source_version(no_head_server.url) == 'etag:"v1"'
+    assert no_head_server.requests == Counter({"HEAD": 1, "GET": 1})

@@ -466,10 +466,21 @@ def source_version(url: str, *, storage_options: Mapping[str, Any] | None = None
         DataError: the source cannot be reached (or its file system cannot be loaded).
     """
     try:
-        return _version(_Source(url, storage_options).info())
+        source = _Source(url, storage_options)
+        try:
+            return _version(source.info())
+        except Exception as exc:
+            if not _head_refused(exc):
+                raise
+            # No HEAD here: a GET's headers carry the version; the body is not read.
+            response = source.open()
+            try:
+                return _version(_http_info(response.headers))
+            finally:
+                response.close()
     except DataError:
         raise
-    except Exception as exc:  # network errors come in many types (aiohttp, botocore, OSError)
+    except Exception as exc:  # network errors come in many types (OSError, botocore, ...)
         raise DataError(
             f"cannot check {url}: {type(exc).__name__}: {exc}",
             hint="check the URL and the network, or run with --offline to use the stored copy",
