@@ -6,11 +6,13 @@ import json
 import re
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from run_helpers import write_notebook
 
-from conftest import RunCli
+if TYPE_CHECKING:
+    from conftest import RunCli  # the e2e conftest (not importable by name in a full run)
 
 pytestmark = pytest.mark.e2e
 

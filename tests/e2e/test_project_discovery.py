@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 import cellpipe
 from cellpipe.errors import ProjectNotFoundError, StorageError
-from conftest import RunCli
+
+if TYPE_CHECKING:
+    from conftest import RunCli  # the e2e conftest (not importable by name in a full run)
 
 pytestmark = pytest.mark.e2e
 
