@@ -135,3 +135,39 @@ def test_default_notebook_follows_what_the_kernel_says(tmp_path: Path) -> None:
         a,
         "--json",
     ]
+
+
+def test_the_kernels_notebook_folder_is_the_default_project(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CELLPIPE_PROJECT", raising=False)
+    folder = tmp_path / "nb"
+    folder.mkdir()
+    (folder / "a.ipynb").write_text("{}")
+    elsewhere = tmp_path / "root"
+    elsewhere.mkdir()
+    ns = {"__vsc_ipynb_file__": str(folder / "a.ipynb")}  # VS Code: cwd may be elsewhere
+    project = ["--project", str(folder.resolve())]
+    assert with_default_notebook(["runs"], user_ns=ns, cwd=elsewhere) == ["runs", *project]
+    assert with_default_notebook(["models", "list"], user_ns=ns, cwd=elsewhere) == [
+        "models",
+        "list",
+        *project,
+    ]
+    assert with_default_notebook(["why", "latest", "d"], user_ns=ns, cwd=elsewhere) == [
+        "why",
+        *project,
+        "latest",
+        "d",
+    ]
+    # An explicit --project, CELLPIPE_PROJECT, or the notebook in the working directory win.
+    assert with_default_notebook(["runs", "--project", "x"], user_ns=ns, cwd=elsewhere) == [
+        "runs",
+        "--project",
+        "x",
+    ]
+    env = {"CELLPIPE_PROJECT": str(elsewhere)}
+    assert with_default_notebook(["runs"], user_ns=ns, env=env, cwd=elsewhere) == ["runs"]
+    assert with_default_notebook(["runs"], user_ns=ns, cwd=folder) == ["runs"]
+    # No notebook found: the working directory, no error.
+    assert with_default_notebook(["runs"], user_ns={}, cwd=elsewhere) == ["runs"]

@@ -14,7 +14,10 @@ none gets the kernel's notebook inserted: the first of
 3. ``__session__`` in the user namespace (ipykernel),
 4. the only notebook (``.ipynb``) in the working directory,
 
-else the magic shows an error saying how to name one. Errors show the `CellpipeError`
+else the magic shows an error saying how to name one. A command that reads a project's records
+(``runs``, ``why``, ``compare``, ...) and is given no ``--project`` reads the project of the
+kernel's notebook (its folder, which VS Code may not use as the working directory), unless
+``CELLPIPE_PROJECT`` names one. Errors show the `CellpipeError`
 message and hint, never a traceback (``--debug`` shows one, as on the command line).
 
 Invariants: the magic never raises for a user mistake and never ends the kernel
@@ -127,13 +130,53 @@ def with_default_notebook(
     if command is None or "-h" in out or "--help" in out:
         return out
     sub = _subparser(build_parser(command), command)
-    if sub is None or not any(a.dest == "notebook" and not a.option_strings for a in sub._actions):
-        return out
     at = out.index(command)
+    # `models list`, `snapshot list`: the options are the nested command's.
+    while sub is not None and at + 1 < len(out):
+        nested = _subparser(sub, out[at + 1])
+        if nested is None:
+            break
+        sub, at = nested, at + 1
+    if sub is None:
+        return out
+    if "--project" in sub._option_string_actions:
+        return _with_default_project(out, at, user_ns=user_ns, env=env, cwd=cwd)
+    if not any(a.dest == "notebook" and not a.option_strings for a in sub._actions):
+        return out
     if _positionals(sub, out[at + 1 :]):
         return out
     notebook = default_notebook(user_ns=user_ns, env=env, cwd=cwd)
     return [*out[: at + 1], str(notebook), *out[at + 1 :]]
+
+
+def _with_default_project(
+    words: list[str],
+    at: int,
+    *,
+    user_ns: Mapping[str, Any],
+    env: Mapping[str, str] | None,
+    cwd: Path | None,
+) -> list[str]:
+    """Insert ``--project`` = the kernel's notebook's folder when nothing else names one.
+
+    An explicit ``--project`` and ``CELLPIPE_PROJECT`` win; a kernel whose notebook cannot
+    be found keeps the working directory (the CLI's default), without an error.
+    """
+    from cellpipe.config import PROJECT_ENV
+
+    environ = os.environ if env is None else env
+    if any(w == "--project" or w.startswith("--project=") for w in words):
+        return words
+    if environ.get(PROJECT_ENV):
+        return words
+    try:
+        notebook = default_notebook(user_ns=user_ns, env=environ, cwd=cwd)
+    except NotebookNotFoundError:
+        return words
+    folder = notebook.resolve().parent
+    if folder == (Path.cwd() if cwd is None else cwd).resolve():
+        return words
+    return [*words[: at + 1], "--project", str(folder), *words[at + 1 :]]
 
 
 def _subparser(parser: argparse.ArgumentParser, command: str) -> argparse.ArgumentParser | None:
