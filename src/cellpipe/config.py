@@ -156,6 +156,8 @@ class Settings:
         folder = start.resolve()
         if folder.is_file():
             folder = folder.parent
+        elif not folder.exists():  # a mistyped --project must not find a project above it
+            raise ProjectNotFoundError(folder, f"{origin}, which does not exist", searched=[folder])
         settings = cls.discover(folder, environ)
         if settings is None:
             raise ProjectNotFoundError(folder, origin, searched=[folder, *folder.parents])

@@ -79,3 +79,12 @@ def test_a_miss_names_the_folders_searched_and_the_fixes(
     monkeypatch.setenv("CELLPIPE_PROJECT", str(folder))
     with pytest.raises(ProjectNotFoundError, match="CELLPIPE_PROJECT"):
         cellpipe.restore("latest", "a", namespace={})
+
+
+def test_a_project_folder_that_does_not_exist_is_a_miss(ran: Path, run_cli: RunCli) -> None:
+    # The working directory is a project, but a mistyped --project must not fall back to it.
+    result = run_cli("runs", "--project", "no-such-folder")
+    assert result.code == 1
+    assert "no-such-folder (the folder given, which does not exist)" in result.err
+    with pytest.raises(ProjectNotFoundError, match="does not exist"):
+        cellpipe.load("latest", "a", "x", project=ran / "typo")
