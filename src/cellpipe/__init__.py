@@ -56,6 +56,25 @@ _API = {
 }
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext cellpipe``: register the ``%cellpipe`` line magic (the CLI's words).
+
+    Example (in a notebook)::
+
+        %load_ext cellpipe
+        %cellpipe run -p MAX_DEPTH=6
+        %cellpipe why latest train
+    """
+    from cellpipe.cli.ipython import load_ipython_extension as register
+
+    register(ipython)
+
+
+def __dir__() -> list[str]:
+    # The lazily loaded functions are listed too, so tab completion on `cellpipe.` offers them.
+    return sorted({*globals(), *__all__})
+
+
 def __getattr__(name: str) -> Any:
     # Loaded on first use, CellpipeError too: `cellpipe run` starts its fork server before
     # importing anything else, and every command's start-up counts.

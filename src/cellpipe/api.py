@@ -491,19 +491,25 @@ def _show_outcome(report: RunReport) -> None:
             display(bundle, raw=True)  # type: ignore[no-untyped-call]
 
 
-def load(run_id: str, step: str, variable: str, *, project: str | Path = ".") -> Any:
+def load(run_id: str, step: str, variable: str, *, project: str | Path | None = None) -> Any:
     """Return the value ``step`` output as ``variable`` in run ``run_id``.
 
     Args:
         run_id: the run's id, a unique prefix of it, or ``latest`` / ``latest~N``.
         step: the step's name.
         variable: the output's name.
-        project: a folder inside the project (default: the working directory).
+        project: a folder inside the project (default: ``$CELLPIPE_PROJECT``, else the
+            working directory).
 
     Raises:
+        ProjectNotFoundError: when no project is found (the folders searched are named).
         RunNotFoundError: for an unknown run, step or variable.
+
+    Example::
+
+        model = cellpipe.load("latest", "train", "model")
     """
-    settings = find_project(Path(project))
+    settings = find_project(project)
     return _load_value(settings, run_id, step, variable)
 
 
@@ -529,19 +535,22 @@ def _private_state_dir(settings: Settings) -> None:
         pass
 
 
-def find_project(start: Path) -> Settings:
+def find_project(start: str | Path | None = None) -> Settings:
     """Return the settings of the project containing ``start``.
 
+    The search is the same everywhere (Python, the CLI, the magics): it starts at ``start``
+    when given (``project=``, ``--project``; a notebook file means its folder), else at the
+    folder in the ``CELLPIPE_PROJECT`` environment variable, else at the working directory,
+    and goes up to the nearest folder with a ``.cellpipe`` folder or a ``cellpipe.toml``.
+
+    Args:
+        start: a folder inside the project, a notebook in it, or None.
+
     Raises:
-        StorageError: when no folder at or above ``start`` has a ``.cellpipe`` folder.
+        ProjectNotFoundError: (a `StorageError`) naming the folders searched and how to
+            point at the project.
     """
-    settings = Settings.discover(start)
-    if settings is None:
-        raise StorageError(
-            f"no cellpipe project at or above {start.resolve()} (no .cellpipe folder)",
-            hint="run this in the notebook's folder, after a first `cellpipe run NOTEBOOK`",
-        )
-    return settings
+    return Settings.find(start)
 
 
 def step_record(project: Project, run_id: str, step: str) -> tuple[RunRecord, StepRunRecord]:
@@ -587,7 +596,7 @@ def restore(
     run_id: str,
     step: str,
     *,
-    project: str | Path = ".",
+    project: str | Path | None = None,
     namespace: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Load exactly a step's inputs and the run's parameters into the live namespace.
@@ -599,13 +608,15 @@ def restore(
     Args:
         run_id: the run's id, a unique prefix of it, or ``latest`` / ``latest~N``.
         step: the step's name.
-        project: a folder inside the project (default: the working directory).
+        project: a folder inside the project (default: ``$CELLPIPE_PROJECT``, else the
+            working directory).
         namespace: where to put the values instead (a dict you pass in).
 
     Returns:
         Name -> value: the parameters, then the step's inputs.
 
     Raises:
+        ProjectNotFoundError: when no project is found (the folders searched are named).
         RunNotFoundError: for an unknown run or step, or a step that never started.
 
     Example::
@@ -616,7 +627,7 @@ def restore(
 
     from cellpipe.storage.serializers import deserialize
 
-    settings = find_project(Path(project))
+    settings = find_project(project)
     with open_project(settings, create=False) as store:
         run_record, record = step_record(store, run_id, step)
         if record.started_at is None and not record.inputs:
@@ -647,6 +658,7 @@ def data(
     *,
     refresh: bool = False,
     storage_options: Mapping[str, Any] | None = None,
+    project: str | Path | None = None,
 ) -> Path:
     """Return a local, read-only copy of an external file, fetched once per source version.
 
@@ -655,10 +667,17 @@ def data(
     request (HEAD over HTTP); when it is known, nothing is downloaded. When the source cannot
     be reached the last stored copy is used, with a warning, so offline re-runs work.
 
+    Local paths, ``file://`` and ``http(s)://`` URLs work in the default install (Python's
+    standard library); other schemes (``s3://``, ``gs://``, ...) use fsspec, from the
+    ``team`` extra.
+
     Args:
-        url: any fsspec URL (``https://``, ``s3://``, ``file://``) or a local path.
+        url: a local path, a ``file://``, ``http://`` or ``https://`` URL, or any fsspec URL.
         refresh: download again even when the stored version looks current.
         storage_options: passed to fsspec (credentials, ``endpoint_url``).
+        project: outside a run, a folder inside the project whose store keeps the copy
+            (default: ``$CELLPIPE_PROJECT``, else the project at or above the working
+            directory, else the working directory). Inside a step: the run's project.
 
     Returns:
         A local file path; ``pd.read_csv(cellpipe.data(url))`` works.
@@ -675,9 +694,11 @@ def data(
 
     if current_step() is not None:
         return _data(url, refresh=refresh, storage_options=storage_options)
+    from cellpipe.config import project_start
     from cellpipe.storage.backends import open_artifact_store
 
-    settings = Settings.discover(Path.cwd()) or Settings.for_notebook(Path.cwd() / "_")
+    start, _ = project_start(project)
+    settings = Settings.discover(start) or Settings.for_notebook(start.resolve() / "_")
     _private_state_dir(settings)
     store = open_artifact_store(
         settings.artifacts_url,

@@ -46,10 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cellpipe.errors import CellpipeError
+from cellpipe.errors import CellpipeError, ProjectNotFoundError
 
 STATE_DIR = ".cellpipe"
 CONFIG_FILE = "cellpipe.toml"
+PROJECT_ENV = "CELLPIPE_PROJECT"
+"""The environment variable naming a folder inside the project when none is given."""
 
 SECTIONS = ("storage",)
 """The tables ``cellpipe.toml`` may have; any other is an error."""
@@ -132,6 +134,35 @@ class Settings:
                 return cls.for_notebook(candidate / "_", env)
         return None
 
+    @classmethod
+    def find(
+        cls, project: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Return the settings of a project that must exist, found the same way everywhere.
+
+        Where the search starts, first match wins: ``project`` (an explicit ``project=``
+        or ``--project``), the ``CELLPIPE_PROJECT`` environment variable, the working
+        directory. From there it goes up like `discover`.
+
+        Args:
+            project: a folder inside the project (or the notebook file), or None.
+            env: the environment (default: ``os.environ``).
+
+        Raises:
+            ProjectNotFoundError: naming the folders searched and how to point at the project.
+        """
+        environ = os.environ if env is None else env
+        start, origin = project_start(project, environ)
+        folder = start.resolve()
+        if folder.is_file():
+            folder = folder.parent
+        elif not folder.exists():  # a mistyped --project must not find a project above it
+            raise ProjectNotFoundError(folder, f"{origin}, which does not exist", searched=[folder])
+        settings = cls.discover(folder, environ)
+        if settings is None:
+            raise ProjectNotFoundError(folder, origin, searched=[folder, *folder.parents])
+        return settings
+
     @property
     def state_dir(self) -> Path:
         """The project's ``.cellpipe`` folder."""
@@ -147,6 +178,28 @@ class Settings:
         if self.s3_endpoint_url:
             return {"endpoint_url": self.s3_endpoint_url}
         return {}
+
+
+def project_start(
+    project: str | os.PathLike[str] | None = None, env: Mapping[str, str] | None = None
+) -> tuple[Path, str]:
+    """Return where a project search starts, and why (for messages).
+
+    Args:
+        project: an explicit folder (``project=``, ``--project``), or None.
+        env: the environment (default: ``os.environ``).
+
+    Returns:
+        ``(folder, origin)``: ``project`` as given, else ``$CELLPIPE_PROJECT``, else the
+        working directory; origin says which of the three it was.
+    """
+    environ = os.environ if env is None else env
+    if project is not None:
+        return Path(project).expanduser(), "the folder given"
+    named = environ.get(PROJECT_ENV)
+    if named:
+        return Path(named).expanduser(), f"{PROJECT_ENV}"
+    return Path.cwd(), "the working directory"
 
 
 def _read_project_file(root: Path, environ: Mapping[str, str]) -> dict[str, str]:

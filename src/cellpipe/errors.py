@@ -16,6 +16,7 @@ The tree::
     │   ├── ArtifactCorruptedError
     │   ├── SchemaVersionError
     │   ├── DamagedDatabaseError      the SQLite file is not a database or is malformed
+    │   ├── ProjectNotFoundError      no .cellpipe folder or cellpipe.toml at or above a folder
     │   ├── ReadOnlyStorageError      a write to a read-only file system or folder
     │   └── StorageFullError          no space left (ENOSPC, EDQUOT, EFBIG)
     ├── RunNotFoundError ── UnknownStepError  a mistyped step name (exit 2, "did you mean")
@@ -241,6 +242,31 @@ class StorageError(CellpipeError):
     """The artifact or metadata store failed."""
 
     headline = "storage error"
+
+
+class ProjectNotFoundError(StorageError):
+    """No folder at or above the search's start has a ``.cellpipe`` folder or ``cellpipe.toml``.
+
+    Attributes:
+        folder: where the search started.
+        origin: why it started there (``the folder given``, ``CELLPIPE_PROJECT``, ``the
+            working directory``).
+    """
+
+    headline = "no cellpipe project"
+
+    def __init__(self, folder: object, origin: str, *, searched: Sequence[object] = ()) -> None:
+        shown = [str(p) for p in searched] or [str(folder)]
+        listed = ", ".join(shown[:4]) + (", ..." if len(shown) > 4 else "")
+        super().__init__(
+            f"no cellpipe project at or above {folder} ({origin}): none of {listed} has a "
+            ".cellpipe folder or a cellpipe.toml",
+            hint="run a notebook first (cellpipe run NOTEBOOK), or point at the project: "
+            "project=DIR in Python, --project DIR on the command line, or the environment "
+            "variable CELLPIPE_PROJECT=DIR",
+        )
+        self.folder = folder
+        self.origin = origin
 
 
 class ArtifactNotFoundError(StorageError):

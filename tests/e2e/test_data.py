@@ -75,7 +75,6 @@ class _Server:
 
 @pytest.fixture
 def server() -> Iterator[_Server]:
-    pytest.importorskip("aiohttp")
     s = _Server(b"a,b\n1,2\n3,4\n")
     yield s
     s.stop()

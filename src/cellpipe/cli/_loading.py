@@ -22,7 +22,9 @@ if TYPE_CHECKING:
     from cellpipe.notebook import NotebookReport
     from cellpipe.pipeline import Pipeline
 
-PROJECT_HELP = "a folder inside the project (default: the working directory)"
+PROJECT_HELP = (
+    "a folder inside the project (default: $CELLPIPE_PROJECT, else the working directory)"
+)
 RUN_HELP = "the run id, a unique prefix of it, or latest (the newest run), latest~1, ..."
 NOTEBOOK_HELP = "the notebook: a .ipynb file or a jupytext percent script (.py)"
 

@@ -35,6 +35,7 @@ COMMANDS = (
     "cellpipe.cli.runs",
     "cellpipe.cli.lineage",
     "cellpipe.cli.snapshot",
+    "cellpipe.cli.report",
     "cellpipe.cli.models",
     "cellpipe.cli.serve",
     "cellpipe.cli.compile",
@@ -60,6 +61,7 @@ COMMAND_MODULES = {
     "artifacts": "cellpipe.cli.lineage",
     "snapshot": "cellpipe.cli.snapshot",
     "reproduce": "cellpipe.cli.snapshot",
+    "report": "cellpipe.cli.report",
     "models": "cellpipe.cli.models",
     "serve": "cellpipe.cli.serve",
     "compile": "cellpipe.cli.compile",
@@ -87,6 +89,7 @@ examples:
   cellpipe runs                            the run history of this project
   cellpipe why RUN STEP                    why a step was a cache hit or a miss
   cellpipe compare RUN RUN                 parameters and metrics side by side
+  cellpipe report latest -o run.html       the run as one HTML page, outputs included
   cellpipe compile train.ipynb             Kubeflow Pipelines v2 YAML for a cluster
   cellpipe doctor                          check the project's stores; --repair a damaged one
   cellpipe config                          the storage settings and where each came from
@@ -120,7 +123,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="cellpipe",
         description=DESCRIPTION,
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"cellpipe {__version__}")
     parser.add_argument(
@@ -143,11 +146,80 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Help that fits the terminal: prose wraps at its width, examples stay one line each.
+
+    The width is the terminal's (``shutil.get_terminal_size``, which honours ``COLUMNS``),
+    less 2, as argparse's own. Descriptions and epilogs are kept line by line (they are
+    written with intended line breaks) and a line longer than the width is wrapped: prose
+    to the left margin, an indented ``TERM   text`` line (the exit status table) under its
+    text column. Lines of an ``examples:`` block are commands to copy: never wrapped.
+    """
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        if width is None:
+            import shutil
+
+            width = max(shutil.get_terminal_size().columns - 2, 30)
+        super().__init__(prog, indent_increment, min(max_help_position, width // 3), width)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        import re
+        import textwrap
+
+        lines = text.splitlines()
+        out: list[str] = []
+        in_examples = False
+        i = 0
+        while i < len(lines):
+            line = lines[i]
+            i += 1
+            stripped = line.strip()
+            if not stripped:
+                in_examples = False
+                out.append("")
+                continue
+            if not line[0].isspace():
+                in_examples = stripped.lower().startswith("example") and stripped.endswith(":")
+            lead = line[: len(line) - len(stripped) - (len(line) - len(line.rstrip()))]
+            term = re.match(r"^(\s+\S+\s{2,})\S", line)
+            hang = " " * len(term.group(1)) if term else lead
+            group = [line]
+            if term:  # the lines under its text column continue it
+                while i < len(lines) and re.match(rf"^{hang}\S", lines[i]):
+                    group.append(lines[i])
+                    i += 1
+            if in_examples or all(len(indent) + len(g) <= width for g in group):
+                out.extend(indent + g for g in group)
+                continue
+            words = " ".join(g.strip() for g in group)
+            first = term.group(1) if term else lead
+            out.extend(
+                textwrap.wrap(
+                    words.removeprefix(first.strip()).strip() if term else words,
+                    width,
+                    initial_indent=indent + first,
+                    subsequent_indent=indent + hang,
+                    break_on_hyphens=False,
+                    break_long_words=False,
+                )
+            )
+        return "\n".join(out)
+
+
 def _add_exit_status(parser: argparse.ArgumentParser) -> None:
-    """Append `EXIT_STATUS` to the epilog of ``parser`` and of every subparser under it."""
+    """Append `EXIT_STATUS` to the epilog of ``parser`` and of every subparser under it.
+
+    Every parser gets `HelpFormatter` too, so all help wraps at the terminal's width.
+    """
     parser.epilog = f"{parser.epilog.rstrip()}\n\n{EXIT_STATUS}" if parser.epilog else EXIT_STATUS
-    if parser.formatter_class is argparse.HelpFormatter:
-        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.formatter_class = HelpFormatter
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for sub in dict.fromkeys(action.choices.values()):  # aliases share a parser
@@ -196,6 +268,7 @@ def _main(words: list[str], command: str | None, early: BareServer | None) -> in
         return _status(exc.code)
     if early is not None:
         args.bare_server = early
+    _project_from_environment(args, words)
     debug: bool = getattr(args, "debug", False)
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
@@ -203,6 +276,23 @@ def _main(words: list[str], command: str | None, early: BareServer | None) -> in
         return 2
     _configure_logging(debug)
     return _call(handler, args, debug=debug)
+
+
+def _project_from_environment(args: argparse.Namespace, words: Sequence[str]) -> None:
+    """Let ``CELLPIPE_PROJECT`` stand in for a ``--project`` the command line did not give.
+
+    The project is found the same way everywhere: ``--project`` (or ``project=``), else
+    ``CELLPIPE_PROJECT``, else the working directory (`cellpipe.config.project_start`).
+    """
+    import os
+
+    from cellpipe.config import PROJECT_ENV
+
+    if not hasattr(args, "project") or not os.environ.get(PROJECT_ENV):
+        return
+    if any(w == "--project" or w.startswith("--project=") for w in words):
+        return
+    args.project = os.environ[PROJECT_ENV]
 
 
 def _early_server(words: list[str]) -> BareServer | None:

@@ -69,7 +69,7 @@ from cellpipe.notebook.magics import (
     to_python,
 )
 from cellpipe.notebook.packages import pip_name, resolve_modules
-from cellpipe.notebook.parse import CODE, NotebookSource, read_notebook
+from cellpipe.notebook.parse import CODE, MARKDOWN, NotebookSource, read_notebook
 from cellpipe.notebook.settings import StepDefaults, read_settings
 from cellpipe.notebook.tags import CellTags, Role, parse_tags
 from cellpipe.pipeline import (
@@ -277,6 +277,12 @@ class _Builder:
                     functions=self.shared[Role.FUNCTIONS],
                     settings=settings,
                     warnings=self.warnings,
+                    markdown=[
+                        CodeChunk(cell=c.number, source=text, python="")
+                        for c in self.source.cells
+                        if c.kind == MARKDOWN
+                        and (text := _markdown_text(c.source, self.source.path))
+                    ],
                 )
             except PipelineValidationError as exc:
                 self.errors.extend(exc.problems)
@@ -1457,3 +1463,29 @@ def _metric_names(stmt: ast.stmt) -> list[str] | None:
     ):
         return [a.id for a in value.args if isinstance(a, ast.Name)]
     return None
+
+
+def _markdown_text(source: str, path: Path) -> str:
+    """Return a markdown cell's text as Jupyter shows it.
+
+    In a percent script the text is commented out (``# # Title``) or, for a module
+    docstring at the top, a string literal; both are undone here.
+    """
+    if path.suffix == ".ipynb":
+        return source.strip("\n")
+    text = source.strip()
+    if text[:3] in ('"""', "'''"):
+        try:
+            value = ast.literal_eval(text)
+        except (SyntaxError, ValueError):
+            value = None
+        if isinstance(value, str):
+            return value.strip("\n")
+    lines = []
+    for line in source.splitlines():
+        if line.startswith("# "):
+            line = line[2:]
+        elif line.startswith("#"):
+            line = line[1:]
+        lines.append(line)
+    return "\n".join(lines).strip("\n")

@@ -350,6 +350,8 @@ class Pipeline:
         functions: the functions cells' code, run after the imports in every step.
         settings: notebook-level settings.
         warnings: non-fatal problems found while reading the notebook.
+        markdown: the notebook's markdown cells (``python`` empty), kept for the executed
+            notebook of a run, where they stand between the steps as in the notebook.
     """
 
     name: str
@@ -362,6 +364,7 @@ class Pipeline:
     functions: tuple[CodeChunk, ...] = ()
     settings: NotebookSettings = field(default_factory=NotebookSettings)
     warnings: tuple[Problem, ...] = ()
+    markdown: tuple[CodeChunk, ...] = ()
 
     @classmethod
     def build(
@@ -376,6 +379,7 @@ class Pipeline:
         functions: Iterable[CodeChunk] = (),
         settings: NotebookSettings | None = None,
         warnings: Iterable[Problem] = (),
+        markdown: Iterable[CodeChunk] = (),
     ) -> Pipeline:
         """Check the structure and return the pipeline.
 
@@ -391,6 +395,7 @@ class Pipeline:
             functions: the functions cells' code.
             settings: notebook-level settings.
             warnings: non-fatal problems to carry along.
+            markdown: the notebook's markdown cells.
 
         Returns:
             The validated pipeline, steps in topological order.
@@ -416,6 +421,7 @@ class Pipeline:
             functions=tuple(functions),
             settings=settings or NotebookSettings(),
             warnings=tuple(warnings),
+            markdown=tuple(markdown),
         )
 
     def step(self, name: str) -> Step:

@@ -7,9 +7,11 @@ orchestrator to put in the run record) and `DataSourceWarning`.
 
 How a call goes:
 
-1. Unless ``refresh=True``, ask the source for its version with fsspec ``info()`` (a HEAD
-   request over HTTP, a ``stat`` for local files, a HEAD object on S3): the ETag when there is
-   one, otherwise size and modification time. When that version is already in the index and
+1. Unless ``refresh=True``, ask the source for its version (a HEAD request over HTTP, a
+   ``stat`` for local files, fsspec's ``info()`` for other schemes, a HEAD object on S3): the
+   ETag when there is one, otherwise size and modification time. A server that refuses HEAD
+   gets a conditional GET (``If-None-Match`` / ``If-Modified-Since`` of the newest stored
+   version): 304 reuses the stored copy. When that version is already in the index and
    its bytes are in the store, nothing is downloaded.
 2. Otherwise download the bytes (a GET) into the artifact store, and add the version.
 3. When the source cannot be reached, the newest recorded version is used, with a
@@ -30,8 +32,12 @@ The bytes go to the run's artifact store, whatever its kind: inside a step the s
 open store (a remote store keeps a verified copy in its local read cache, which the returned
 path points into); the index stays per machine, in the project's ``.cellpipe`` folder.
 
-Must not depend on: notebooks, the KFP compiler, config, the CLI or the UI. fsspec is imported
-on first use.
+Local paths, ``file://`` and ``http(s)://`` need only the standard library (urllib), so
+``cellpipe.data`` works in the default install; fsspec (the ``team`` extra) is imported only
+for other schemes (``s3://``, ``gs://``, ...), and its absence is a `DataError` naming the
+extra.
+
+Must not depend on: notebooks, the KFP compiler, config, the CLI or the UI.
 """
 
 from __future__ import annotations
@@ -204,13 +210,127 @@ def _scratch_dir(store: ArtifactStore, state_dir: Path) -> Path:
     return folder
 
 
+_HTTP_TIMEOUT = 60.0
+_TEAM_HINT = (
+    "install the file systems for other URL schemes: pip install 'cellpipe[team]' "
+    "(fsspec and s3fs), plus the fsspec package for the scheme (gcsfs for gs://, ...)"
+)
+
+
+class _Source:
+    """One data source: a local file, an HTTP(S) URL (urllib) or any other fsspec URL."""
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None) -> None:
+        self.url = url
+        scheme = urlsplit(url).scheme.lower() if "://" in url else ""
+        self.kind = "local" if scheme in ("", "file") else scheme
+        self.path = url
+        self.fs: Any = None
+        if self.kind == "local":
+            if scheme == "file":
+                from urllib.request import url2pathname
+
+                self.path = url2pathname(urlsplit(url).path)
+        elif self.kind not in ("http", "https"):
+            try:
+                import fsspec
+            except ImportError as exc:
+                raise DataError(
+                    f"cannot open {url}: the {scheme}:// scheme needs fsspec, which is not "
+                    "installed (local paths, file:// and http(s):// work without it)",
+                    hint=_TEAM_HINT,
+                ) from exc
+            try:
+                self.fs, self.path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+            except (ImportError, ValueError) as exc:
+                raise DataError(
+                    f"cannot open {url}: {exc}",
+                    hint="install the fsspec implementation for this URL scheme (s3fs for "
+                    "s3://, gcsfs for gs://)",
+                ) from exc
+
+    def info(self) -> dict[str, Any]:
+        """Return what identifies the source's version (one stat or HEAD request)."""
+        if self.kind == "local":
+            st = Path(self.path).stat()
+            return {"size": st.st_size, "mtime": st.st_mtime}
+        if self.fs is not None:
+            return dict(self.fs.info(self.path))
+        from urllib.request import Request, urlopen
+
+        with urlopen(Request(self.url, method="HEAD"), timeout=_HTTP_TIMEOUT) as response:
+            return _http_info(response.headers)
+
+    def open(self, headers: Mapping[str, str] | None = None) -> Any:
+        """Return a binary stream of the bytes (a response over HTTP)."""
+        if self.kind == "local":
+            return Path(self.path).open("rb")
+        if self.fs is not None:
+            return self.fs.open(self.path, "rb")
+        from urllib.request import Request, urlopen
+
+        try:
+            return urlopen(Request(self.url, headers=dict(headers or {})), timeout=_HTTP_TIMEOUT)
+        except Exception as exc:
+            if getattr(exc, "code", None) == 304:  # urllib raises for a conditional GET's 304
+                return _NotModified()
+            raise
+
+
+class _NotModified:
+    """The answer to a conditional GET whose bytes did not change (HTTP 304)."""
+
+    status = 304
+    headers: Mapping[str, str] = {}
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+def _http_info(headers: Any) -> dict[str, Any]:
+    info: dict[str, Any] = {}
+    if headers.get("ETag"):
+        info["ETag"] = headers["ETag"]
+    if headers.get("Last-Modified"):
+        info["Last-Modified"] = headers["Last-Modified"]
+    length = headers.get("Content-Length")
+    if length is not None and str(length).isdigit():
+        info["size"] = int(length)
+    return info
+
+
+def _head_refused(exc: BaseException) -> bool:
+    """True when an HTTP server answered, but not to HEAD (405, 501, some 403s)."""
+    from urllib.error import HTTPError
+
+    return isinstance(exc, HTTPError) and exc.code in (403, 405, 501)
+
+
+def _conditional_headers(known: list[dict[str, Any]]) -> dict[str, str]:
+    """If-None-Match / If-Modified-Since for the newest stored version of a source."""
+    if not known:
+        return {}
+    version = str(known[-1]["version"])
+    if version.startswith("etag:"):
+        return {"If-None-Match": version.removeprefix("etag:")}
+    if version.startswith("size:") and ",mtime:" in version:
+        mtime = version.partition(",mtime:")[2]
+        if not mtime.replace(".", "", 1).isdigit():  # an HTTP date, not a float
+            return {"If-Modified-Since": mtime}
+    return {}
+
+
 def _download(
-    fs: Any, path: str, store: ArtifactStore, url: str, scratch: Path
+    source: _Source,
+    store: ArtifactStore,
+    url: str,
+    scratch: Path,
+    stream: Any = None,
 ) -> tuple[ArtifactDigest, int]:
     fd, tmp_name = tempfile.mkstemp(dir=scratch, prefix="data-")
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as out, fs.open(path, "rb") as src:
+        with os.fdopen(fd, "wb") as out, stream or source.open() as src:
             while chunk := src.read(1024 * 1024):
                 out.write(chunk)
         size = tmp.stat().st_size
@@ -256,22 +376,13 @@ def fetch_data(
         DataError: when the source cannot be read and no copy is stored.
         ValueError: when neither ``store`` nor ``artifact_root`` is given.
     """
-    import fsspec
-
     if store is None:
         if artifact_root is None:
             raise ValueError("fetch_data needs the artifact store (store or artifact_root)")
         store = LocalArtifactStore(Path(artifact_root))
     key = _normalise(url)
     index_path = state_dir / _INDEX
-    try:
-        fs, path = fsspec.core.url_to_fs(key, **dict(storage_options or {}))
-    except (ImportError, ValueError) as exc:
-        raise DataError(
-            f"cannot open {key}: {exc}",
-            hint="install the fsspec implementation for this URL scheme (s3fs for s3://, "
-            "aiohttp for http://)",
-        ) from exc
+    source = _Source(key, storage_options)
     with _locked(index_path):
         known = _read_index(index_path).get(key, [])
     if offline and not refresh:
@@ -280,8 +391,16 @@ def fetch_data(
             last = usable[-1]
             return _result(key, last, _local_file(state_dir, store, key, last["digest"]))
     version: str | None = None
+    stream: Any = None
     try:
-        version = _version(fs.info(path))
+        try:
+            version = _version(source.info())
+        except Exception as exc:
+            if not _head_refused(exc):
+                raise
+            # No HEAD here: a conditional GET asks for the bytes only if they changed.
+            stream = source.open(_conditional_headers(known) if not refresh else {})
+            version = _version(_http_info(stream.headers))
     except Exception as exc:  # network errors come in many types (aiohttp, botocore, OSError)
         usable = [k for k in known if store.exists(ArtifactDigest(k["digest"]))]
         if not usable:
@@ -297,11 +416,22 @@ def fetch_data(
         logger.warning("%s", message)
         warnings.warn(message, DataSourceWarning, stacklevel=3)
         return _result(key, last, _local_file(state_dir, store, key, last["digest"]))
+    if stream is not None and getattr(stream, "status", 200) == 304:
+        stream.close()  # not modified: the newest stored copy is current
+        usable = [k for k in known if store.exists(ArtifactDigest(k["digest"]))]
+        if usable:
+            return _result(
+                key, usable[-1], _local_file(state_dir, store, key, usable[-1]["digest"])
+            )
+        stream = source.open()
+        version = _version(_http_info(stream.headers))
     if not refresh and version is not None:
         for entry in reversed(known):
             if entry["version"] == version and store.exists(ArtifactDigest(entry["digest"])):
+                if stream is not None:
+                    stream.close()
                 return _result(key, entry, _local_file(state_dir, store, key, entry["digest"]))
-    digest, size = _download(fs, path, store, key, _scratch_dir(store, state_dir))
+    digest, size = _download(source, store, key, _scratch_dir(store, state_dir), stream)
     entry = {
         "version": version or f"unversioned:{digest}",
         "digest": digest,
@@ -319,9 +449,9 @@ def fetch_data(
 def source_version(url: str, *, storage_options: Mapping[str, Any] | None = None) -> str | None:
     """Return the version ``url`` has now, as `fetch_data` records it; nothing is downloaded.
 
-    One ``info()`` call: a ``stat`` for a local file, a HEAD request over HTTP, a HEAD
-    object on S3. The runner calls it before it trusts a cache hit of a step that read
-    ``url`` through ``cellpipe.data``.
+    One call: a ``stat`` for a local file, a HEAD request over HTTP, fsspec's ``info()``
+    for other schemes (a HEAD object on S3). The runner calls it before it trusts a cache
+    hit of a step that read ``url`` through ``cellpipe.data``.
 
     Args:
         url: the source as recorded (`DataInput.url`).
@@ -336,11 +466,21 @@ def source_version(url: str, *, storage_options: Mapping[str, Any] | None = None
         DataError: the source cannot be reached (or its file system cannot be loaded).
     """
     try:
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-        return _version(fs.info(path))
-    except Exception as exc:  # network errors come in many types (aiohttp, botocore, OSError)
+        source = _Source(url, storage_options)
+        try:
+            return _version(source.info())
+        except Exception as exc:
+            if not _head_refused(exc):
+                raise
+            # No HEAD here: a GET's headers carry the version; the body is not read.
+            response = source.open()
+            try:
+                return _version(_http_info(response.headers))
+            finally:
+                response.close()
+    except DataError:
+        raise
+    except Exception as exc:  # network errors come in many types (OSError, botocore, ...)
         raise DataError(
             f"cannot check {url}: {type(exc).__name__}: {exc}",
             hint="check the URL and the network, or run with --offline to use the stored copy",

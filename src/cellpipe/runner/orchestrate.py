@@ -1053,12 +1053,29 @@ def _write_run_notebook(state: _Run) -> Path | None:
     """Join the steps' executed notebooks into one the user can open in Jupyter.
 
     The step notebooks were written (and validated) by the step processes, so they are joined
-    as plain JSON: nbformat's validation would cost more than the rest of a cached run.
+    as plain JSON: nbformat's validation would cost more than the rest of a cached run. The
+    notebook's markdown cells stand where they stood: each before the first step whose cells
+    come after it, the rest at the end.
     """
     cells: list[dict[str, Any]] = []
     metadata: dict[str, Any] = {}
     preamble_done = False
-    for name in state.pipeline.step_names:
+    notes = sorted(state.pipeline.markdown, key=lambda chunk: chunk.cell)
+
+    def markdown_before(cell: float) -> None:
+        while notes and notes[0].cell < cell:
+            chunk = notes.pop(0)
+            cells.append(
+                {
+                    "cell_type": "markdown",
+                    "id": f"cell-{chunk.cell}",
+                    "metadata": {"cellpipe": {"cell": chunk.cell, "role": "markdown"}},
+                    "source": chunk.source,
+                }
+            )
+
+    for step in state.pipeline.steps:
+        name = step.name
         record = state.records.get(name)
         if record is None:
             continue
@@ -1074,8 +1091,12 @@ def _write_run_notebook(state: _Run) -> Path | None:
             # The imports, functions and parameters ran identically before every step: show
             # them once, from the first step that ran them.
             metadata = dict(step_nb.get("metadata", {}))
-            cells.extend(c for c in step_nb["cells"] if _role(c) == "preamble")
+            preamble = [c for c in step_nb["cells"] if _role(c) == "preamble"]
+            numbers = [_cell_number(c) for c in preamble]
+            markdown_before(min((n for n in numbers if n is not None), default=0))
+            cells.extend(preamble)
             preamble_done = True
+        markdown_before(min(step.cells, default=0))
         heading = f"## step `{name}`: {record.status.value}"
         if record.cache_reason:
             heading += f"\n\n{record.cache_reason}"
@@ -1086,6 +1107,7 @@ def _write_run_notebook(state: _Run) -> Path | None:
             if _role(cell) == "step":
                 cell["id"] = f"{name}-{cell.get('id', len(cells))}"[:64]
                 cells.append(cell)
+    markdown_before(float("inf"))
     metadata["cellpipe"] = {"run_id": state.run_id, "notebook": state.notebook}
     document = {"cells": cells, "metadata": metadata, "nbformat": 4, "nbformat_minor": 5}
     target = state.run_dir / "run.ipynb"
@@ -1105,6 +1127,11 @@ def _step_notebook_file(state: _Run, step: str, digest: ArtifactDigest) -> Path:
         if local.is_file():
             return local
     return state.artifacts.local_path(digest)
+
+
+def _cell_number(cell: Any) -> int | None:
+    number = cell.get("metadata", {}).get("cellpipe", {}).get("cell")
+    return number if isinstance(number, int) else None
 
 
 def _role(cell: Any) -> str:
