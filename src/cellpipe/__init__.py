@@ -49,7 +49,7 @@ if TYPE_CHECKING:
         Run,
         check,
         compare,
-        compile,
+        compile,  # noqa: A004 - `cellpipe.compile`, the command's name
         data,
         lineage,
         load,

@@ -69,7 +69,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     """
     from cellpipe.notebook import load_pipeline as _load
 
-    return _load(Path(path))
+    pipeline = _load(Path(path))
+    register_ipython_formatters()
+    return pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -781,6 +783,7 @@ def check(notebook: str | Path) -> CheckResult:
     except CellpipeError as error:
         return CheckResult(failure_document(str(notebook), error), error=error)
     if report.ok and report.pipeline is not None:
+        register_ipython_formatters()
         document = success_document(report.pipeline)
         document["secrets_left_out"] = list(left_out_secrets(notebook))
         return CheckResult(document, report.pipeline, warnings=report.warnings)
@@ -1947,3 +1950,41 @@ def doctor(
         finally:
             store.close()
     return settings, report, repaired
+
+
+# -- the notebook views of objects defined below views ------------------------------------------
+
+
+def register_ipython_formatters() -> bool:
+    """Teach the running IPython kernel to show a `Pipeline` as HTML (its graph drawn).
+
+    ``pipeline/`` sits below ``views/`` and may not import it, so `Pipeline` has no
+    ``_repr_html_`` of its own; IPython's formatters can be told by type name instead. This
+    runs when `load_pipeline` or `check` is called in IPython (never on ``import cellpipe``)
+    and is idempotent; outside IPython it does nothing.
+
+    Returns:
+        True when a shell took the formatters.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", None)
+    if not formatters:
+        return False
+    formatters["text/html"].for_type_by_name("cellpipe.pipeline.model", "Pipeline", _pipeline_html)
+    formatters["text/plain"].for_type_by_name(
+        "cellpipe.pipeline.model", "Pipeline", _pipeline_pretty
+    )
+    return True
+
+
+def _pipeline_html(pipeline: Pipeline) -> str:
+    from cellpipe.views.pipeline import pipeline_html
+
+    return pipeline_html(pipeline)
+
+
+def _pipeline_pretty(pipeline: Pipeline, printer: Any, cycle: bool) -> None:
+    from cellpipe.views.pipeline import pipeline_text
+
+    printer.text(pipeline_text(pipeline))

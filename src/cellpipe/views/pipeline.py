@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from cellpipe.views.format import cell_ranges, dumps, short_value
+from cellpipe.views.format import cell_ranges, dumps, plural, short_value
 
 if TYPE_CHECKING:
     from cellpipe.pipeline import Edge, JsonValue, Pipeline
@@ -161,4 +161,4 @@ def pipeline_html(pipeline: Pipeline) -> str:
 def pipeline_text(pipeline: Pipeline) -> str:
     """Return a short text form of a pipeline: its name and steps in run order."""
     names = " -> ".join(step.name for step in pipeline.steps)
-    return f"<cellpipe.Pipeline {pipeline.name}: {len(pipeline.steps)} steps: {names}>"
+    return f"<cellpipe.Pipeline {pipeline.name}: {plural(len(pipeline.steps), 'step')}: {names}>"

@@ -514,9 +514,9 @@ class ModelList(View):
             [
                 m["name"],
                 str(m["latest"]),
-                str(m["versions"]) if "versions" in m else str(m.get("version_count", "-")),
-                ", ".join(f"{a}={v}" for a, v in m.get("aliases", {}).items()) or "-",
-                when_text(m.get("created_at")),
+                str(m["versions"]),
+                ", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or "-",
+                when_text(m["created_at"]),
                 m.get("description") or "-",
             ]
             for m in self._document["models"]
