@@ -13,9 +13,8 @@ Must not depend on: other command modules.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from cellpipe.api import NotebookNotFoundError, check_path
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 __all__ = [
     "NOTEBOOK_HELP",
@@ -28,12 +27,34 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from cellpipe.api import NotebookNotFoundError
     from cellpipe.notebook import NotebookReport
     from cellpipe.pipeline import Pipeline
 
 PROJECT_HELP = "a folder inside the project (default: the working directory)"
 RUN_HELP = "the run id, a unique prefix of it, or latest (the newest run), latest~1, ..."
 NOTEBOOK_HELP = "the notebook: a .ipynb file or a jupytext percent script (.py)"
+
+
+def check_path(path_text: str | Path) -> Path:
+    """Return ``path_text`` as a path after checking that it names a file.
+
+    `cellpipe.api.check_path`, imported when first called (a command's start-up counts).
+
+    Raises:
+        NotebookNotFoundError: if the path is missing or is a folder.
+    """
+    from cellpipe.api import check_path as check
+
+    return check(path_text)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NotebookNotFoundError":
+        from cellpipe.api import NotebookNotFoundError
+
+        return NotebookNotFoundError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def analyze_notebook_file(path_text: str) -> NotebookReport:
