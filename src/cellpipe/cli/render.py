@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from cellpipe.errors import CellpipeError, Problem
+from cellpipe.views.check import problems_of
 from cellpipe.views.format import (
     EMPTY,
     VALUE_WIDTH,
@@ -154,14 +155,6 @@ def format_problem(problem: Problem, *, path: str | None = None) -> str:
     if problem.hint:
         text += f"\n    hint: {problem.hint}"
     return text
-
-
-def problems_of(error: CellpipeError) -> tuple[Problem, ...]:
-    """Return the problems an error carries (``PipelineValidationError`` and friends), if any."""
-    problems: Any = getattr(error, "problems", None)
-    if not problems:
-        return ()
-    return tuple(p for p in problems if isinstance(p, Problem))
 
 
 def format_error(error: CellpipeError) -> str:
