@@ -205,3 +205,25 @@ def test_a_real_kernel_shows_runs_and_the_pipeline_as_html(
     names = nb.cells[2].outputs[0]["data"]["text/plain"]
     for name in API:
         assert f"'{name}'" in names
+
+
+def test_check_reports_definition_errors_in_its_result(run_cli: Any, tmp_path: Path) -> None:
+    notebook = write_notebook(
+        tmp_path / "bad",
+        [(["step:a"], "x = undefined_name"), (["step:<b>"], "y = x")],
+    )
+    result = cellpipe.check(notebook)
+    assert not result.ok
+    assert result.errors
+    cli = run_cli("check", notebook, "--json")
+    assert cli.code == 2
+    assert _plain(result.to_dict()) == cli.json()
+    page = result._repr_html_()
+    assert "<b>" not in page
+    assert "<table" in page
+    assert "error" in repr(result)
+
+    missing = cellpipe.check(tmp_path / "nb.ipnb")
+    assert not missing.ok
+    assert missing.errors[0]["code"] == "no-such-notebook"
+    assert _plain(missing.to_dict()) == run_cli("check", tmp_path / "nb.ipnb", "--json").json()
