@@ -122,7 +122,10 @@ def test_show_lists_displayed_outputs_and_files_written(run_cli: Any, tmp_path: 
 
 
 def _port_is_free(port: int) -> bool:
+    """Whether a new server could listen on ``port`` (as servers do: SO_REUSEADDR, so a
+    closed connection's TIME_WAIT does not count; a listening socket still does)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
