@@ -3,10 +3,15 @@
 Importing this package has no side effects and stays fast: the public functions are loaded
 on first use from `cellpipe.api`.
 
+The functions carry the CLI's words (`check`, `run`, `runs`, `show`, `compare`, `why`, `logs`,
+`lineage`, `load`, `restore`, `register_model`, `models`, `serve`, `compile`) and call the
+same service functions as ``cellpipe COMMAND``; their results show as HTML in Jupyter.
+
 Example (inside a notebook)::
 
     import cellpipe
     pipeline = cellpipe.load_pipeline("train.ipynb")
+    cellpipe.runs().to_pandas()
 """
 
 from __future__ import annotations
@@ -19,40 +24,70 @@ __all__ = [
     "CellpipeError",
     "Run",
     "__version__",
+    "check",
+    "compare",
+    "compile",
     "data",
+    "lineage",
     "load",
     "load_model",
     "load_pipeline",
     "log_metric",
+    "logs",
+    "models",
     "register_model",
     "restore",
     "run",
+    "runs",
+    "serve",
+    "show",
+    "why",
 ]
 
 if TYPE_CHECKING:
     from cellpipe.api import (
         Run,
+        check,
+        compare,
+        compile,  # noqa: A004 - `cellpipe.compile`, the command's name
         data,
+        lineage,
         load,
         load_model,
         load_pipeline,
         log_metric,
+        logs,
+        models,
         register_model,
         restore,
         run,
+        runs,
+        serve,
+        show,
+        why,
     )
     from cellpipe.errors import CellpipeError
 
 _API = {
     "Run",
+    "check",
+    "compare",
+    "compile",
     "data",
+    "lineage",
     "load",
     "load_model",
     "load_pipeline",
     "log_metric",
+    "logs",
+    "models",
     "register_model",
     "restore",
     "run",
+    "runs",
+    "serve",
+    "show",
+    "why",
 }
 
 

@@ -1,8 +1,11 @@
 """What ``import cellpipe`` offers inside a notebook: thin functions over the services.
 
 Owns: the public Python API (`load_pipeline`, `run`, `load`, `log_metric`, `register_model`,
-`load_model`) and the service functions the CLI calls too (`open_project`, `run_notebook`), so
-the notebook, the CLI and the UI behave the same.
+`load_model`, and with the CLI's words `check`, `runs`, `show`, `compare`, `why`, `logs`,
+`lineage`, `models`, `compile`, `serve`) and the service functions the CLI calls too
+(`open_project`, `run_notebook`, and one per command at the end of this file), so the
+notebook, the CLI and the UI behave the same: the CLI renders the same result objects
+(`cellpipe.views.results`) as text that a notebook shows as HTML.
 
 Invariants: nothing here runs on import; stores are opened per call and closed after it.
 
@@ -19,7 +22,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cellpipe.config import Settings
-from cellpipe.errors import RunNotFoundError, StorageError, UnknownStepError
+from cellpipe.errors import (  # issue 11
+    CellpipeError,
+    DefinitionError,
+    PipelineValidationError,
+    RunNotFoundError,
+    StorageError,
+    UnknownStepError,
+)
 from cellpipe.pipeline import Pipeline
 
 if TYPE_CHECKING:
@@ -28,9 +38,21 @@ if TYPE_CHECKING:
     from cellpipe.runner.events import Event
     from cellpipe.runner.orchestrate import RunReport
     from cellpipe.storage.metadata import SqlMetadataStore
-    from cellpipe.storage.protocols import ArtifactStore
+    from cellpipe.storage.protocols import ArtifactDigest, ArtifactStore
     from cellpipe.storage.records import RunRecord, StepRunRecord
     from cellpipe.views.live import NotebookLiveView, StepRow, TextLiveView
+    from cellpipe.views.results import (
+        CheckResult,
+        Comparison,
+        CompileResult,
+        LineageView,
+        ModelDetail,
+        ModelList,
+        RunDetail,
+        RunList,
+        StepLog,
+        WhyResult,
+    )
 
     _LiveSink = NotebookLiveView | TextLiveView
 
@@ -50,7 +72,9 @@ def load_pipeline(path: str | Path) -> Pipeline:
     """
     from cellpipe.notebook import load_pipeline as _load
 
-    return _load(Path(path))
+    pipeline = _load(Path(path))
+    register_ipython_formatters()
+    return pipeline
 
 
 @dataclass(frozen=True, slots=True)
@@ -746,7 +770,8 @@ def register_model(
             signature; not stored.
         description: free text about this version.
         alias: also point this alias at the new version (e.g. ``"staging"``).
-        project: outside a run, a folder inside the project (default: the working directory).
+        project: outside a run, a folder inside the project (default: ``CELLPIPE_PROJECT``,
+            else the working directory).
 
     Returns:
         The new version; ``version.ref`` is ``"NAME:N"``.
@@ -767,7 +792,7 @@ def register_model(
 
     context = current_step()
     if context is None:
-        settings = find_project(Path(project) if project is not None else Path.cwd())
+        settings = find_project(project)
         with open_project(settings, create=False) as store:
             registry = ModelRegistry(store.metadata, store.artifacts)
             return registry.register(
@@ -806,12 +831,13 @@ def register_model(
         )
 
 
-def load_model(ref: str, *, project: str | Path = ".") -> Any:
+def load_model(ref: str, *, project: str | Path | None = None) -> Any:
     """Return the model object a reference names, from the project's registry.
 
     Args:
         ref: ``NAME`` or ``NAME@latest`` (the newest version), ``NAME:3``, ``NAME@production``.
-        project: a folder inside the project (default: the working directory).
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the
+            working directory).
 
     Raises:
         RegistryError: for a malformed reference.
@@ -823,7 +849,7 @@ def load_model(ref: str, *, project: str | Path = ".") -> Any:
     """
     from cellpipe.registry.registry import ModelRegistry
 
-    settings = find_project(Path(project))
+    settings = find_project(project)
     with open_project(settings, create=False) as store:
         registry = ModelRegistry(store.metadata, store.artifacts)
         return registry.load(registry.resolve(ref))
@@ -844,3 +870,1322 @@ def left_out_secrets(notebook: str | Path) -> tuple[str, ...]:
     from cellpipe.storage.snapshots import left_out_secrets as walk
 
     return walk(Path(notebook).resolve().parent)
+
+
+# -- The service functions of the CLI commands, and their Python API (issue 11) -------------
+#
+# One code path: each `cellpipe COMMAND` calls the function below and renders what it returns;
+# in a notebook the same function's result shows itself (`cellpipe.views.results`). Every
+# function here opens the project's stores, gathers records and hands them to a view.
+
+
+class NotebookNotFoundError(DefinitionError):
+    """The notebook path given does not name a file.
+
+    Args:
+        path: the path as the user typed it.
+        reason: what is wrong with it, e.g. ``no such notebook``.
+        hint: how to fix it.
+    """
+
+    headline = "cannot open the notebook"
+    code = "no-such-notebook"
+
+    def __init__(self, path: str, *, reason: str, hint: str | None = None) -> None:
+        super().__init__(f"{reason}: {path}", hint=hint)
+        self.path = path
+
+
+def check_path(path_text: str | Path) -> Path:
+    """Return ``path_text`` as a path after checking that it names a file.
+
+    Raises:
+        NotebookNotFoundError: if the path is missing or is a folder (with a "did you mean").
+    """
+    path = Path(path_text)
+    if path.is_dir():
+        raise NotebookNotFoundError(
+            str(path_text), reason="not a notebook but a folder", hint=_folder_hint(path)
+        )
+    if not path.is_file():
+        raise NotebookNotFoundError(
+            str(path_text), reason="no such notebook", hint=_missing_hint(path)
+        )
+    return path
+
+
+def _notebooks_in(folder: Path) -> list[str]:
+    try:
+        return sorted(
+            p.name for p in folder.iterdir() if p.suffix in {".ipynb", ".py"} and p.is_file()
+        )
+    except OSError:
+        return []
+
+
+def _folder_hint(folder: Path) -> str:
+    candidates = [n for n in _notebooks_in(folder) if n.endswith(".ipynb")]
+    if candidates:
+        return "pass a notebook file, e.g. " + str(folder / candidates[0])
+    return "pass a notebook file (.ipynb or a percent script .py)"
+
+
+def _missing_hint(path: Path) -> str:
+    import difflib
+
+    folder = path.parent
+    if not folder.is_dir():
+        return f"the folder {folder} does not exist either; check the path"
+    close = difflib.get_close_matches(path.name, _notebooks_in(folder), n=1, cutoff=0.6)
+    if close:
+        return f"did you mean {folder / close[0]}?"
+    return "check the path; cellpipe reads .ipynb notebooks and percent scripts (.py)"
+
+
+def _settings_of(project: str | Path | None) -> Settings:
+    # The project of a service function: `find_project`'s one rule (project=, else
+    # CELLPIPE_PROJECT, else the working directory, then up to the nearest .cellpipe).
+    return find_project(project)
+
+
+@contextmanager
+def _opened(project: str | Path | None) -> Iterator[Project]:
+    with open_project(_settings_of(project), create=False) as opened:
+        yield opened
+
+
+def check(notebook: str | Path) -> CheckResult:
+    """Check a notebook's pipeline without running anything (``cellpipe check``).
+
+    Definition errors are not raised: the result says what is wrong (``.ok``, ``.errors``,
+    each with its cell, line and hint), as ``cellpipe check --json`` does.
+
+    Args:
+        notebook: the notebook (``.ipynb`` or percent script).
+
+    Returns:
+        The check: ``.pipeline`` when valid; ``.to_dict()`` is the ``--json`` document.
+
+    Example::
+
+        cellpipe.check("train.ipynb")     # in Jupyter: the graph, steps and parameters
+    """
+    from cellpipe.views.check import failure_document, success_document
+    from cellpipe.views.results import CheckResult
+
+    try:
+        path = check_path(notebook)
+        from cellpipe.notebook import analyze_notebook
+
+        report = analyze_notebook(path)
+    except CellpipeError as error:
+        return CheckResult(failure_document(str(notebook), error), error=error)
+    if report.ok and report.pipeline is not None:
+        register_ipython_formatters()
+        document = success_document(report.pipeline)
+        document["secrets_left_out"] = list(left_out_secrets(notebook))
+        return CheckResult(document, report.pipeline, warnings=report.warnings)
+    invalid = PipelineValidationError(report.errors, path=str(notebook))
+    return CheckResult(
+        failure_document(str(notebook), invalid, warnings=report.warnings),
+        error=invalid,
+        warnings=report.warnings,
+    )
+
+
+def runs(
+    project: str | Path | None = None,
+    notebook: str | Path | None = None,
+    *,
+    status: str | None = None,
+    limit: int = 20,
+    params: Iterable[str] = (),
+    metrics: Iterable[str] = (),
+) -> RunList:
+    """List the project's runs, newest first (``cellpipe runs``).
+
+    Args:
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+        notebook: only runs of this notebook.
+        status: only runs that ended so (``succeeded``, ``failed``, ...).
+        limit: at most this many runs.
+        params: only runs with these parameter values, ``NAME=VALUE`` each.
+        metrics: only runs whose metrics compare so, e.g. ``"acc>=0.9"``.
+
+    Returns:
+        The runs: ``.to_pandas()`` has one row per run, parameters and metrics as columns.
+
+    Example::
+
+        cellpipe.runs(metrics=["accuracy>0.9"]).to_pandas()
+    """
+    from cellpipe.storage.lineage import RunFilter
+    from cellpipe.storage.records import RunStatus
+    from cellpipe.views.results import RunList
+    from cellpipe.views.runs import runs_document
+
+    keep = RunFilter.parse(params=params, metrics=metrics)
+    wanted = RunStatus(status) if status else None
+    path = str(Path(notebook).resolve()) if notebook else None
+    with _opened(project) as opened:
+        found = opened.metadata.list_runs(
+            notebook=path, status=wanted, limit=None if keep else limit
+        )
+    if keep:  # filter first, then cut to the limit
+        found = [r for r in found if keep.matches(r)][:limit]
+    return RunList(runs_document(found))
+
+
+def show(run: str, *, project: str | Path | None = None) -> RunDetail:
+    """Show one run: parameters, metrics, each step with its outputs (``cellpipe show``).
+
+    Each step lists the values it stored, what it displayed (figures, HTML, DataFrames,
+    counted by mime type from its executed notebook) and the workspace files it wrote (from
+    its before/after snapshots; without them, the file writes the analysis knows).
+
+    Args:
+        run: the run id, a unique prefix, or ``latest`` / ``latest~N``.
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+
+    Example::
+
+        cellpipe.show("latest").to_pandas()
+    """
+    from cellpipe.views.results import RunDetail
+    from cellpipe.views.runs import show_document
+
+    settings = _settings_of(project)
+    with open_project(settings, create=False) as opened:
+        record = opened.metadata.get_run(run)
+        steps = opened.metadata.step_runs(record.run_id)
+        changes, snapshotted = _file_changes(opened, record.run_id)
+        displayed = {s.step: _displayed(opened, s.notebook_digest) for s in steps}
+    written = _files_written(record.notebook, steps, changes, snapshotted)
+    return RunDetail(
+        show_document(
+            record,
+            steps,
+            settings.state_dir,
+            changes=changes,
+            displayed=displayed,
+            written=written,
+        )
+    )
+
+
+def _file_changes(project: Project, run_id: str) -> tuple[list[dict[str, Any]], set[str]]:
+    """Return the workspace files each step changed, from its after snapshot (issue 10).
+
+    Runs recorded before changes were attributed, or with snapshots off, have none. Also
+    returns the steps whose after snapshot records changes (an empty set of changes too).
+    """
+    from cellpipe.storage.lineage import SnapshotKind, history_for
+    from cellpipe.storage.snapshots import read_manifest
+
+    history = history_for(project.metadata)
+    if history is None:
+        return [], set()
+    found: list[dict[str, Any]] = []
+    snapshotted: set[str] = set()
+    for snap in history.snapshots(run_id):
+        if snap.kind is not SnapshotKind.AFTER:
+            continue
+        try:
+            manifest = read_manifest(project.artifacts, snap.manifest)
+        except CellpipeError:  # a missing manifest: `snapshot list` shows what there is
+            continue
+        if "changes" in manifest:
+            snapshotted.add(snap.step)
+        for path, change in sorted(manifest.get("changes", {}).items()):
+            found.append({"step": snap.step, "file": path, **change})
+    return found, snapshotted
+
+
+def _displayed(project: Project, digest: ArtifactDigest | None) -> dict[str, int]:
+    """Count what a step's executed notebook displayed, by mime type (none when unreadable)."""
+    import json
+
+    from cellpipe.views.runs import displayed_outputs
+
+    if digest is None:
+        return {}
+    try:
+        with project.artifacts.open(digest) as f:
+            notebook = json.load(f)
+    except (OSError, ValueError, CellpipeError):
+        return {}
+    return displayed_outputs(notebook if isinstance(notebook, dict) else None)
+
+
+def _files_written(
+    notebook: str,
+    steps: Sequence[StepRunRecord],
+    changes: Sequence[Mapping[str, Any]],
+    snapshotted: set[str],
+) -> dict[str, list[dict[str, Any]]]:
+    """Step -> the files it wrote: its snapshot's changes, else the analysis' file writes."""
+    written: dict[str, list[dict[str, Any]]] = {}
+    for change in changes:
+        step = str(change["step"])
+        if step in change.get("by", [step]):
+            written.setdefault(step, []).append(
+                {"file": change["file"], "change": change["change"], "source": "snapshot"}
+            )
+    static: dict[str, set[str]] = {}
+    if any(s.step not in snapshotted for s in steps) and Path(notebook).is_file():
+        try:
+            pipeline = load_pipeline(notebook)
+        except CellpipeError:  # the notebook changed since: the snapshots are what we have
+            pipeline = None
+        if pipeline is not None:
+            for reader in pipeline.steps:
+                for ref in reader.files:
+                    static.setdefault(ref.producer, set()).add(ref.path)
+    for s in steps:
+        if s.step not in snapshotted and s.step in static:
+            written[s.step] = [
+                {"file": path, "change": "written", "source": "analysis"}
+                for path in sorted(static[s.step])
+            ]
+    return written
+
+
+def compare(*runs: str, project: str | Path | None = None) -> Comparison:
+    """Compare runs' parameters and metrics side by side (``cellpipe compare``).
+
+    Args:
+        runs: two or more run ids (unique prefixes, ``latest``, ``latest~1``).
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+
+    Raises:
+        CellpipeError: with fewer than two runs.
+
+    Example::
+
+        cellpipe.compare("latest~1", "latest").to_pandas()
+    """
+    from cellpipe.views.results import Comparison
+    from cellpipe.views.runs import compare_document, compare_presence
+
+    if len(runs) < 2:
+        raise CellpipeError(
+            "compare needs at least two runs",
+            hint="cellpipe compare RUN1 RUN2 [RUN3 ...] (in Python: compare('a', 'b'))",
+        )
+    with _opened(project) as opened:
+        records = [opened.metadata.get_run(r) for r in runs]
+    return Comparison(compare_document(records), compare_presence(records))
+
+
+def why(run: str, step: str, *, project: str | Path | None = None) -> WhyResult:
+    """Explain why a step of a run was a cache hit or a miss (``cellpipe why``).
+
+    Args:
+        run: the run id, a unique prefix, or ``latest`` / ``latest~N``.
+        step: the step's name.
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+    """
+    from cellpipe.views.results import WhyResult
+    from cellpipe.views.runs import unread_outputs, why_document
+
+    with _opened(project) as opened:
+        run_record, record = step_record(opened, run, step)
+        unread = unread_outputs(opened.metadata.step_runs(run_record.run_id), run_record.metrics)
+    return WhyResult(why_document(run_record, record, unread))
+
+
+def logs(run: str, step: str, *, project: str | Path | None = None) -> StepLog:
+    """Return a step's captured stdout and stderr (``cellpipe logs``).
+
+    A cached step has the log of the run that computed it (``source_run``).
+
+    Raises:
+        CellpipeError: for a step that has no log (it never ran).
+    """
+    from cellpipe.views.results import StepLog
+    from cellpipe.views.runs import logs_document
+
+    with _opened(project) as opened:
+        run_record, record = step_record(opened, run, step)
+        if record.log_digest is None:
+            raise CellpipeError(
+                f"step '{record.step}' of run {run_record.run_id} has no log "
+                f"({record.status.value})",
+                hint="only steps that ran (or reused a run that ran them) have a log; "
+                f"`cellpipe show {run_record.run_id}` lists the steps",
+            )
+        with opened.artifacts.open(record.log_digest) as f:
+            data = f.read()
+    return StepLog(logs_document(run_record, record, data.decode("utf-8", "replace")))
+
+
+class LineageUsageError(CellpipeError):
+    """A lineage question asked with the wrong combination of arguments."""
+
+    headline = "invalid arguments"
+    exit_code = 2
+
+
+def lineage(
+    run: str | None = None,
+    artifact: str | None = None,
+    *,
+    step: str | None = None,
+    variable: str | None = None,
+    depth: int = 50,
+    limit: int | None = 50,
+    project: str | Path | None = None,
+) -> LineageView:
+    """Return the lineage graph of a run, an artifact or one step output (``cellpipe lineage``).
+
+    Args:
+        run: a run id (prefix, ``latest``); when no run has it and it looks like a digest,
+            the artifact's lineage (as ``cellpipe lineage TARGET`` does).
+        artifact: an artifact digest or a unique prefix of it.
+        step: with ``run`` and ``variable``: one step output's lineage.
+        variable: the step's output.
+        depth: for an artifact: step runs to follow each way.
+        limit: for an artifact: the most step runs on each side of any artifact (0 or None:
+            all).
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+
+    Example::
+
+        cellpipe.lineage("latest")          # in Jupyter: the graph drawn, then the text
+    """
+    from cellpipe.storage.lineage import (
+        artifact_lineage,
+        history_for,
+        output_lineage,
+        resolve_digest,
+        run_lineage,
+    )
+    from cellpipe.storage.metadata import parse_latest
+    from cellpipe.views.results import LineageView
+
+    if (run is None) == (artifact is None):
+        raise LineageUsageError(
+            "give either a run or an artifact", hint="lineage('latest') or lineage(artifact=DIGEST)"
+        )
+    if (step is None) != (variable is None) or (step is not None and run is None):
+        raise LineageUsageError(
+            "one step output's lineage needs the run, the step and the variable",
+            hint=f"cellpipe lineage {run or 'RUN'} {step or 'STEP'} VAR "
+            f"(`cellpipe show {run or 'RUN'}` lists the outputs)",
+        )
+    cap = limit or None
+    with _opened(project) as opened:
+        history = history_for(opened.metadata)
+        if history is None:  # pragma: no cover - every shipped store has one
+            raise CellpipeError("this metadata store keeps no lineage")
+        if run is not None and step is not None and variable is not None:
+            graph = output_lineage(
+                opened.metadata, history, run, step, variable, depth=depth, limit=cap
+            )
+        elif run is not None:
+            try:
+                graph = run_lineage(opened.metadata, history, run)
+            except RunNotFoundError as run_error:
+                if "ambiguous" in run_error.message or parse_latest(run) is not None:
+                    raise
+                digest = resolve_digest(history, opened.metadata, run)
+                graph = artifact_lineage(opened.metadata, history, digest, depth=depth, limit=cap)
+        else:
+            assert artifact is not None
+            digest = resolve_digest(history, opened.metadata, artifact)
+            graph = artifact_lineage(opened.metadata, history, digest, depth=depth, limit=cap)
+    return LineageView(graph)
+
+
+def artifact_copy(
+    run: str,
+    step: str,
+    variable: str,
+    output: str | Path,
+    *,
+    force: bool = False,
+    project: str | Path | None = None,
+    stream: Any = None,
+) -> dict[str, Any]:
+    """Write the stored bytes of a step's output (or input) to a file (``artifacts get``).
+
+    Args:
+        run: the run id (prefix, ``latest``).
+        step: the step's name.
+        variable: the output's (or, when no output has the name, the input's) name.
+        output: a file; a folder (existing, or ending in ``/``) gets ``VAR.SUFFIX``; ``-``
+            writes to ``stream`` (a binary stream).
+        force: replace an existing file.
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+        stream: with ``output="-"``: where the bytes go.
+
+    Returns:
+        The ``cellpipe artifacts get --json`` document (``path`` is None for ``-``).
+
+    Raises:
+        RunNotFoundError: for an unknown run, step or variable.
+        CellpipeError: when the file exists and ``force`` is False.
+    """
+    import os
+    import shutil
+
+    from cellpipe.storage.serializers import get_serializer
+
+    text = str(output)
+    with _opened(project) as opened:
+        run_record, record = step_record(opened, run, step)
+        ref = record.outputs.get(variable) or record.inputs.get(variable)
+        if ref is None:
+            names = sorted({*record.outputs, *record.inputs})
+            raise RunNotFoundError(
+                f"step '{record.step}' of run {run_record.run_id} has no output or input "
+                f"'{variable}'",
+                hint="its values: " + (", ".join(names) or "none"),
+            )
+        suffix = get_serializer(ref.serializer).suffix
+        document: dict[str, Any] = {
+            "run_id": run_record.run_id,
+            "step": record.step,
+            "variable": variable,
+            "path": None,
+            **ref.to_json(),
+            "suffix": suffix,
+        }
+        if text == "-":
+            with opened.artifacts.open(ref.digest) as src:
+                shutil.copyfileobj(src, stream)
+            stream.flush()
+            return document
+        target = Path(text)
+        # `-o DIR/` (even one that does not exist yet) or an existing folder: the file goes
+        # in it, named after the variable.
+        if target.is_dir() or text.endswith(("/", os.sep)):
+            target = target / f"{variable}{suffix}"
+        if target.exists() and not force:
+            raise CellpipeError(
+                f"{target} exists", hint="choose another file name, or pass --force to replace it"
+            )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.cellpipe-tmp")
+        with opened.artifacts.open(ref.digest) as src, tmp.open("wb") as out:
+            shutil.copyfileobj(src, out, 1024 * 1024)
+        tmp.replace(target)
+    document["path"] = str(target)
+    return document
+
+
+# -- models -------------------------------------------------------------------------------------
+
+
+def models(
+    name: str | None = None, *, project: str | Path | None = None
+) -> ModelList | ModelDetail:
+    """List the registered models, or show one version (``cellpipe models list|show``).
+
+    Args:
+        name: None for every model; else a reference: ``NAME`` (its newest version),
+            ``NAME:3``, ``NAME@production``.
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+
+    Raises:
+        ModelNotFoundError: for an unknown model, version or alias (what exists is listed).
+
+    Example::
+
+        cellpipe.models().to_pandas(); cellpipe.models("wine@production")
+    """
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.views.models import models_document, version_detail_document
+    from cellpipe.views.results import ModelDetail, ModelList
+
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        if name is None:
+            return ModelList(models_document(registry.list_models()))
+        version = registry.resolve(name)
+        return ModelDetail(version_detail_document(version, registry.versions(version.name)))
+
+
+def register_run_output(
+    run: str,
+    step: str,
+    variable: str,
+    name: str,
+    *,
+    description: str = "",
+    alias: str | None = None,
+    project: str | Path | None = None,
+) -> dict[str, Any]:
+    """Register a step output of a recorded run as a new model version (``models register``).
+
+    Returns:
+        The version's document (``cellpipe models register --json``).
+
+    Raises:
+        RegistryError: for an invalid name or alias.
+        RunNotFoundError: for an unknown run, step or output.
+    """
+    from cellpipe.registry.model import check_alias, check_model_name
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.views.models import version_document
+
+    check_model_name(name)  # before opening anything: a typo costs nothing
+    if alias is not None:
+        check_alias(alias)
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        run_record, record = step_record(opened, run, step)
+        if variable not in record.outputs:
+            raise RunNotFoundError(
+                f"step '{step}' of run {run_record.run_id} has no output '{variable}'",
+                hint="its outputs: " + (", ".join(record.outputs) or "none"),
+            )
+        metrics: dict[str, Any] = {}
+        for other in opened.metadata.step_runs(run_record.run_id):
+            metrics.update(other.metrics)
+        metrics.update(run_record.metrics)
+        version = registry.register_artifact(
+            record.outputs[variable],
+            name,
+            run_id=run_record.run_id,
+            step=record.step,
+            variable=variable,
+            parameters=dict(run_record.parameters),
+            metrics=metrics,
+            description=description,
+            alias=alias,
+        )
+    return version_document(version)
+
+
+def move_alias(
+    name: str, alias: str, version: int | None, *, project: str | Path | None = None
+) -> dict[str, Any]:
+    """Point ``NAME@ALIAS`` at a version, or remove it with ``version=None``.
+
+    Returns:
+        The move's document (``cellpipe models alias --json``).
+    """
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.views.models import move_document
+
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        if version is None:
+            move = registry.remove_alias(name, alias)
+        else:
+            move = registry.set_alias(name, alias, version)
+    return move_document(move)
+
+
+def alias_history(name: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Return every move of a model's aliases (``cellpipe models history --json``)."""
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.views.models import move_document
+
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        moves = registry.alias_history(name)
+        current = {a: v.version for v in registry.versions(name) for a in v.aliases}
+    return {
+        "name": name,
+        "aliases": dict(sorted(current.items())),
+        "moves": [move_document(m) for m in moves],
+    }
+
+
+# -- serving ------------------------------------------------------------------------------------
+
+
+def _served(ref: str, version: ModelVersion) -> dict[str, Any]:
+    return {
+        "ref": ref,
+        "name": version.name,
+        "version": version.version,
+        "type": version.artifact.type_name,
+        "run_id": version.run_id,
+        "step": version.step,
+        "aliases": list(version.aliases),
+    }
+
+
+class BackgroundServer:
+    """Registered models served over the Open Inference Protocol v2 from a background thread.
+
+    Returned by `cellpipe.serve`; the project's stores stay open until `stop`.
+
+    Attributes:
+        url: the base URL, ``http://127.0.0.1:PORT``.
+        models: what is served (``ref``, ``name``, ``version``, ``type``, ...).
+    """
+
+    def __init__(self, running: Any, stack: Any, served: list[dict[str, Any]]) -> None:
+        self._running = running
+        self._stack = stack
+        self.models = served
+        self.url: str = running.url
+        self.port: int = running.port
+
+    @property
+    def running(self) -> bool:
+        """Whether the server thread is still serving."""
+        return self._stack is not None and bool(self._running._thread.is_alive())
+
+    def stop(self) -> None:
+        """Stop serving, wait for the server thread, close the stores (idempotent)."""
+        if self._stack is None:
+            return
+        try:
+            self._running.stop()
+        finally:
+            stack, self._stack = self._stack, None
+            stack.close()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return what ``cellpipe serve --json`` prints: the URL and the models."""
+        return {"url": self.url, "models": [dict(m) for m in self.models]}
+
+    def __enter__(self) -> BackgroundServer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        state = "serving" if self.running else "stopped"
+        names = ", ".join(f"{m['name']}:{m['version']}" for m in self.models)
+        return f"<cellpipe.BackgroundServer {names} at {self.url} ({state})>"
+
+    def _repr_html_(self) -> str:
+        from cellpipe.views.html import section, table
+
+        rows = [
+            [
+                m["ref"],
+                f"{m['name']}:{m['version']}",
+                m["type"],
+                f"{self.url}/v2/models/{m['name']}",
+            ]
+            for m in self.models
+        ]
+        return section(repr(self), table(["ref", "version", "object", "endpoint"], rows))
+
+
+def serve(
+    ref: str | Sequence[str],
+    *,
+    port: int = 0,
+    host: str = "127.0.0.1",
+    project: str | Path | None = None,
+    log_level: str = "warning",
+) -> BackgroundServer:
+    """Serve registered models in the background, over the Open Inference Protocol v2.
+
+    Every reference is resolved and loaded before the port opens. Stop it with ``.stop()``
+    or use it as a context manager. Needs the ``serve`` extra.
+
+    Args:
+        ref: one reference or several (``NAME``, ``NAME:3``, ``NAME@production``).
+        port: the TCP port (0: any free port; see ``.url``).
+        host: the address to listen on.
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+        log_level: the server's log level.
+
+    Raises:
+        ModelNotFoundError: for an unknown model, version or alias.
+        ServingError: the port is in use, or the ``serve`` extra is missing.
+
+    Example::
+
+        with cellpipe.serve("wine@production") as server:
+            requests.post(f"{server.url}/v2/models/wine/infer", json=...)
+    """
+    from contextlib import ExitStack
+
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.serving import start_server
+
+    refs = [ref] if isinstance(ref, str) else list(ref)
+    stack = ExitStack()
+    try:
+        opened = stack.enter_context(open_project(_settings_of(project), create=False))
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        served = [_served(r, registry.resolve(r)) for r in refs]
+        running = start_server(refs, registry, host=host, port=port, log_level=log_level)
+    except BaseException:
+        stack.close()
+        raise
+    return BackgroundServer(running, stack, served)
+
+
+def serve_forever(
+    refs: Sequence[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    log_level: str = "info",
+    project: str | Path | None = None,
+    announce: Callable[[dict[str, Any]], None] | None = None,
+) -> None:
+    """Resolve the references, say what is served, then serve until interrupted (``serve``).
+
+    Args:
+        refs: model references.
+        host: the address to listen on.
+        port: the TCP port.
+        log_level: the server's request log level.
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+        announce: receives ``{"url", "models"}`` once everything resolved, before serving.
+    """
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.serving import serve as serve_blocking
+
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        served = [_served(r, registry.resolve(r)) for r in refs]
+        if announce is not None:
+            announce({"url": f"http://{host}:{port}", "models": served})
+        serve_blocking(list(refs), registry, host=host, port=port, log_level=log_level)
+
+
+def write_kserve_manifest(
+    ref: str,
+    manifest: str | Path,
+    *,
+    storage_uri: str | None = None,
+    name: str | None = None,
+    namespace: str | None = None,
+    project: str | Path | None = None,
+) -> tuple[Path, ModelVersion]:
+    """Write a KServe ``InferenceService`` for one model version (``serve --manifest``).
+
+    Returns:
+        The file written and the version it serves.
+    """
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.serving import write_manifest
+
+    with _opened(project) as opened:
+        version = ModelRegistry(opened.metadata, opened.artifacts).resolve(ref)
+    path = write_manifest(
+        version, str(manifest), storage_uri=storage_uri, name=name, namespace=namespace
+    )
+    return Path(path), version
+
+
+# -- compile ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Compiled:
+    """A compiled notebook.
+
+    Attributes:
+        pipeline: the checked pipeline.
+        documents: the PipelineSpec (and PlatformSpec) documents.
+        text: their YAML.
+        name: the KFP pipeline name.
+        image: the image given or derived from the build context, None for the default.
+        parameters: the parameter defaults compiled in.
+        run_packages: step -> the requirements added from its last local run.
+    """
+
+    pipeline: Pipeline
+    documents: list[dict[str, Any]]
+    text: str
+    run_packages: dict[str, list[str]]
+    name: str
+    image: str | None
+    parameters: dict[str, Any]
+
+
+def with_run_packages(pipeline: Pipeline) -> tuple[Pipeline, dict[str, list[str]]]:
+    """Add to each step the distributions its last successful local run imported.
+
+    The code's own imports name the packages a step needs directly; what they import in turn
+    (optional dependencies most of all: pandas behind ``load_wine(as_frame=True)``) only shows
+    at run time. Each step process records the modules the notebook's code imported in its
+    executed notebook; this reads the newest successful run's record of every step and pins
+    those distributions at their installed versions, as the static ones are. Modules that no
+    installed distribution provides (``cython_runtime``) are left out. No run: no change.
+
+    Returns:
+        The pipeline with the packages added, and step -> the added requirements.
+    """
+    import dataclasses
+    import json
+
+    from cellpipe.notebook.packages import resolve_modules
+    from cellpipe.storage.records import StepStatus
+
+    notebook = Path(pipeline.path).resolve()
+    settings = Settings.discover(notebook.parent)
+    if settings is None:
+        return pipeline, {}
+    wanted = {step.name for step in pipeline.steps}
+    imported: dict[str, list[str]] = {}
+    with open_project(settings, create=False) as project:
+        for run_record in project.metadata.list_runs(notebook=str(notebook), limit=20):
+            for record in project.metadata.step_runs(run_record.run_id):
+                if record.step not in wanted or record.step in imported:
+                    continue
+                ok = record.status in (StepStatus.SUCCEEDED, StepStatus.CACHED)
+                if not ok or record.notebook_digest is None:
+                    continue
+                try:
+                    with project.artifacts.open(record.notebook_digest) as f:
+                        meta = json.load(f).get("metadata", {}).get("cellpipe", {})
+                except (OSError, ValueError, CellpipeError):
+                    continue
+                if isinstance(meta.get("imported"), list):
+                    imported[record.step] = [str(m) for m in meta["imported"]]
+            if len(imported) == len(wanted):
+                break
+    steps = []
+    added: dict[str, list[str]] = {}
+    for step in pipeline.steps:
+        known = {p.distribution for p in step.packages} | {p.module for p in step.packages}
+        extra = [
+            p
+            for p in resolve_modules(imported.get(step.name, ()), folder=notebook.parent)
+            if p.distribution is not None and p.distribution not in known
+        ]
+        if extra:
+            added[step.name] = sorted(r for p in extra if (r := p.requirement()) is not None)
+            step = dataclasses.replace(step, packages=(*step.packages, *extra))
+        steps.append(step)
+    return dataclasses.replace(pipeline, steps=tuple(steps)), added
+
+
+def base_image() -> str:
+    """Return ``python:X.Y-slim`` for the running interpreter (pickles need the same Python)."""
+    return f"python:{sys.version_info.major}.{sys.version_info.minor}-slim"
+
+
+def compile_pipeline(
+    notebook: str | Path,
+    *,
+    image: str | None = None,
+    image_from_context: bool = False,
+    name: str | None = None,
+    params: Iterable[str] = (),
+    run_packages: bool = True,
+) -> Compiled:
+    """Compile a notebook to checked KFP v2 IR (the service of ``compile``, ``submit``).
+
+    Raises:
+        DefinitionError: the notebook is invalid.
+        ParameterError: a ``-p`` value is unknown or ill-typed.
+        CompileError: the pipeline uses something the KFP target does not support.
+    """
+    from cellpipe.errors import CompileError
+    from cellpipe.kfp.compiler import (
+        compile_documents,
+        installed_kfp_version,
+        with_producer_packages,
+    )
+    from cellpipe.kfp.dag import pipeline_name
+    from cellpipe.kfp.image import build_context
+    from cellpipe.kfp.validate import validate_documents
+    from cellpipe.kfp.yaml import dump_yaml
+    from cellpipe.pipeline.parameters import parse_assignments, resolve_parameters
+
+    pipeline = load_pipeline(check_path(notebook))
+    added: dict[str, list[str]] = {}
+    if run_packages:
+        pipeline, added = with_run_packages(pipeline)
+    pipeline = with_producer_packages(pipeline)
+    values = resolve_parameters(pipeline, text=parse_assignments(params))
+    kfp_version = installed_kfp_version()
+    if image_from_context:
+        image = build_context(
+            pipeline, kfp_version=kfp_version, base_image=base_image(), name=name
+        ).tag
+    # The package's version without importing the package from below it: `cellpipe` (the
+    # parent of this module) is always loaded, and importing it from api would make the layer
+    # check see api -> cellpipe -> whatever `cellpipe/__init__` reaches.
+    version: str = sys.modules["cellpipe"].__version__
+    documents = compile_documents(
+        pipeline,
+        image=image,
+        cellpipe_version=version,
+        kfp_version=kfp_version,
+        name=name,
+        parameters=values,
+        default_image=base_image(),
+    )
+    problems = validate_documents(documents)
+    if problems:
+        raise CompileError(
+            "the compiled pipeline is not valid KFP IR:\n  " + "\n  ".join(problems),
+            hint="this is a bug in cellpipe's compiler; please report it with the notebook",
+        )
+    return Compiled(
+        pipeline=pipeline,
+        documents=documents,
+        text=dump_yaml(documents),
+        name=pipeline_name(pipeline, name),
+        image=image,
+        parameters=values,
+        run_packages=added,
+    )
+
+
+def file_edge_warnings(pipeline: Pipeline) -> list[str]:
+    """Say which file edges a cluster cannot honour by itself.
+
+    Locally every step runs in the notebook's folder; on a cluster each step has its own pod,
+    so a file one step writes is not where the next one reads it unless both see a shared
+    volume.
+    """
+    found = []
+    for step in pipeline.steps:
+        for ref in step.files:
+            found.append(
+                f"step '{step.name}' reads '{ref.path}' (cell {ref.cell}, line {ref.line}), "
+                f"which step '{ref.producer}' writes; on a cluster each step runs in its own "
+                "pod, so put the file on a shared volume (kubeflow_notebook volumes) or pass "
+                "the data as a variable"
+            )
+    return found
+
+
+def compile(  # noqa: A001 - the command's name, as `cellpipe.compile`
+    notebook: str | Path,
+    output: str | Path | None = None,
+    *,
+    image: str | None = None,
+    image_from_context: bool = False,
+    name: str | None = None,
+    params: Iterable[str] = (),
+    run_packages: bool = True,
+) -> CompileResult:
+    """Write a notebook's pipeline as Kubeflow Pipelines v2 IR YAML (``cellpipe compile``).
+
+    Args:
+        notebook: the notebook.
+        output: the YAML file (default: the notebook with ``.yaml``); ``"-"`` writes nothing
+            (the YAML is ``.text``).
+        image: the container image of every step.
+        image_from_context: use the image ``cellpipe image NOTEBOOK --build`` built.
+        name: the KFP pipeline name.
+        params: parameter defaults to compile in, ``NAME=VALUE`` each.
+        run_packages: also pin what each step's last local run imported indirectly.
+
+    Returns:
+        The summary (``cellpipe compile --json``); ``.text`` is the YAML.
+
+    Example::
+
+        cellpipe.compile("train.ipynb", "train.yaml", params=["MAX_DEPTH=6"])
+    """
+    from cellpipe.views.results import CompileResult
+
+    compiled = compile_pipeline(
+        notebook,
+        image=image,
+        image_from_context=image_from_context,
+        name=name,
+        params=params,
+        run_packages=run_packages,
+    )
+    target = str(output) if output is not None else str(Path(notebook).with_suffix(".yaml"))
+    if target != "-":
+        Path(target).write_text(compiled.text, encoding="utf-8")
+    document = {
+        "ok": True,
+        "output": target,
+        "pipeline": compiled.name,
+        "steps": len(compiled.pipeline.steps),
+        "documents": len(compiled.documents),
+        "bytes": len(compiled.text.encode()),
+        "image": compiled.image,
+        "parameters": compiled.parameters,
+        "run_packages": compiled.run_packages,
+        "warnings": file_edge_warnings(compiled.pipeline),
+    }
+    return CompileResult(document, compiled.text)
+
+
+# -- snapshots and reproduce --------------------------------------------------------------------
+
+
+def _pick_snapshot(history: Any, run_id: str, step: str | None, after: bool) -> Any:
+    from cellpipe.storage.lineage import SnapshotKind
+
+    kind = (
+        SnapshotKind.START if step is None else SnapshotKind.AFTER if after else SnapshotKind.BEFORE
+    )
+    wanted = step or ""
+    snapshots = list(history.snapshots(run_id)) if history is not None else []
+    for snap in snapshots:
+        if snap.step == wanted and snap.kind is kind:
+            return snap
+    have = ", ".join(f"{s.step or '(start)'} {s.kind.value}" for s in snapshots) or "none"
+    raise CellpipeError(
+        f"run {run_id} has no {kind.value} snapshot" + (f" of step '{step}'" if step else ""),
+        hint=f"its snapshots: {have}. Cached steps have none (they did not run); runs "
+        "recorded before snapshots existed have none either",
+    )
+
+
+def snapshots(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Return a run's snapshots (``cellpipe snapshot list --json``)."""
+    from cellpipe.storage.lineage import history_for
+
+    with _opened(project) as opened:
+        run_record = opened.metadata.get_run(run)
+        history = history_for(opened.metadata)
+        found = list(history.snapshots(run_record.run_id)) if history is not None else []
+    return {"run_id": run_record.run_id, "snapshots": [s.to_json() for s in found]}
+
+
+def restore_snapshot(
+    run: str,
+    to: str | Path,
+    *,
+    step: str | None = None,
+    after: bool = False,
+    force: bool = False,
+    skip_outside_links: bool = False,
+    project: str | Path | None = None,
+) -> dict[str, Any]:
+    """Restore a run's start snapshot, or a step's before/after one, into a folder.
+
+    Returns:
+        The ``cellpipe snapshot restore --json`` document.
+    """
+    from cellpipe.storage.lineage import history_for
+    from cellpipe.storage.snapshots import (
+        IgnoreRules,
+        manifest_files,
+        read_manifest,
+        restore_files,
+    )
+
+    settings = _settings_of(project)
+    target = Path(to)
+    with open_project(settings, create=False) as opened:
+        run_record = opened.metadata.get_run(run)
+        snap = _pick_snapshot(history_for(opened.metadata), run_record.run_id, step, after)
+        manifest = read_manifest(opened.artifacts, snap.manifest)
+        files = manifest_files(opened.artifacts, manifest)
+        restored = restore_files(
+            opened.artifacts,
+            files,
+            target,
+            force=force,
+            ignore=IgnoreRules.for_workspace(settings.root),
+            skip_outside_links=skip_outside_links,
+        )
+    return {
+        "run_id": run_record.run_id,
+        "step": step,
+        "kind": snap.kind.value,
+        "to": str(target.resolve()),
+        "files": restored.files,
+        "left_out": list(restored.left_out),
+        "links_skipped": list(restored.links_skipped),
+        "total_size": snap.total_size,
+        "manifest": snap.manifest,
+        "inputs": manifest.get("inputs", {}),
+        "outputs": manifest.get("outputs", {}),
+    }
+
+
+def snapshot_changes(run: str, step: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Return the files a step changed, each attributed (``cellpipe snapshot changes --json``).
+
+    Raises:
+        CellpipeError: when the step's after snapshot records no changes.
+    """
+    from cellpipe.storage.lineage import history_for
+    from cellpipe.storage.snapshots import read_manifest
+
+    with _opened(project) as opened:
+        run_record = opened.metadata.get_run(run)
+        snap = _pick_snapshot(history_for(opened.metadata), run_record.run_id, step, True)
+        manifest = read_manifest(opened.artifacts, snap.manifest)
+    if "changes" not in manifest:
+        raise CellpipeError(
+            f"the after snapshot of step '{step}' in run {run_record.run_id} records no changes",
+            hint="runs recorded before cellpipe attributed changes, and runs with snapshots "
+            "off (CELLPIPE_SNAPSHOT_MAX_BYTES=0), have none",
+        )
+    return {"run_id": run_record.run_id, "step": step, "changes": manifest["changes"]}
+
+
+def reproduce(
+    run: str,
+    *,
+    to: str | Path | None = None,
+    force: bool = False,
+    jobs: int | None = None,
+    project: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Re-run a run from its start snapshot and compare every output (``cellpipe reproduce``).
+
+    Args:
+        run: the run id (prefix, ``latest``).
+        to: the folder to restore and run in (default ``.cellpipe/reproduce/RUN``, emptied).
+        force: restore into a non-empty ``to``.
+        jobs: how many steps may run at once.
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+        progress: receives one line when the re-run starts.
+
+    Returns:
+        The ``cellpipe reproduce --json`` document; ``identical`` says whether it reproduced.
+    """
+    import shutil
+
+    from cellpipe.pipeline.parameters import resolve_parameters
+    from cellpipe.runner.orchestrate import RunOptions, run_pipeline
+    from cellpipe.storage.lineage import history_for
+    from cellpipe.storage.snapshots import (
+        IgnoreRules,
+        environment,
+        manifest_files,
+        read_manifest,
+        restore_files,
+    )
+    from cellpipe.views.reproduce import environment_changes, reproduce_document
+
+    settings = _settings_of(project)
+    with open_project(settings, create=False) as opened:
+        run_record = opened.metadata.get_run(run)
+        snap = _pick_snapshot(history_for(opened.metadata), run_record.run_id, None, False)
+        manifest = read_manifest(opened.artifacts, snap.manifest)
+        original = {s.step: s for s in opened.metadata.step_runs(run_record.run_id)}
+        folder = Path(to) if to else settings.state_dir / "reproduce" / run_record.run_id
+        if not to and folder.exists():
+            shutil.rmtree(folder)  # our own scratch folder: start clean every time
+        # A link out of the workspace (a dataset elsewhere) is not recreated: the document
+        # names it, and a step that needs it fails visibly instead of reading outside.
+        restored = restore_files(
+            opened.artifacts,
+            manifest_files(opened.artifacts, manifest),
+            folder,
+            force=force,
+            ignore=IgnoreRules.for_workspace(settings.root),
+            skip_outside_links=True,
+        )
+    notebook = folder / manifest["notebook"]
+    pipeline = load_pipeline(notebook)
+    known = {p.name for p in pipeline.parameters}
+    values = resolve_parameters(
+        pipeline, text={}, values={k: v for k, v in run_record.parameters.items() if k in known}
+    )
+    state = folder / ".cellpipe"
+    local = Settings(
+        root=folder.resolve(),
+        db_url=f"sqlite:///{(state / 'cellpipe.db').resolve()}",
+        artifacts_url=str((state / "artifacts").resolve()),
+    )
+    if progress is not None:
+        progress(f"reproducing {run_record.run_id} in {folder} ...")
+    with open_project(local) as fresh:
+        report = run_pipeline(
+            pipeline,
+            params=values,
+            artifacts=fresh.artifacts,
+            metadata=fresh.metadata,
+            state_dir=local.state_dir,
+            options=RunOptions(use_cache=False, jobs=jobs),
+        )
+    document = reproduce_document(
+        run_record,
+        report,
+        original,
+        folder,
+        environment_changes(manifest.get("environment"), dict(environment())),
+    )
+    document["left_out"] = list(restored.left_out)
+    document["links_skipped"] = list(restored.links_skipped)
+    return document
+
+
+# -- doctor -------------------------------------------------------------------------------------
+
+
+def doctor(
+    *,
+    repair: bool = False,
+    sample: int = 50,
+    project: str | Path | None = None,
+    progress: Any = None,
+) -> tuple[Settings, Any, Any]:
+    """Check the project's stores, and with ``repair`` rebuild a damaged database.
+
+    Returns:
+        The project's settings, the check report and the repair report (None without
+        ``repair``); see `cellpipe.storage.doctor`.
+    """
+    from cellpipe.storage.backends import is_remote_artifact_url, open_artifact_store
+    from cellpipe.storage.doctor import check_project, repair_project
+
+    settings = _settings_of(project)
+    local = not is_remote_artifact_url(settings.artifacts_url)
+    artifacts_root = Path(settings.artifacts_url.removeprefix("file://")) if local else None
+    report = check_project(
+        db_url=settings.db_url,
+        artifacts_root=artifacts_root,
+        state_dir=settings.state_dir,
+        sample=sample,
+        progress=progress,
+    )
+    repaired = None
+    if repair:
+        store = open_artifact_store(
+            settings.artifacts_url,
+            cache_dir=settings.cache_dir,
+            storage_options=settings.storage_options(),
+        )
+        try:
+            repaired = repair_project(
+                db_url=settings.db_url,
+                state_dir=settings.state_dir,
+                artifacts=store,
+                progress=progress,
+            )
+        finally:
+            store.close()
+    return settings, report, repaired
+
+
+# -- the notebook views of objects defined below views ------------------------------------------
+
+
+def register_ipython_formatters() -> bool:
+    """Teach the running IPython kernel to show a `Pipeline` as HTML (its graph drawn).
+
+    ``pipeline/`` sits below ``views/`` and may not import it, so `Pipeline` has no
+    ``_repr_html_`` of its own; IPython's formatters can be told by type name instead. This
+    runs when `load_pipeline` or `check` is called in IPython (never on ``import cellpipe``)
+    and is idempotent; outside IPython it does nothing.
+
+    Returns:
+        True when a shell took the formatters.
+    """
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    formatters = getattr(getattr(shell, "display_formatter", None), "formatters", None)
+    if not formatters:
+        return False
+    formatters["text/html"].for_type_by_name("cellpipe.pipeline.model", "Pipeline", _pipeline_html)
+    formatters["text/plain"].for_type_by_name(
+        "cellpipe.pipeline.model", "Pipeline", _pipeline_pretty
+    )
+    return True
+
+
+def _pipeline_html(pipeline: Pipeline) -> str:
+    from cellpipe.views.pipeline import pipeline_html
+
+    return pipeline_html(pipeline)
+
+
+def _pipeline_pretty(pipeline: Pipeline, printer: Any, cycle: bool) -> None:
+    from cellpipe.views.pipeline import pipeline_text
+
+    printer.text(pipeline_text(pipeline))

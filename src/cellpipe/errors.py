@@ -22,7 +22,8 @@ The tree::
     ├── RunNotFoundError ── UnknownStepError  a mistyped step name (exit 2, "did you mean")
     ├── RegistryError ── ModelNotFoundError
     ├── CompileError                  feature not supported by the KFP target
-    └── ServingError
+    ├── ServingError
+    └── MissingDependencyError        an optional package a feature needs is not installed
 
 Invariants: a message says what failed, where, and how to fix it; the hint is the "how".
 Errors are built from typed keyword arguments into one string. This module imports
@@ -367,3 +368,21 @@ class ServingError(CellpipeError):
     """The model server cannot start or serve."""
 
     headline = "serving error"
+
+
+class MissingDependencyError(CellpipeError):
+    """An optional package a feature needs (pandas for ``to_pandas``) is not installed.
+
+    Args:
+        package: the distribution to install.
+        feature: what needs it, e.g. ``RunList.to_pandas()``.
+    """
+
+    headline = "a package is missing"
+
+    def __init__(self, package: str, *, feature: str) -> None:
+        super().__init__(
+            f"{feature} needs {package}, which is not installed",
+            hint=f"pip install {package}",
+        )
+        self.package = package

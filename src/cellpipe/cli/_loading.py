@@ -1,7 +1,7 @@
 """Turning the NOTEBOOK argument of a command into a checked `Pipeline`.
 
-Owns: the checks that belong to the command line rather than the notebook reader: the path
-exists and is a file (with a "did you mean" for a misspelt name).
+Owns: the shared help texts; the path checks (the path exists and is a file, with a "did you
+mean" for a misspelt name) are `cellpipe.api.check_path`, which `cellpipe.check` uses too.
 
 Invariants: reading goes through `cellpipe.api.load_pipeline`, the same function a notebook
 user calls, so the CLI and ``import cellpipe`` agree (`analyze_notebook_file` uses the
@@ -14,11 +14,20 @@ Must not depend on: other command modules.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from cellpipe.errors import DefinitionError
+__all__ = [
+    "NOTEBOOK_HELP",
+    "PROJECT_HELP",
+    "RUN_HELP",
+    "NotebookNotFoundError",
+    "analyze_notebook_file",
+    "check_path",
+    "load_notebook",
+]
 
 if TYPE_CHECKING:
+    from cellpipe.api import NotebookNotFoundError
     from cellpipe.notebook import NotebookReport
     from cellpipe.pipeline import Pipeline
 
@@ -29,37 +38,25 @@ RUN_HELP = "the run id, a unique prefix of it, or latest (the newest run), lates
 NOTEBOOK_HELP = "the notebook: a .ipynb file or a jupytext percent script (.py)"
 
 
-class NotebookNotFoundError(DefinitionError):
-    """The notebook path given on the command line does not name a file.
-
-    Args:
-        path: the path as the user typed it.
-        reason: what is wrong with it, e.g. ``no such notebook``.
-        hint: how to fix it.
-    """
-
-    headline = "cannot open the notebook"
-    code = "no-such-notebook"
-
-    def __init__(self, path: str, *, reason: str, hint: str | None = None) -> None:
-        super().__init__(f"{reason}: {path}", hint=hint)
-        self.path = path
-
-
-def check_path(path_text: str) -> Path:
+def check_path(path_text: str | Path) -> Path:
     """Return ``path_text`` as a path after checking that it names a file.
+
+    `cellpipe.api.check_path`, imported when first called (a command's start-up counts).
 
     Raises:
         NotebookNotFoundError: if the path is missing or is a folder.
     """
-    path = Path(path_text)
-    if path.is_dir():
-        raise NotebookNotFoundError(
-            path_text, reason="not a notebook but a folder", hint=_folder_hint(path)
-        )
-    if not path.is_file():
-        raise NotebookNotFoundError(path_text, reason="no such notebook", hint=_missing_hint(path))
-    return path
+    from cellpipe.api import check_path as check
+
+    return check(path_text)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "NotebookNotFoundError":
+        from cellpipe.api import NotebookNotFoundError
+
+        return NotebookNotFoundError
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def analyze_notebook_file(path_text: str) -> NotebookReport:
@@ -95,43 +92,6 @@ def load_notebook(path_text: str) -> Pipeline:
         NotebookParseError: if the file cannot be read as a notebook.
         PipelineValidationError: with every definition problem in the notebook.
     """
-    path = Path(path_text)
-    if path.is_dir():
-        raise NotebookNotFoundError(
-            path_text,
-            reason="not a notebook but a folder",
-            hint=_folder_hint(path),
-        )
-    if not path.is_file():
-        raise NotebookNotFoundError(path_text, reason="no such notebook", hint=_missing_hint(path))
     from cellpipe.api import load_pipeline
 
-    return load_pipeline(path)
-
-
-def _notebooks_in(folder: Path) -> list[str]:
-    try:
-        return sorted(
-            p.name for p in folder.iterdir() if p.suffix in {".ipynb", ".py"} and p.is_file()
-        )
-    except OSError:
-        return []
-
-
-def _folder_hint(folder: Path) -> str:
-    candidates = [n for n in _notebooks_in(folder) if n.endswith(".ipynb")]
-    if candidates:
-        return "pass a notebook file, e.g. " + str(folder / candidates[0])
-    return "pass a notebook file (.ipynb or a percent script .py)"
-
-
-def _missing_hint(path: Path) -> str:
-    import difflib
-
-    folder = path.parent
-    if not folder.is_dir():
-        return f"the folder {folder} does not exist either; check the path"
-    close = difflib.get_close_matches(path.name, _notebooks_in(folder), n=1, cutoff=0.6)
-    if close:
-        return f"did you mean {folder / close[0]}?"
-    return "check the path; cellpipe reads .ipynb notebooks and percent scripts (.py)"
+    return load_pipeline(check_path(path_text))

@@ -1,6 +1,8 @@
 """``cellpipe check``: read a notebook, validate its pipeline and show what was found.
 
-Owns: the ``check`` command's arguments, its human report and its ``--json`` document.
+Owns: the ``check`` command's arguments and its human report. The check is
+`cellpipe.api.check` (what ``cellpipe.check`` in a notebook calls); its ``--json`` documents
+are `cellpipe.views.check`.
 
 Invariants: with ``--json`` exactly one JSON document goes to stdout, on success and on a
 definition error alike (``ok`` says which); without it, definition errors go to stderr, every
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from cellpipe.cli import render
-from cellpipe.cli._loading import NOTEBOOK_HELP, analyze_notebook_file
-from cellpipe.errors import CellpipeError, NotebookParseError, PipelineValidationError, Problem
+from cellpipe.cli._loading import NOTEBOOK_HELP
+from cellpipe.errors import CellpipeError, PipelineValidationError
+from cellpipe.views.check import failure_document, success_document
+
+__all__ = ["failure_document", "register", "run", "show_report", "success_document"]
 
 if TYPE_CHECKING:
     from cellpipe.pipeline import JsonValue, Pipeline
@@ -82,128 +86,35 @@ def run(args: argparse.Namespace) -> int:
     Raises:
         CellpipeError: without ``--json``, an error reading the notebook.
     """
+    from cellpipe.api import check
+
     notebook: str = args.notebook
+    result = check(notebook)
     if args.json:
-        return _run_json(notebook, debug=getattr(args, "debug", False))
-    report = analyze_notebook_file(notebook)
-    if report.ok and report.pipeline is not None:
+        if result.error is not None and getattr(args, "debug", False):
+            import traceback
+
+            traceback.print_exception(result.error)
+        render.write_json(result.to_dict(), sys.stdout)
+        return 0 if result.ok else _exit_code(result.error)
+    if result.ok and result.pipeline is not None:
         out = render.Output(sys.stdout)
-        show_report(report.pipeline, out)
-        render.secrets_left_out(_secrets(notebook), out)
+        show_report(result.pipeline, out)
+        render.secrets_left_out(result["secrets_left_out"], out)
         return 0
-    error = PipelineValidationError(report.errors, path=notebook)
+    error = result.error
+    if not isinstance(error, PipelineValidationError):
+        raise error if error is not None else CellpipeError("the check failed")
     print(render.format_error(error), file=sys.stderr)
-    if report.warnings:
-        print(f"\nand {_count(len(report.warnings), 'warning')}:", file=sys.stderr)
-        for warning in report.warnings:
+    if result.warnings:
+        print(f"\nand {_count(len(result.warnings), 'warning')}:", file=sys.stderr)
+        for warning in result.warnings:
             print(render.format_problem(warning, path=notebook), file=sys.stderr)
     return error.exit_code
 
 
-def _run_json(notebook: str, *, debug: bool) -> int:
-    try:
-        report = analyze_notebook_file(notebook)
-    except CellpipeError as error:
-        if debug:
-            import traceback
-
-            traceback.print_exc()
-        render.write_json(failure_document(notebook, error), sys.stdout)
-        return error.exit_code
-    if report.ok and report.pipeline is not None:
-        document = success_document(report.pipeline)
-        document["secrets_left_out"] = list(_secrets(notebook))
-        render.write_json(document, sys.stdout)
-        return 0
-    invalid = PipelineValidationError(report.errors, path=notebook)
-    render.write_json(failure_document(notebook, invalid, warnings=report.warnings), sys.stdout)
-    return invalid.exit_code
-
-
-def success_document(pipeline: Pipeline) -> dict[str, JsonValue]:
-    """Return the ``--json`` document of a valid pipeline.
-
-    Args:
-        pipeline: the checked pipeline.
-
-    Returns:
-        ``{"ok": true, ...Pipeline.to_json()..., "errors": []}``.
-    """
-    document: dict[str, JsonValue] = {"ok": True}
-    document.update(pipeline.to_json())
-    document["errors"] = []
-    return document
-
-
-def failure_document(
-    notebook: str, error: CellpipeError, *, warnings: Sequence[Problem] = ()
-) -> dict[str, JsonValue]:
-    """Return the ``--json`` document of a notebook that could not be checked.
-
-    Args:
-        notebook: the notebook path as given.
-        error: what went wrong; each of its problems becomes one entry of ``errors``.
-        warnings: non-fatal problems found on the way.
-
-    Returns:
-        ``{"ok": false, "path": ..., "errors": [...], "warnings": [...]}`` where each error has
-        ``code``, ``message``, ``cell``, ``line``, ``step`` and ``hint``.
-    """
-    problems = render.problems_of(error)
-    errors: list[JsonValue]
-    if problems:
-        errors = [_as_json(p.to_json()) for p in problems]
-    else:
-        errors = [
-            {
-                "code": _error_code(error),
-                "message": _bare_message(error),
-                "cell": getattr(error, "cell", None),
-                "line": getattr(error, "line", None),
-                "step": None,
-                "hint": error.hint,
-            }
-        ]
-    return {
-        "ok": False,
-        "path": notebook,
-        "errors": errors,
-        "warnings": [_as_json(w.to_json()) for w in warnings],
-    }
-
-
-def _as_json(value: dict[str, object]) -> JsonValue:
-    # Problem.to_json() is typed loosely (dict[str, object]); its values are JSON scalars.
-    return value  # type: ignore[return-value]
-
-
-def _bare_message(error: CellpipeError) -> str:
-    # NotebookParseError puts "path, cell N, line L: " in front of its message; in JSON the
-    # location has its own fields, as it has for every other problem.
-    if isinstance(error, NotebookParseError):
-        where = error.path
-        if error.cell is not None:
-            where += f", cell {error.cell}"
-        if error.line is not None:
-            where += f", line {error.line}"
-        return error.message.removeprefix(f"{where}: ")
-    return error.message
-
-
-def _error_code(error: CellpipeError) -> str:
-    code = getattr(error, "code", None)
-    if isinstance(code, str):
-        return code
-    if isinstance(error, NotebookParseError):
-        return "parse-error"
-    name = type(error).__name__.removesuffix("Error") or "Cellpipe"
-    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
-
-
-def _secrets(notebook: str) -> tuple[str, ...]:
-    from cellpipe.api import left_out_secrets
-
-    return left_out_secrets(notebook)
+def _exit_code(error: CellpipeError | None) -> int:
+    return error.exit_code if error is not None else 2
 
 
 def show_report(pipeline: Pipeline, out: render.Output) -> None:

@@ -13,15 +13,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from cellpipe.cli import render
-from cellpipe.cli._kfp import add_compile_options, compile_notebook
+from cellpipe.cli._kfp import add_compile_options
 from cellpipe.cli._loading import NOTEBOOK_HELP
-
-if TYPE_CHECKING:
-    from cellpipe.pipeline import Pipeline
 
 DESCRIPTION = """\
 Compile a notebook's pipeline to Kubeflow Pipelines v2 IR YAML.
@@ -70,25 +65,6 @@ def register(
     parser.set_defaults(handler=compile_cmd)
 
 
-def file_edge_warnings(pipeline: Pipeline) -> list[str]:
-    """Say which file edges a cluster cannot honour by itself.
-
-    Locally every step runs in the notebook's folder; on a cluster each step has its own pod,
-    so a file one step writes is not where the next one reads it unless both see a shared
-    volume.
-    """
-    found = []
-    for step in pipeline.steps:
-        for ref in step.files:
-            found.append(
-                f"step '{step.name}' reads '{ref.path}' (cell {ref.cell}, line {ref.line}), "
-                f"which step '{ref.producer}' writes; on a cluster each step runs in its own "
-                "pod, so put the file on a shared volume (kubeflow_notebook volumes) or pass "
-                "the data as a variable"
-            )
-    return found
-
-
 def compile_cmd(args: argparse.Namespace) -> int:
     """Run ``cellpipe compile``.
 
@@ -101,35 +77,29 @@ def compile_cmd(args: argparse.Namespace) -> int:
     Raises:
         CellpipeError: for definition, parameter or compile errors.
     """
-    compiled = compile_notebook(args)
-    output: str = args.output or str(Path(args.notebook).with_suffix(".yaml"))
-    if output == "-":
-        sys.stdout.write(compiled.text)
+    from cellpipe import api
+
+    result = api.compile(
+        args.notebook,
+        args.output,
+        image=args.image,
+        image_from_context=args.image_from_context,
+        name=args.name,
+        params=args.params,
+        run_packages=getattr(args, "run_packages", True),
+    )
+    document = result.to_dict()
+    if document["output"] == "-":
+        sys.stdout.write(result.text)
         return 0
-    Path(output).write_text(compiled.text, encoding="utf-8")
-    steps = len(compiled.pipeline.steps)
-    warnings = file_edge_warnings(compiled.pipeline)
-    for text in warnings:
+    for text in document["warnings"]:
         print(f"warning: {text}", file=sys.stderr)
     if args.json:
-        render.write_json(
-            {
-                "ok": True,
-                "output": output,
-                "pipeline": compiled.name,
-                "steps": steps,
-                "documents": len(compiled.documents),
-                "bytes": len(compiled.text.encode()),
-                "image": compiled.image,
-                "parameters": compiled.parameters,
-                "run_packages": compiled.run_packages,
-                "warnings": warnings,
-            },
-            sys.stdout,
-        )
+        render.write_json(document, sys.stdout)
     else:
-        print(f"compiled {compiled.name} ({render.plural(steps, 'step')}) to {output}")
-        pinned = sorted({r for reqs in compiled.run_packages.values() for r in reqs})
+        steps = render.plural(document["steps"], "step")
+        print(f"compiled {document['pipeline']} ({steps}) to {document['output']}")
+        pinned = sorted({r for reqs in document["run_packages"].values() for r in reqs})
         if pinned:
             noun = "package" if len(pinned) == 1 else "packages"
             print(

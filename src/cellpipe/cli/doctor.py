@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from cellpipe.cli import render
 from cellpipe.cli._loading import PROJECT_HELP
@@ -61,36 +60,11 @@ def _progress(what: str, done: int, total: int) -> None:
 
 def doctor_cmd(args: argparse.Namespace) -> int:
     """Check (and with ``--repair`` rebuild) the project's stores."""
-    from cellpipe.api import find_project
-    from cellpipe.storage.backends import is_remote_artifact_url, open_artifact_store
-    from cellpipe.storage.doctor import check_project, repair_project
+    from cellpipe import api
 
-    settings = find_project(Path(args.project))
-    local = not is_remote_artifact_url(settings.artifacts_url)
-    artifacts_root = Path(settings.artifacts_url.removeprefix("file://")) if local else None
-    report = check_project(
-        db_url=settings.db_url,
-        artifacts_root=artifacts_root,
-        state_dir=settings.state_dir,
-        sample=args.sample,
-        progress=_progress,
+    settings, report, repair = api.doctor(
+        repair=args.repair, sample=args.sample, project=args.project, progress=_progress
     )
-    repair = None
-    if args.repair:
-        store = open_artifact_store(
-            settings.artifacts_url,
-            cache_dir=settings.cache_dir,
-            storage_options=settings.storage_options(),
-        )
-        try:
-            repair = repair_project(
-                db_url=settings.db_url,
-                state_dir=settings.state_dir,
-                artifacts=store,
-                progress=_progress,
-            )
-        finally:
-            store.close()
     ok = report.ok if repair is None else repair.moved_to is not None or report.ok
     if args.json:
         document = report.to_json()

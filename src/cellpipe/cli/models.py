@@ -4,10 +4,10 @@ Owns: listing the registered models, showing one version (lineage, parameters, m
 signature, aliases), registering a step output of a recorded run as a new version, moving and
 removing aliases, and the history of every alias move.
 
-Invariants: thin shells over `cellpipe.registry.ModelRegistry` on the project's stores opened
-through `cellpipe.api`; ``--json`` prints exactly one JSON document; versions are never
-changed, only aliases move, and every move is recorded. The project is found like git finds
-``.git``.
+Invariants: thin shells over `cellpipe.api.models`, `register_run_output`, `move_alias` and
+`alias_history` (the documents are `cellpipe.views.models`); ``--json`` prints exactly one
+JSON document; versions are never changed, only aliases move, and every move is recorded.
+The project is found like git finds ``.git``.
 
 Must not depend on: other command modules.
 """
@@ -16,17 +16,9 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from cellpipe.cli import render
 from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
-
-if TYPE_CHECKING:
-    from cellpipe.registry.model import AliasMove, ModelVersion
-    from cellpipe.registry.registry import ModelRegistry
 
 _RAW = argparse.RawDescriptionHelpFormatter
 REF_HELP = "NAME (the newest version), NAME:VERSION, NAME@ALIAS or NAME@latest"
@@ -156,49 +148,6 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-@contextmanager
-def _registry(project: str) -> Iterator[tuple[Any, ModelRegistry]]:
-    from cellpipe.api import find_project, open_project
-    from cellpipe.registry.registry import ModelRegistry
-
-    settings = find_project(Path(project))
-    with open_project(settings, create=False) as opened:
-        yield opened, ModelRegistry(opened.metadata, opened.artifacts)
-
-
-# -- documents ---------------------------------------------------------------------------------
-
-
-def version_document(version: ModelVersion) -> dict[str, Any]:
-    """Return a model version as a JSON-ready dict."""
-    return {
-        "name": version.name,
-        "version": version.version,
-        "ref": version.ref,
-        "created_at": version.created_at.isoformat(),
-        "description": version.description,
-        "aliases": list(version.aliases),
-        "artifact": version.artifact.to_json(),
-        "run_id": version.run_id,
-        "step": version.step,
-        "variable": version.variable,
-        "parameters": dict(version.parameters),
-        "metrics": dict(version.metrics),
-        "signature": version.signature.to_json() if version.signature is not None else None,
-    }
-
-
-def move_document(move: AliasMove) -> dict[str, Any]:
-    """Return an alias move as a JSON-ready dict."""
-    return {
-        "name": move.name,
-        "alias": move.alias,
-        "version": move.version,
-        "previous": move.previous,
-        "moved_at": move.moved_at.isoformat(),
-    }
-
-
 def _when(text: str) -> str:
     return text[:19].replace("T", " ")
 
@@ -212,68 +161,64 @@ def _num(value: int | None) -> str:
 
 def list_cmd(args: argparse.Namespace) -> int:
     """List the registered models."""
-    with _registry(args.project) as (_, registry):
-        found = registry.list_models()
+    from cellpipe import api
+
+    result = api.models(project=args.project)
     if args.json:
-        render.write_json({"models": [m.to_json() for m in found]}, sys.stdout)
+        render.write_json(result.to_dict(), sys.stdout)
         return 0
-    out = render.Output(sys.stdout)
     rows = [
         [
-            m.name,
-            str(m.latest),
-            str(m.version_count),
-            ", ".join(f"{a}={v}" for a, v in m.aliases.items()) or render.EMPTY,
-            m.created_at.strftime("%Y-%m-%d %H:%M:%S"),
-            m.description or render.EMPTY,
+            m["name"],
+            str(m["latest"]),
+            str(m["versions"]),
+            ", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or render.EMPTY,
+            _when(m["created_at"]),
+            m["description"] or render.EMPTY,
         ]
-        for m in found
+        for m in result.to_dict()["models"]
     ]
+    out = render.Output(sys.stdout)
     out.table(["model", "latest", "versions", "aliases", "created (UTC)", "description"], rows)
     return 0
 
 
 def show_cmd(args: argparse.Namespace) -> int:
     """Show one version."""
-    with _registry(args.project) as (_, registry):
-        version = registry.resolve(args.ref)
-        others = registry.versions(version.name)
-    document = version_document(version)
-    document["versions"] = [
-        {"version": v.version, "created_at": v.created_at.isoformat(), "aliases": list(v.aliases)}
-        for v in others
-    ]
+    from cellpipe import api
+
+    document = api.models(args.ref, project=args.project).to_dict()
     if args.json:
         render.write_json(document, sys.stdout)
         return 0
     out = render.Output(sys.stdout)
-    out.line(
-        f"model {version.ref}" + (f" ({', '.join(version.aliases)})" if version.aliases else "")
-    )
+    aliases = document["aliases"]
+    out.line(f"model {document['ref']}" + (f" ({', '.join(aliases)})" if aliases else ""))
     out.line(f"registered {_when(document['created_at'])} UTC")
-    if version.description:
-        out.line(version.description)
-    a = version.artifact
-    out.line(f"object {a.type_name}, {a.serializer}, {a.size} bytes, {a.digest}")
-    if version.run_id:
-        out.line(f"from run {version.run_id}, step {version.step}, variable {version.variable}")
+    if document["description"]:
+        out.line(document["description"])
+    a = document["artifact"]
+    out.line(f"object {a['type']}, {a['serializer']}, {a['size']} bytes, {a['digest']}")
+    if document["run_id"]:
+        out.line(
+            f"from run {document['run_id']}, step {document['step']}, "
+            f"variable {document['variable']}"
+        )
     else:
         out.line("registered outside a run (no lineage)")
     out.heading("Parameters")
-    out.table(["name", "value"], [[k, repr(v)] for k, v in version.parameters.items()])
+    out.table(["name", "value"], [[k, repr(v)] for k, v in document["parameters"].items()])
     out.heading("Metrics")
-    out.table(["name", "value"], [[k, str(v)] for k, v in version.metrics.items()])
+    out.table(["name", "value"], [[k, str(v)] for k, v in document["metrics"].items()])
     out.heading("Signature")
-    if version.signature is None:
+    signature = document["signature"]
+    if signature is None:
         out.line("  (unknown: register with an input example to infer it)")
     else:
         rows = [
-            [kind, t.name, t.datatype, str(list(t.shape))]
-            for kind, tensors in (
-                ("input", version.signature.inputs),
-                ("output", version.signature.outputs),
-            )
-            for t in tensors
+            [kind, t["name"], t["datatype"], str(list(t["shape"]))]
+            for kind, key in (("input", "inputs"), ("output", "outputs"))
+            for t in signature[key]
         ]
         out.table(["", "tensor", "datatype", "shape"], rows)
     out.heading("Versions")
@@ -289,47 +234,30 @@ def show_cmd(args: argparse.Namespace) -> int:
 
 def register_cmd(args: argparse.Namespace) -> int:
     """Register a step output of a recorded run."""
-    from cellpipe.api import step_record
-    from cellpipe.errors import RunNotFoundError
-    from cellpipe.registry.model import check_alias, check_model_name
+    from cellpipe import api
 
-    check_model_name(args.name)  # before opening anything: a typo costs nothing
-    if args.alias is not None:
-        check_alias(args.alias)
-    with _registry(args.project) as (project, registry):
-        run, record = step_record(project, args.run, args.step)
-        if args.var not in record.outputs:
-            raise RunNotFoundError(
-                f"step '{args.step}' of run {run.run_id} has no output '{args.var}'",
-                hint="its outputs: " + (", ".join(record.outputs) or "none"),
-            )
-        metrics: dict[str, Any] = {}
-        for step in project.metadata.step_runs(run.run_id):
-            metrics.update(step.metrics)
-        metrics.update(run.metrics)
-        version = registry.register_artifact(
-            record.outputs[args.var],
-            args.name,
-            run_id=run.run_id,
-            step=record.step,
-            variable=args.var,
-            parameters=dict(run.parameters),
-            metrics=metrics,
-            description=args.description,
-            alias=args.alias,
-        )
+    document = api.register_run_output(
+        args.run,
+        args.step,
+        args.var,
+        args.name,
+        description=args.description,
+        alias=args.alias,
+        project=args.project,
+    )
     if args.json:
-        render.write_json(version_document(version), sys.stdout)
+        render.write_json(document, sys.stdout)
         return 0
     out = render.Output(sys.stdout)
-    aliases = f" ({', '.join(version.aliases)})" if version.aliases else ""
-    where = f"run {run.run_id}, step {record.step}, variable {args.var}"
-    out.line(f"registered {version.ref}{aliases} from {where}")
+    aliases = f" ({', '.join(document['aliases'])})" if document["aliases"] else ""
+    where = f"run {document['run_id']}, step {document['step']}, variable {args.var}"
+    out.line(f"registered {document['ref']}{aliases} from {where}")
     return 0
 
 
 def alias_cmd(args: argparse.Namespace) -> int:
     """Point an alias at a version, or remove it."""
+    from cellpipe import api
     from cellpipe.errors import CellpipeError
 
     if args.delete == (args.version is not None):
@@ -338,42 +266,35 @@ def alias_cmd(args: argparse.Namespace) -> int:
             hint=f"cellpipe models alias {args.name} {args.alias} 2, or "
             f"cellpipe models alias {args.name} {args.alias} --delete",
         )
-    with _registry(args.project) as (_, registry):
-        if args.delete:
-            move = registry.remove_alias(args.name, args.alias)
-        else:
-            move = registry.set_alias(args.name, args.alias, args.version)
+    move = api.move_alias(
+        args.name, args.alias, None if args.delete else args.version, project=args.project
+    )
     if args.json:
-        render.write_json(move_document(move), sys.stdout)
+        render.write_json(move, sys.stdout)
         return 0
     out = render.Output(sys.stdout)
-    if move.version is None:
-        out.line(f"removed {move.name}@{move.alias} (was version {move.previous})")
-    elif move.previous is None:
-        out.line(f"{move.name}@{move.alias} -> version {move.version}")
+    where = f"{move['name']}@{move['alias']}"
+    if move["version"] is None:
+        out.line(f"removed {where} (was version {move['previous']})")
+    elif move["previous"] is None:
+        out.line(f"{where} -> version {move['version']}")
     else:
-        out.line(f"{move.name}@{move.alias} -> version {move.version} (was {move.previous})")
+        out.line(f"{where} -> version {move['version']} (was {move['previous']})")
     return 0
 
 
 def history_cmd(args: argparse.Namespace) -> int:
     """List every move of a model's aliases."""
-    with _registry(args.project) as (_, registry):
-        moves = registry.alias_history(args.name)
-        current = {a: v.version for v in registry.versions(args.name) for a in v.aliases}
+    from cellpipe import api
+
+    document = api.alias_history(args.name, project=args.project)
     if args.json:
-        render.write_json(
-            {
-                "name": args.name,
-                "aliases": dict(sorted(current.items())),
-                "moves": [move_document(m) for m in moves],
-            },
-            sys.stdout,
-        )
+        render.write_json(document, sys.stdout)
         return 0
     out = render.Output(sys.stdout)
     rows = [
-        [_when(m.moved_at.isoformat()), m.alias, _num(m.previous), _num(m.version)] for m in moves
+        [_when(m["moved_at"]), m["alias"], _num(m["previous"]), _num(m["version"])]
+        for m in document["moves"]
     ]
     out.table(["moved (UTC)", "alias", "from", "to"], rows)
     return 0

@@ -8,49 +8,53 @@ can be piped and compared; ``rich`` is imported only when the stream is an inter
 (never for JSON, never when piped), which keeps ``cellpipe check`` fast and its piped output
 free of escape codes. Plain and rich output carry the same information.
 
-Must not depend on: anything in cellpipe but ``errors`` (commands pass plain strings in).
+The value formatting (`short_value`, `dumps`, `plural`, `cell_ranges`) lives in
+`cellpipe.views.format` and is re-exported here for the commands.
+
+Must not depend on: anything in cellpipe but ``errors`` and ``views`` (commands pass plain
+strings in).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, TextIO
 
 from cellpipe.errors import CellpipeError, Problem
+from cellpipe.views.check import problems_of
+from cellpipe.views.format import (
+    EMPTY,
+    VALUE_WIDTH,
+    cell_ranges,
+    dumps,
+    finite,
+    join,
+    plural,
+    short_value,
+)
 
-
-def plural(count: int, noun: str) -> str:
-    """Return ``1 step``, ``2 steps``: the count and the noun, plural unless the count is 1."""
-    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+__all__ = [
+    "EMPTY",
+    "VALUE_WIDTH",
+    "Output",
+    "cell_ranges",
+    "dumps",
+    "finite",
+    "format_error",
+    "format_problem",
+    "is_terminal",
+    "join",
+    "plural",
+    "problems_of",
+    "secrets_left_out",
+    "short_value",
+    "write_json",
+]
 
 
 if TYPE_CHECKING:
     from rich.console import Console
-
-EMPTY = "-"
-
-
-def finite(value: object) -> object:
-    """Return ``value`` with every NaN and infinite float replaced by None, at any depth.
-
-    JSON has no such numbers (``json.dumps`` would write ``NaN``, which strict parsers refuse);
-    None is how the run records store them already (`cellpipe.storage.metric_values`).
-    """
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite(item) for item in value]
-    return value
-
-
-def dumps(document: object, **options: Any) -> str:
-    """Return ``document`` as strict JSON text (NaN and infinity as null); see `finite`."""
-    return json.dumps(finite(document), allow_nan=False, **options)
 
 
 def write_json(document: object, stream: TextIO) -> None:
@@ -139,70 +143,6 @@ class Output:
         self._console.print(table)
 
 
-VALUE_WIDTH = 60
-"""The most characters a parameter or metric value takes in a text table (``--json`` shows it
-whole)."""
-
-
-def short_value(value: object, *, width: int = VALUE_WIDTH, float_format: str = ".6g") -> str:
-    """Return a recorded value (a metric or parameter) as table text, at most ``width`` long.
-
-    Every text view of a value goes through here (`runs`, `show`, `compare`, the run
-    summary), so a number prints the same everywhere.
-
-    Numbers are formatted with ``float_format``; lists and dicts (a confusion matrix, a
-    classification report) are written as compact JSON; ``null`` (how NaN and infinity are
-    recorded) as ``null``. Longer text is cut and ends with ``...`` and the full length.
-
-    Args:
-        value: a JSON value.
-        width: the most characters returned.
-        float_format: the format of floats.
-    """
-    if isinstance(value, float):
-        text = format(value, float_format)
-    elif isinstance(value, list | dict):
-        text = dumps(value, ensure_ascii=False)
-        if len(text) > width:
-            text = dumps(value, ensure_ascii=False, separators=(",", ":"))
-    elif value is None:
-        text = "null"
-    else:
-        text = str(value)
-    text = " ".join(text.split())  # one line
-    if len(text) > width:
-        suffix = f"... ({len(text)} chars)"
-        text = text[: max(width - len(suffix), 1)] + suffix
-    return text
-
-
-def join(items: Iterable[str]) -> str:
-    """Return ``a, b, c``, or ``-`` when there is nothing."""
-    text = ", ".join(items)
-    return text or EMPTY
-
-
-def cell_ranges(cells: Sequence[int]) -> str:
-    """Return cell numbers as compact ranges: ``[3, 4, 5, 8]`` becomes ``3-5, 8``."""
-    parts: list[str] = []
-    start: int | None = None
-    previous: int | None = None
-    for cell in sorted(cells):
-        if start is not None and previous is not None and cell == previous + 1:
-            previous = cell
-            continue
-        if start is not None:
-            parts.append(_range(start, previous))
-        start = previous = cell
-    if start is not None:
-        parts.append(_range(start, previous))
-    return join(parts)
-
-
-def _range(start: int, end: int | None) -> str:
-    return str(start) if end is None or end == start else f"{start}-{end}"
-
-
 def format_problem(problem: Problem, *, path: str | None = None) -> str:
     """Return a problem as ``path, cell 4, line 2: message`` plus an indented hint line.
 
@@ -215,14 +155,6 @@ def format_problem(problem: Problem, *, path: str | None = None) -> str:
     if problem.hint:
         text += f"\n    hint: {problem.hint}"
     return text
-
-
-def problems_of(error: CellpipeError) -> tuple[Problem, ...]:
-    """Return the problems an error carries (``PipelineValidationError`` and friends), if any."""
-    problems: Any = getattr(error, "problems", None)
-    if not problems:
-        return ()
-    return tuple(p for p in problems if isinstance(p, Problem))
 
 
 def format_error(error: CellpipeError) -> str:

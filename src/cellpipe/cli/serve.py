@@ -4,8 +4,8 @@ Owns: resolving the references against the project's registry (before any port i
 so a typo fails at once), saying what is served where, running the server until Ctrl-C, and
 ``--manifest``: a KServe ``InferenceService`` for a cluster instead of a local server.
 
-Invariants: a thin shell over `cellpipe.serving.serve` / `write_manifest` and
-`cellpipe.registry.ModelRegistry` on the project's stores; ``--json`` prints exactly one JSON
+Invariants: a thin shell over `cellpipe.api.serve_forever` / `write_kserve_manifest` (the
+background server of a notebook is `cellpipe.serve`); ``--json`` prints exactly one JSON
 document (what is served, before serving starts; or the manifest written). Ctrl-C is a normal
 way to stop the server (exit status 0).
 
@@ -17,14 +17,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cellpipe.cli import render
 from cellpipe.cli._loading import PROJECT_HELP
-
-if TYPE_CHECKING:
-    from cellpipe.registry.model import ModelVersion
 
 DESCRIPTION = """\
 Serve registered model versions over the KServe Open Inference Protocol v2 REST API: health
@@ -107,50 +103,36 @@ def _port(text: str) -> int:
     return value
 
 
-def _describe(ref: str, version: ModelVersion) -> dict[str, Any]:
-    return {
-        "ref": ref,
-        "name": version.name,
-        "version": version.version,
-        "type": version.artifact.type_name,
-        "run_id": version.run_id,
-        "step": version.step,
-        "aliases": list(version.aliases),
-    }
-
-
 def serve_cmd(args: argparse.Namespace) -> int:
     """Resolve the references, then serve them (or write the manifest)."""
-    from cellpipe.api import find_project, open_project
+    from cellpipe import api
     from cellpipe.errors import ServingError
-    from cellpipe.registry.registry import ModelRegistry
 
     if args.manifest is not None and len(args.refs) != 1:
         raise ServingError(
             f"--manifest writes one InferenceService, but {len(args.refs)} models were named",
             hint="run `cellpipe serve REF --manifest FILE` once per model",
         )
-    settings = find_project(Path(args.project))
-    with open_project(settings, create=False) as project:
-        registry = ModelRegistry(project.metadata, project.artifacts)
-        versions = [registry.resolve(ref) for ref in args.refs]
-        if args.manifest is not None:
-            return _manifest(args, versions[0])
-        served = [_describe(ref, v) for ref, v in zip(args.refs, versions, strict=True)]
-        _announce(args, served)
-        from cellpipe.serving import serve
-
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
-            serve(args.refs, registry, host=args.host, port=args.port, log_level=args.log_level)
+    if args.manifest is not None:
+        return _manifest(args)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
+        api.serve_forever(
+            args.refs,
+            host=args.host,
+            port=args.port,
+            log_level=args.log_level,
+            project=args.project,
+            announce=lambda document: _announce(args, document),
+        )
     return 0
 
 
-def _announce(args: argparse.Namespace, served: list[dict[str, Any]]) -> None:
-    base = f"http://{args.host}:{args.port}"
+def _announce(args: argparse.Namespace, document: dict[str, Any]) -> None:
     if args.json:
-        render.write_json({"url": base, "models": served}, sys.stdout)
+        render.write_json(document, sys.stdout)
     else:
-        for item in served:
+        base = document["url"]
+        for item in document["models"]:
             print(
                 f"serving {item['name']}:{item['version']} ({item['ref']}, "
                 f"{item['type']}) at {base}/v2/models/{item['name']}"
@@ -159,15 +141,16 @@ def _announce(args: argparse.Namespace, served: list[dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
-def _manifest(args: argparse.Namespace, version: ModelVersion) -> int:
-    from cellpipe.serving import write_manifest
+def _manifest(args: argparse.Namespace) -> int:
+    from cellpipe import api
 
-    path = write_manifest(
-        version,
+    path, version = api.write_kserve_manifest(
+        args.refs[0],
         args.manifest,
         storage_uri=args.storage_uri,
         name=args.name,
         namespace=args.namespace,
+        project=args.project,
     )
     if args.json:
         render.write_json({"manifest": str(path), "model": version.ref}, sys.stdout)

@@ -21,14 +21,15 @@ Must not depend on: other command modules.
 from __future__ import annotations
 
 import argparse
-import shutil
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from cellpipe.cli import render
 from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
 from cellpipe.errors import CellpipeError
+from cellpipe.views.format import size_text
 
 _RAW = argparse.RawDescriptionHelpFormatter
 
@@ -141,276 +142,104 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def list_cmd(args: argparse.Namespace) -> int:
     """List a run's snapshots."""
-    from cellpipe.api import find_project, open_project
-    from cellpipe.storage.lineage import history_for
+    from cellpipe import api
 
-    settings = find_project(Path(args.project))
-    with open_project(settings, create=False) as project:
-        run = project.metadata.get_run(args.run)
-        history = history_for(project.metadata)
-        found = list(history.snapshots(run.run_id)) if history is not None else []
+    document = api.snapshots(args.run, project=args.project)
     if args.json:
-        render.write_json(
-            {"run_id": run.run_id, "snapshots": [s.to_json() for s in found]}, sys.stdout
-        )
+        render.write_json(document, sys.stdout)
         return 0
     out = render.Output(sys.stdout)
-    out.line(f"snapshots of run {run.run_id}")
+    out.line(f"snapshots of run {document['run_id']}")
     rows = [
         [
-            s.step or "(run start)",
-            s.kind.value,
-            str(s.file_count),
-            _size(s.total_size),
-            s.manifest[7:19],
-            s.created_at.strftime("%H:%M:%S.%f")[:-3],
+            s["step"] or "(run start)",
+            s["kind"],
+            str(s["file_count"]),
+            size_text(s["total_size"]),
+            s["manifest"][7:19],
+            _clock(s["created_at"]),
         ]
-        for s in found
+        for s in document["snapshots"]
     ]
     out.table(["step", "kind", "files", "size", "manifest", "taken (UTC)"], rows)
     return 0
 
 
-def _pick(history: Any, run_id: str, step: str | None, after: bool) -> Any:
-    from cellpipe.storage.lineage import SnapshotKind
-
-    kind = (
-        SnapshotKind.START if step is None else SnapshotKind.AFTER if after else SnapshotKind.BEFORE
-    )
-    wanted = step or ""
-    snapshots = list(history.snapshots(run_id)) if history is not None else []
-    for snap in snapshots:
-        if snap.step == wanted and snap.kind is kind:
-            return snap
-    have = ", ".join(f"{s.step or '(start)'} {s.kind.value}" for s in snapshots) or "none"
-    raise CellpipeError(
-        f"run {run_id} has no {kind.value} snapshot" + (f" of step '{step}'" if step else ""),
-        hint=f"its snapshots: {have}. Cached steps have none (they did not run); runs "
-        "recorded before snapshots existed have none either",
-    )
-
-
 def restore_cmd(args: argparse.Namespace) -> int:
     """Restore a snapshot into a folder."""
-    from cellpipe.api import find_project, open_project
-    from cellpipe.storage.lineage import history_for
-    from cellpipe.storage.snapshots import (
-        IgnoreRules,
-        manifest_files,
-        read_manifest,
-        restore_files,
-    )
+    from cellpipe import api
 
     if (args.before or args.after) and not args.step:
         raise CellpipeError("--before and --after need --step", hint="add --step STEP")
-    settings = find_project(Path(args.project))
-    target = Path(args.to)
-    with open_project(settings, create=False) as project:
-        run = project.metadata.get_run(args.run)
-        snap = _pick(history_for(project.metadata), run.run_id, args.step, args.after)
-        manifest = read_manifest(project.artifacts, snap.manifest)
-        files = manifest_files(project.artifacts, manifest)
-        restored = restore_files(
-            project.artifacts,
-            files,
-            target,
-            force=args.force,
-            ignore=IgnoreRules.for_workspace(settings.root),
-            skip_outside_links=args.skip_outside_links,
-        )
-    count = restored.files
-    document = {
-        "run_id": run.run_id,
-        "step": args.step,
-        "kind": snap.kind.value,
-        "to": str(target.resolve()),
-        "files": count,
-        "left_out": list(restored.left_out),
-        "links_skipped": list(restored.links_skipped),
-        "total_size": snap.total_size,
-        "manifest": snap.manifest,
-        "inputs": manifest.get("inputs", {}),
-        "outputs": manifest.get("outputs", {}),
-    }
+    document = api.restore_snapshot(
+        args.run,
+        args.to,
+        step=args.step,
+        after=args.after,
+        force=args.force,
+        skip_outside_links=args.skip_outside_links,
+        project=args.project,
+    )
     if args.json:
         render.write_json(document, sys.stdout)
         return 0
-    what = f"step '{args.step}' {snap.kind.value}" if args.step else "run start"
+    what = f"step '{args.step}' {document['kind']}" if args.step else "run start"
     print(
-        f"restored {render.plural(count, 'file')} ({_size(snap.total_size)}) of {what} to {target}"
+        f"restored {render.plural(document['files'], 'file')} "
+        f"({size_text(document['total_size'])}) of {what} to {Path(args.to)}"
     )
-    if restored.left_out:
+    if document["left_out"]:
         print(
             f"left out by the ignore rules (secrets, .cellpipeignore): "
-            f"{', '.join(restored.left_out)}"
+            f"{', '.join(document['left_out'])}"
         )
-    if restored.links_skipped:
-        print(f"links to outside the folder, left out: {', '.join(restored.links_skipped)}")
-    if args.step and manifest.get("inputs"):
+    if document["links_skipped"]:
+        print(f"links to outside the folder, left out: {', '.join(document['links_skipped'])}")
+    if args.step and document["inputs"]:
         print(
-            f"its inputs ({', '.join(manifest['inputs'])}): "
-            f"cellpipe.restore('{run.run_id}', '{args.step}') in a notebook loads them"
+            f"its inputs ({', '.join(document['inputs'])}): "
+            f"cellpipe.restore('{document['run_id']}', '{args.step}') in a notebook loads them"
         )
     return 0
 
 
 def changes_cmd(args: argparse.Namespace) -> int:
     """List the files a step changed, with the step each change is attributed to."""
-    from cellpipe.api import find_project, open_project
-    from cellpipe.storage.lineage import history_for
-    from cellpipe.storage.snapshots import read_manifest
+    from cellpipe import api
 
-    settings = find_project(Path(args.project))
-    with open_project(settings, create=False) as project:
-        run = project.metadata.get_run(args.run)
-        snap = _pick(history_for(project.metadata), run.run_id, args.step, True)
-        manifest = read_manifest(project.artifacts, snap.manifest)
-    if "changes" not in manifest:
-        raise CellpipeError(
-            f"the after snapshot of step '{args.step}' in run {run.run_id} records no changes",
-            hint="runs recorded before cellpipe attributed changes, and runs with snapshots "
-            "off (CELLPIPE_SNAPSHOT_MAX_BYTES=0), have none",
-        )
-    changes: dict[str, Any] = manifest["changes"]
+    document = api.snapshot_changes(args.run, args.step, project=args.project)
     if args.json:
-        render.write_json({"run_id": run.run_id, "step": args.step, "changes": changes}, sys.stdout)
+        render.write_json(document, sys.stdout)
         return 0
     out = render.Output(sys.stdout)
-    out.line(f"files changed while step '{args.step}' of run {run.run_id} ran")
+    out.line(f"files changed while step '{args.step}' of run {document['run_id']} ran")
     out.table(
         ["file", "change", "by", "attribution"],
-        [[path, c["change"], ", ".join(c["by"]), c["attribution"]] for path, c in changes.items()],
+        [
+            [path, c["change"], ", ".join(c["by"]), c["attribution"]]
+            for path, c in document["changes"].items()
+        ],
     )
     return 0
 
 
-def _environment_changes(recorded: dict[str, Any] | None) -> list[str]:
-    from cellpipe.storage.snapshots import environment
-
-    if not recorded:
-        return ["the run recorded no environment"]
-    now = environment()
-    changes = []
-    if recorded.get("python") != now["python"]:
-        changes.append(f"python {recorded.get('python')} -> {now['python']}")
-    old, new = recorded.get("packages", {}), now["packages"]
-    for name in sorted({*old, *new}):
-        if old.get(name) != new.get(name):
-            changes.append(f"{name} {old.get(name, '(absent)')} -> {new.get(name, '(absent)')}")
-    return changes
-
-
 def reproduce_cmd(args: argparse.Namespace) -> int:
     """Re-run a run from its start snapshot and compare the outputs."""
-    from cellpipe.api import find_project, load_pipeline, open_project
-    from cellpipe.config import Settings
-    from cellpipe.pipeline.parameters import resolve_parameters
-    from cellpipe.runner.orchestrate import RunOptions, run_pipeline
-    from cellpipe.storage.lineage import history_for
-    from cellpipe.storage.snapshots import (
-        IgnoreRules,
-        manifest_files,
-        read_manifest,
-        restore_files,
-    )
+    from cellpipe import api
 
-    settings = find_project(Path(args.project))
-    with open_project(settings, create=False) as project:
-        run = project.metadata.get_run(args.run)
-        snap = _pick(history_for(project.metadata), run.run_id, None, False)
-        manifest = read_manifest(project.artifacts, snap.manifest)
-        original = {s.step: s for s in project.metadata.step_runs(run.run_id)}
-        folder = Path(args.to) if args.to else settings.state_dir / "reproduce" / run.run_id
-        force = args.force
-        if not args.to and folder.exists():
-            shutil.rmtree(folder)  # our own scratch folder: start clean every time
-        # A link out of the workspace (a dataset elsewhere) is not recreated: the document
-        # names it, and a step that needs it fails visibly instead of reading outside.
-        restored = restore_files(
-            project.artifacts,
-            manifest_files(project.artifacts, manifest),
-            folder,
-            force=force,
-            ignore=IgnoreRules.for_workspace(settings.root),
-            skip_outside_links=True,
-        )
-    notebook = folder / manifest["notebook"]
-    pipeline = load_pipeline(notebook)
-    known = {p.name for p in pipeline.parameters}
-    values = resolve_parameters(
-        pipeline, text={}, values={k: v for k, v in run.parameters.items() if k in known}
+    document = api.reproduce(
+        args.run,
+        to=args.to,
+        force=args.force,
+        jobs=args.jobs,
+        project=args.project,
+        progress=None if args.json else lambda line: print(line, file=sys.stderr),
     )
-    state = folder / ".cellpipe"
-    local = Settings(
-        root=folder.resolve(),
-        db_url=f"sqlite:///{(state / 'cellpipe.db').resolve()}",
-        artifacts_url=str((state / "artifacts").resolve()),
-    )
-    if not args.json:
-        print(f"reproducing {run.run_id} in {folder} ...", file=sys.stderr)
-    with open_project(local) as fresh:
-        report = run_pipeline(
-            pipeline,
-            params=values,
-            artifacts=fresh.artifacts,
-            metadata=fresh.metadata,
-            state_dir=local.state_dir,
-            options=RunOptions(use_cache=False, jobs=args.jobs),
-        )
-    document = _reproduce_document(run, report, original, folder, manifest)
-    document["left_out"] = list(restored.left_out)
-    document["links_skipped"] = list(restored.links_skipped)
     if args.json:
         render.write_json(document, sys.stdout)
     else:
         _print_reproduce(document)
     return 0 if document["identical"] else 1
-
-
-def _reproduce_document(
-    run: Any, report: Any, original: dict[str, Any], folder: Path, manifest: dict[str, Any]
-) -> dict[str, Any]:
-    steps = []
-    all_same = True
-    for name, old in original.items():
-        new = report.steps.get(name)
-        outputs = []
-        for variable in sorted({*old.outputs, *(new.outputs if new else {})}):
-            a = old.outputs.get(variable)
-            b = new.outputs.get(variable) if new else None
-            same = a is not None and b is not None and a.digest == b.digest
-            all_same = all_same and same
-            outputs.append(
-                {
-                    "variable": variable,
-                    "original": a.digest if a else None,
-                    "reproduced": b.digest if b else None,
-                    "identical": same,
-                }
-            )
-        steps.append(
-            {
-                "step": name,
-                "original_status": old.status.value,
-                "reproduced_status": new.status.value if new else None,
-                "identical": all(o["identical"] for o in outputs),
-                "outputs": outputs,
-            }
-        )
-    metrics = []
-    for name in sorted({*run.metrics, *report.run.metrics}):
-        a, b = run.metrics.get(name), report.run.metrics.get(name)
-        metrics.append({"name": name, "original": a, "reproduced": b, "identical": a == b})
-    return {
-        "run_id": run.run_id,
-        "reproduced_run": report.run.run_id,
-        "reproduced_status": report.run.status.value,
-        "folder": str(folder.resolve()),
-        "identical": all_same and report.run.status.value == "succeeded",
-        "steps": steps,
-        "metrics": metrics,
-        "environment_changes": _environment_changes(manifest.get("environment")),
-    }
 
 
 def _print_reproduce(document: dict[str, Any]) -> None:
@@ -456,10 +285,5 @@ def _print_reproduce(document: dict[str, Any]) -> None:
         )
 
 
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{size} B"
+def _clock(iso: str) -> str:
+    return datetime.fromisoformat(iso).strftime("%H:%M:%S.%f")[:-3]
