@@ -103,5 +103,17 @@ say "cellpipe serve --manifest: the same version as a KServe InferenceService fo
 $CP serve wine@production --manifest wine-isvc.yaml --storage-uri s3://models/wine/1
 grep -A6 "predictor:" wine-isvc.yaml
 
+say "cellpipe report: the last run as one self-contained HTML page (graph, parameters, metrics, outputs)"
+$CP report "$LAST" -o ../wine-report.html
+
+say "From inside a notebook: examples/explore/explore.ipynb driven in a real Jupyter kernel"
+# check, run (live view), why, runs, compare, load, lineage, %cellpipe, register, serve: the
+# executed notebook is written as HTML; any error in a cell fails the demo.
+cp -r ../../../examples/explore ../explore
+../../../$BIN/jupyter nbconvert --to html --execute ../explore/explore.ipynb \
+  --output explore.html --log-level WARN
+echo "executed notebook: $DEMO/explore/explore.html"
+echo "run report:        $DEMO/wine-report.html"
+
 say "cellpipe doctor: the database, the artifact store, permissions and free space, checked"
 $CP doctor

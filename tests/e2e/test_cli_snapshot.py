@@ -108,3 +108,32 @@ def test_size_limit_and_cellpipeignore(examples, run_cli, monkeypatch):
     run_id = json.loads(accepted.out.splitlines()[-1])["run_id"]
     snaps = run_cli("snapshot", "list", run_id, "--project", project, "--json").json()
     assert snaps["snapshots"][0]["file_count"] == 3  # the two notebooks and .cellpipeignore
+
+
+def test_reproduce_marks_a_differing_value_no_step_read(tmp_path, run_cli):
+    # A value stored only to be loadable later (here a fresh random token) differs on every
+    # run: the verdict stays strict, and the row says nothing downstream read it.
+    folder = tmp_path / "tokens"
+    folder.mkdir()
+    (folder / "tokens.py").write_text(
+        '# %% tags=["step:make"]\n'
+        "import secrets\n"
+        "base = 21\n"
+        "token = secrets.token_hex(8)\n"
+        '# %% tags=["step:use"]\n'
+        "answer = base * 2\n"
+    )
+    first = run_cli("run", folder / "tokens.py", "--json")
+    assert first.code == 0, first.err
+    run_id = json.loads(first.out.splitlines()[-1])["run_id"]
+    result = run_cli("reproduce", run_id, "--project", folder, "--json")
+    assert result.code == 1, result.err
+    doc = result.json()
+    assert doc["identical"] is False
+    rows = {(s["step"], o["variable"]): o for s in doc["steps"] for o in s["outputs"]}
+    assert rows["make", "token"]["identical"] is False
+    assert rows["make", "token"]["read_downstream"] is False
+    assert rows["make", "base"] == {**rows["make", "base"], "identical": True, "read_downstream": True}
+    assert rows["use", "answer"]["identical"] is True
+    text = run_cli("reproduce", run_id, "--project", folder)
+    assert "differs (not read downstream)" in text.out

@@ -255,6 +255,8 @@ def _print_reproduce(document: dict[str, Any]) -> None:
             rows.append([step["step"], "-", step["reproduced_status"] or "-", "-"])
         for o in step["outputs"]:
             mark = "identical" if o["identical"] else "differs"
+            if not o.get("read_downstream", True):
+                mark += " (not read downstream)"
             rows.append([step["step"], o["variable"], step["reproduced_status"] or "-", mark])
     out.heading("Outputs")
     out.table(["step", "variable", "status", "result"], rows)

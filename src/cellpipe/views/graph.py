@@ -16,6 +16,7 @@ Must not depend on: api, cli, ui.
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from html import escape
@@ -45,7 +46,7 @@ KIND_COLOURS: dict[str, tuple[str, str, str]] = {
 _FONT = "font-family:system-ui,-apple-system,'Segoe UI',sans-serif"
 _CHAR_W = 7.0  # px per character at 12px, a generous average
 _LABEL_MAX = 40  # characters of a node label or detail before it is shortened
-_EDGE_LABEL_MAX = 32
+_EDGE_LABEL_MAX = 18
 _PAD_X = 12.0
 _ROW_H = 28.0
 _DETAIL_H = 14.0
@@ -134,7 +135,9 @@ def _layout(
             roots = [v for v in members if not v.e_in()]
             sugiyama.init_all(roots=roots or None)
             sugiyama.draw()
-        left = min(v.view.xy[0] - v.view.w / 2 for v in members)
+        # Dummy points of long edges may lie outside the boxes: they count in the extent.
+        bends = [p for e in component.sE for p in e.view.points]
+        left = min([v.view.xy[0] - v.view.w / 2 for v in members] + [x for x, _ in bends])
         top = min(v.view.xy[1] - v.view.h / 2 for v in members)
         dx, dy = offset - left, -top
         for vertex in members:
@@ -142,7 +145,13 @@ def _layout(
             vertex.view.xy = (x + dx, y + dy)
         for edge in component.sE:
             edge.view.points = [(x + dx, y + dy) for x, y in edge.view.points]
-        offset = max(v.view.xy[0] + v.view.w / 2 for v in members) + _GAP_X
+        offset = (
+            max(
+                [v.view.xy[0] + v.view.w / 2 for v in members]
+                + [x for e in component.sE for x, _ in e.view.points]
+            )
+            + _GAP_X
+        )
     routed = []
     for edge, source, target, label in graph_edges:
         points = list(edge.view.points) or [views[source].xy, views[target].xy]
@@ -183,7 +192,16 @@ def graph_svg(
         repr(([(n.id, n.label, n.state, n.detail) for n in nodes], list(edges))).encode()
     ).hexdigest()[:10]
     arrow = f"cp-arrow-{suffix}"
-    width = max(v.xy[0] + v.w / 2 for v in views.values()) + 2 * _MARGIN
+    fan_in = Counter(target for _, target, _, _ in routed)
+    fan_out = Counter(source for source, _, _, _ in routed)
+    bends = [p for *_, points in routed for p in points]
+    labels = [
+        max(x for x, _ in points) + 8 + _CHAR_W * min(len(label), _EDGE_LABEL_MAX)
+        for *_, label, points in routed
+        if label
+    ]
+    width = max([v.xy[0] + v.w / 2 for v in views.values()] + [x + 4 for x, _ in bends] + labels)
+    width += 2 * _MARGIN
     height = max(v.xy[1] + v.h / 2 for v in views.values()) + 2 * _MARGIN
     out = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
@@ -202,11 +220,17 @@ def graph_svg(
             f'marker-end="url(#{arrow})"/>'
         )
         if label:
+            # A long label (many variables) would run over its neighbours: its count is drawn,
+            # the names are in the tooltip.
+            shown = label if len(label) <= _EDGE_LABEL_MAX else f"{label.count(',') + 1} values"
             (x0, y0), (x1, y1) = points[len(points) // 2 - 1], points[len(points) // 2]
+            # Where edges fan in, labels near the target would overlap: put them near the
+            # source then, and near the target where edges fan out.
+            t = 0.3 if fan_in[target] > fan_out[source] else 0.7
             out.append(
-                f'<text x="{(x0 + x1) / 2 + 4:.1f}" y="{(y0 + y1) / 2 + 4:.1f}" '
+                f'<text x="{x0 + (x1 - x0) * t + 4:.1f}" y="{y0 + (y1 - y0) * t + 4:.1f}" '
                 f'style="{_FONT};font-size:10px;fill:#6b7280">'
-                f"{escape(_shorten(label, _EDGE_LABEL_MAX))}</text>"
+                f"{escape(shown)}</text>"
             )
         out.append("</g>")
     for node in nodes:

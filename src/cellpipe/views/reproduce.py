@@ -42,6 +42,11 @@ def reproduce_document(
         folder: where the start snapshot was restored and run.
         environment: how the environment differs (`environment_changes`).
     """
+    from cellpipe.views.runs import unread_outputs
+
+    # Values no later step read (a timestamp, a last step's result) are compared too, and
+    # count in the verdict; they are marked so a difference there is easy to judge.
+    unread = unread_outputs(list(original.values()), run.metrics)
     steps = []
     all_same = True
     for name, old in original.items():
@@ -58,6 +63,7 @@ def reproduce_document(
                     "original": a.digest if a else None,
                     "reproduced": b.digest if b else None,
                     "identical": same,
+                    "read_downstream": variable not in unread.get(name, ()),
                 }
             )
         steps.append(

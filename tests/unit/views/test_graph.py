@@ -94,3 +94,31 @@ def test_loops_and_repeated_edges_are_drawn_once():
         [GraphNode("a", "a"), GraphNode("b", "b")], [("a", "b", ""), ("a", "b", ""), ("a", "a", "")]
     )
     assert svg.count("<polyline") == 1
+
+
+def test_long_edges_stay_inside_the_drawing():
+    # wine's shape: evaluate reads from every layer, so its long edges bend around the others.
+    nodes = [GraphNode(n, n) for n in ("load", "split", "forest", "logreg", "evaluate")]
+    edges = [
+        ("load", "split", "data"),
+        ("split", "forest", "X_train, y_train"),
+        ("split", "logreg", "X_train, y_train"),
+        ("load", "evaluate", "class_names"),
+        ("split", "evaluate", "X_test, y_test"),
+        ("forest", "evaluate", "forest"),
+        ("logreg", "evaluate", "logreg"),
+    ]
+    root = ET.fromstring(graph_svg(nodes, edges))
+    x0, y0, width, height = (float(v) for v in root.get("viewBox").split())
+    for line in root.iter(f"{SVG}polyline"):
+        for point in line.get("points").split():
+            x, y = (float(v) for v in point.split(","))
+            assert x0 <= x <= x0 + width
+            assert y0 <= y <= y0 + height
+
+
+def test_a_long_edge_label_is_drawn_as_a_count_with_the_names_in_the_tooltip():
+    names = "X_test, X_train, y_test, y_train"
+    svg = graph_svg([GraphNode("a", "a"), GraphNode("b", "b")], [("a", "b", names)])
+    assert ">4 values</text>" in svg
+    assert f"a → b: {names}" in svg
