@@ -154,8 +154,10 @@ class _Run:
         self.running.pop(name, None)
         tail = self.tails.pop(name, None)
         if tail is not None:
-            self._emit_output(name, tail.read(final=True))
-            tail.close()
+            try:  # closed even when an interrupt lands in the sink (no file left open)
+                self._emit_output(name, tail.read(final=True))
+            finally:
+                tail.close()
         self.results[name] = result
         status = result.status
         if status is StepStatus.CACHED:

@@ -19,6 +19,7 @@ import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from html import escape
 from typing import Any
 
@@ -52,6 +53,7 @@ _ROW_H = 28.0
 _DETAIL_H = 14.0
 _GAP_X = 28.0  # between nodes of a layer and between components
 _GAP_Y = 36.0  # between layers
+_DETAIL_W = 190.0  # the width of a box with a second line
 _MARGIN = 10.0
 
 
@@ -78,10 +80,16 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _size(node: GraphNode) -> tuple[float, float]:
-    chars = max(len(_shorten(node.label, _LABEL_MAX)), len(_shorten(node.detail, _LABEL_MAX)) * 0.9)
-    width = max(60.0, chars * _CHAR_W + 2 * _PAD_X)
-    return width, _ROW_H + (_DETAIL_H if node.detail else 0.0)
+def _size(label: str, has_detail: bool) -> tuple[float, float]:
+    # The size depends on the label only, not on the detail text (a live view's elapsed time
+    # changes it every second): the layout stays put while states change, and is cached.
+    chars = len(_shorten(label, _LABEL_MAX))
+    width = max(_DETAIL_W if has_detail else 60.0, chars * _CHAR_W + 2 * _PAD_X)
+    return width, _ROW_H + (_DETAIL_H if has_detail else 0.0)
+
+
+def _detail_text(detail: str, width: float) -> str:
+    return _shorten(detail, max(8, int((width - 2 * _PAD_X) / (_CHAR_W * 0.85))))
 
 
 class _View:
@@ -97,8 +105,13 @@ class _View:
         self.points = [(float(x), float(y)) for x, y in points]
 
 
+_NodeKey = tuple[str, str, bool]  # id, label, has a detail line
+_EdgeKey = tuple[str, str, str]
+
+
+@lru_cache(maxsize=64)
 def _layout(
-    nodes: Sequence[GraphNode], edges: Sequence[tuple[str, str, str]]
+    nodes: tuple[_NodeKey, ...], edges: tuple[_EdgeKey, ...]
 ) -> tuple[dict[str, _View], list[tuple[str, str, str, list[tuple[float, float]]]]]:
     """Place every node (centre) and route every edge; coordinates start at (0, 0)."""
     from grandalf.graphs import Edge, Graph, Vertex
@@ -106,10 +119,10 @@ def _layout(
 
     views: dict[str, _View] = {}
     vertices: dict[str, Any] = {}
-    for node in nodes:
-        vertex = Vertex(node.id)
-        vertex.view = views[node.id] = _View(*_size(node))
-        vertices[node.id] = vertex
+    for node_id, label, has_detail in nodes:
+        vertex = Vertex(node_id)
+        vertex.view = views[node_id] = _View(*_size(label, has_detail))
+        vertices[node_id] = vertex
     graph_edges: list[tuple[Any, str, str, str]] = []
     seen: set[tuple[str, str]] = set()
     for source, target, label in edges:
@@ -187,7 +200,9 @@ def graph_svg(
             f'<text x="4" y="16" style="{_FONT};font-size:12px;fill:#6b7280">(no steps)</text>'
             "</svg>"
         )
-    views, routed = _layout(nodes, edges)
+    views, routed = _layout(
+        tuple((n.id, n.label, bool(n.detail)) for n in nodes), tuple(tuple(e) for e in edges)
+    )
     suffix = hashlib.sha256(
         repr(([(n.id, n.label, n.state, n.detail) for n in nodes], list(edges))).encode()
     ).hexdigest()[:10]
@@ -255,7 +270,7 @@ def graph_svg(
             out.append(
                 f'<text x="{view.xy[0]:.1f}" y="{y + 18 + _DETAIL_H:.1f}" text-anchor="middle" '
                 f'style="{_FONT};font-size:10px;fill:{ink}">'
-                f"{escape(_shorten(node.detail, _LABEL_MAX))}</text>"
+                f"{escape(_detail_text(node.detail, view.w))}</text>"
             )
         out.append("</g>")
     out.append("</svg>")

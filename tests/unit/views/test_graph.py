@@ -24,7 +24,7 @@ WINE = (
 
 
 def test_every_edge_points_down_to_a_later_layer():
-    views, routed = _layout(*WINE)
+    views, routed = _layout(*_keys(*WINE))
     for source, target, _, points in routed:
         assert views[source].xy[1] < views[target].xy[1]
         # starts at the bottom of the source box, ends at the top of the target box
@@ -35,7 +35,7 @@ def test_every_edge_points_down_to_a_later_layer():
 def test_boxes_never_overlap_across_components():
     nodes = [GraphNode(f"n{i}", f"node {i}") for i in range(6)]
     edges = [("n0", "n1", ""), ("n2", "n3", ""), ("n3", "n4", "")]  # three components
-    views, _ = _layout(nodes, edges)
+    views, _ = _layout(*_keys(nodes, edges))
     boxes = [
         (v.xy[0] - v.w / 2, v.xy[1] - v.h / 2, v.xy[0] + v.w / 2, v.xy[1] + v.h / 2)
         for v in views.values()
@@ -122,3 +122,21 @@ def test_a_long_edge_label_is_drawn_as_a_count_with_the_names_in_the_tooltip():
     svg = graph_svg([GraphNode("a", "a"), GraphNode("b", "b")], [("a", "b", names)])
     assert ">4 values</text>" in svg
     assert f"a → b: {names}" in svg
+
+
+def _keys(nodes, edges):
+    return tuple((n.id, n.label, bool(n.detail)) for n in nodes), tuple(edges)
+
+
+def test_the_layout_does_not_move_when_only_states_and_details_change():
+    # A live view redraws every second with new elapsed times: the boxes must stay put.
+    before = graph_svg(
+        [GraphNode(n.id, n.label, state="running", detail="0.1 s") for n in WINE[0]], WINE[1]
+    )
+    nodes = [
+        GraphNode(n.id, n.label, state="failed", detail="failed after 12345.6 s, a long reason")
+        for n in WINE[0]
+    ]
+    after = graph_svg(nodes, WINE[1])
+    boxes = re.compile(r'<rect x="([\d.]+)" y="([\d.]+)" width="([\d.]+)"')
+    assert boxes.findall(before) == boxes.findall(after)
