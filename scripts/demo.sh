@@ -108,10 +108,11 @@ $CP report "$LAST" -o ../wine-report.html
 
 say "From inside a notebook: examples/explore/explore.ipynb driven in a real Jupyter kernel"
 # check, run (live view), why, runs, compare, load, lineage, %cellpipe, register, serve: the
-# executed notebook is written as HTML; any error in a cell fails the demo.
+# executed notebook is written as HTML; any error in a cell fails the demo. The kernel talks
+# over local sockets (ipc), not TCP.
 cp -r ../../../examples/explore ../explore
 ../../../$BIN/jupyter nbconvert --to html --execute ../explore/explore.ipynb \
-  --output explore.html --log-level WARN
+  --output explore.html --log-level ERROR --KernelManager.transport=ipc
 echo "executed notebook: $DEMO/explore/explore.html"
 echo "run report:        $DEMO/wine-report.html"
 
