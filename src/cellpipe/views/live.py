@@ -286,11 +286,11 @@ def live_html(
         c = _STATE_COLOUR.get(view.state, "#111827")
         rows.append(
             "<tr>"
-            f"<td style='color:{c}'>{escape(SYMBOL.get(view.state, '?'))}</td>"
-            f"<td><code>{escape(view.name)}</code></td>"
-            f"<td style='color:{c}'>{escape(view.state)}</td>"
+            f"<td style='text-align:left;color:{c}'>{escape(SYMBOL.get(view.state, '?'))}</td>"
+            f"<td style='text-align:left'><code>{escape(view.name)}</code></td>"
+            f"<td style='text-align:left;color:{c}'>{escape(view.state)}</td>"
             f"<td style='text-align:right'>{escape(_seconds(state.step_elapsed(view)))}</td>"
-            f"<td style='color:#6b7280'>{escape(view.reason)}</td>"
+            f"<td style='text-align:left;color:#6b7280'>{escape(view.reason)}</td>"
             "</tr>"
         )
     table = (
@@ -625,10 +625,11 @@ def run_html(
 
     rows = "".join(
         "<tr>"
-        f"<td><code>{escape(row.step)}</code></td>"
-        f"<td style='color:{_STATE_COLOUR.get(row.status, '#111827')}'>{escape(row.status)}</td>"
+        f"<td style='text-align:left'><code>{escape(row.step)}</code></td>"
+        f"<td style='text-align:left;color:{_STATE_COLOUR.get(row.status, '#111827')}'>"
+        f"{escape(row.status)}</td>"
         f"<td style='text-align:right'>{escape(_seconds(row.duration_s))}</td>"
-        f"<td style='color:#6b7280'>{escape(row.reason)}"
+        f"<td style='text-align:left;color:#6b7280'>{escape(row.reason)}"
         + (f" (from {escape(row.source_run)})" if row.source_run else "")
         + "</td></tr>"
         for row in steps
