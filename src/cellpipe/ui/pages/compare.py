@@ -1,0 +1,10 @@
+"""The UI page module `compare` (see cellpipe.ui.app)."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute
+
+
+def routes() -> list[BaseRoute]:
+    """This page's routes."""
+    return []

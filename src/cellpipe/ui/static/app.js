@@ -1,0 +1,1 @@
+// cellpipe UI: table sorting and filtering
