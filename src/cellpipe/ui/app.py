@@ -128,6 +128,9 @@ class TokenMiddleware:
             location = scope.get("root_path", "") + scope["path"] + (f"?{rest}" if rest else "")
             await _redirect(send, location, self.token)
             return
+        if scope["type"] == "websocket" and not (has_cookie or has_bearer):
+            await send({"type": "websocket.close", "code": 1008})  # policy violation
+            return
         if not (has_cookie or has_bearer):
             await _refuse(
                 send, "Open the UI with the link `cellpipe ui` printed (it has the token)."
