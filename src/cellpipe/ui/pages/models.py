@@ -267,7 +267,7 @@ def version_page(request: Request) -> Response:
         + f"<h1>Model {escape(name)} version {escape(str(number))}</h1>"
         + f"<p>{link(request, model_path(name), 'All versions of ' + name)}</p>"
         + table(
-            ["", ""],
+            ["field", "value"],
             [[escape(k), v] for k, v in facts],
             caption="This version",
             row_header=True,

@@ -47,7 +47,7 @@
               },
             },
           },
-          scales: { y: { beginAtZero: false } },
+          scales: { y: { beginAtZero: true } },
         },
       });
       canvas.setAttribute("data-chart-ready", "true");
