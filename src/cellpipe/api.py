@@ -2191,6 +2191,197 @@ def _pipeline_pretty(pipeline: Pipeline, printer: Any, cycle: bool) -> None:
     printer.text(pipeline_text(pipeline))
 
 
+# -- the web UI: runs, a run, its steps (issue 12, U1) ------------------------------------------
+# The pages of `cellpipe ui` render what these return; like the CLI they never open a store.
+
+UI_STATE_FILE = "ui.json"
+
+
+def ui_runs_page(
+    project: str | Path | None = None,
+    *,
+    status: str | None = None,
+    params: Iterable[str] = (),
+    metrics: Iterable[str] = (),
+    offset: int = 0,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """One page of the runs table, newest first: ``{"runs", "offset", "limit", "has_more"}``.
+
+    Without a parameter or metric filter only ``offset + limit + 1`` rows are read (the first
+    page of 10,000 runs reads 101); with one, every run is read and filtered first.
+
+    Raises:
+        CellpipeError: for a filter text of the wrong form (see ``cellpipe runs``).
+    """
+    from cellpipe.storage.lineage import RunFilter
+    from cellpipe.storage.records import RunStatus
+    from cellpipe.views.runs import run_document
+
+    keep = RunFilter.parse(params=params, metrics=metrics)
+    try:
+        wanted = RunStatus(status) if status else None
+    except ValueError:
+        raise CellpipeError(
+            f"unknown status '{status}'",
+            hint="one of: " + ", ".join(s.value for s in RunStatus),
+        ) from None
+    offset = max(0, int(offset))
+    limit = max(1, int(limit))
+    with _opened(project) as opened:
+        found = opened.metadata.list_runs(status=wanted, limit=None if keep else offset + limit + 1)
+    if keep:
+        found = [r for r in found if keep.matches(r)]
+    window = found[offset : offset + limit]
+    return {
+        "runs": [run_document(r) for r in window],
+        "offset": offset,
+        "limit": limit,
+        "has_more": len(found) > offset + limit,
+    }
+
+
+def run_graph(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """A run's steps as a graph: ``{"run_id", "status", "nodes": [GraphNode], "edges"}``.
+
+    Nodes are the recorded step runs (state = status, detail = the cache decision); while the
+    run is in progress, the notebook's steps that have not started yet are added as
+    ``waiting`` (with the notebook's edges), when the notebook can still be read.
+    """
+    from cellpipe.views.graph import GraphNode
+    from cellpipe.views.report import run_graph as graph_of
+
+    with _opened(project) as opened:
+        record = opened.metadata.get_run(run)
+        steps = opened.metadata.step_runs(record.run_id)
+    nodes, edges = graph_of(steps)
+    if record.status.value == "running":
+        try:
+            pipeline = load_pipeline(record.notebook)
+        except (CellpipeError, OSError, ValueError):
+            pipeline = None
+        if pipeline is not None:
+            seen = {n.id for n in nodes}
+            nodes += [
+                GraphNode(id=s.name, label=s.name, state="waiting")
+                for s in pipeline.steps
+                if s.name not in seen
+            ]
+            names = {n.id for n in nodes}
+            known = {(a, b) for a, b, _ in edges}
+            edges += [
+                (e.source, e.target, ", ".join((*e.variables, *e.files)))
+                for e in pipeline.edges
+                if (e.source, e.target) not in known and {e.source, e.target} <= names
+            ]
+    return {"run_id": record.run_id, "status": record.status.value, "nodes": nodes, "edges": edges}
+
+
+def step_notebook(run: str, step: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """A step's executed cells as notebook JSON (nbformat 4); no cells when none was stored.
+
+    Raises:
+        RunNotFoundError: for an unknown run or step.
+    """
+    import json
+
+    with _opened(project) as opened:
+        _, record = step_record(opened, run, step)
+        if record.notebook_digest is None:
+            return {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+        with opened.artifacts.open(record.notebook_digest) as f:
+            notebook = json.load(f)
+    if not isinstance(notebook, dict):
+        return {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    return notebook
+
+
+class ArtifactDigestError(CellpipeError):
+    """A text that is not an artifact digest, or a digest the project's store does not have."""
+
+    headline = "no such artifact"
+
+
+def artifact_file(digest: str, *, project: str | Path | None = None) -> Path:
+    """The local file holding an artifact's bytes, checked against its digest.
+
+    Args:
+        digest: ``sha256:<64 hex>``.
+        project: a folder inside the project.
+
+    Raises:
+        ArtifactDigestError: when ``digest`` is not of that form or the store lacks it.
+    """
+    from cellpipe.storage.artifacts import parse_digest
+    from cellpipe.storage.protocols import ArtifactDigest
+
+    try:
+        parse_digest(digest)
+    except ValueError as error:
+        raise ArtifactDigestError(str(error)) from None
+    with _opened(project) as opened:
+        key = ArtifactDigest(digest)
+        if not opened.artifacts.exists(key):
+            raise ArtifactDigestError(f"the project has no artifact {digest}")
+        return opened.artifacts.local_path(key)
+
+
+def register_ui(url: str, *, project: str | Path | None = None) -> Path:
+    """Record a running UI's URL (with its token) in ``.cellpipe/ui.json`` (private folder)."""
+    import json
+    import os
+
+    settings = _settings_of(project)
+    _private_state_dir(settings)
+    path = settings.state_dir / UI_STATE_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"url": url, "pid": os.getpid()}, f)
+    tmp.replace(path)
+    return path
+
+
+def unregister_ui(*, project: str | Path | None = None) -> None:
+    """Remove ``.cellpipe/ui.json`` when it names this process."""
+    import json
+    import os
+
+    path = _settings_of(project).state_dir / UI_STATE_FILE
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def ui_url(path: str = "/", *, project: str | Path | None = None) -> str | None:
+    """The deep link to ``path`` in the project's running UI (``cellpipe ui``), or None.
+
+    Example::
+
+        cellpipe.ui_url(f"/runs/{run_id}")  # 'http://127.0.0.1:8765/runs/...?token=...'
+    """
+    import json
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        settings = _settings_of(project)
+        state = json.loads((settings.state_dir / UI_STATE_FILE).read_text(encoding="utf-8"))
+        url, pid = str(state["url"]), int(state["pid"])
+    except (OSError, ValueError, KeyError, TypeError, CellpipeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
 # -- the web UI: live runs (issue 12, U2) ---------------------------------------------------------
 
 #: Folders never searched for notebooks: cellpipe's state, VCS, environments and caches.
