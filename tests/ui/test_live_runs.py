@@ -18,37 +18,16 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from live_helpers import LIMIT_S, make_gated_project, open_gate
 from starlette.applications import Starlette
 
 from cellpipe import api
 from cellpipe.ui import live
 
-NOTEBOOK = """\
-# %% tags=["pipeline-parameters"]
-N = 3
-RATE = 0.5
-LOUD = False
-NAME = "gate"
-
-# %% tags=["step:first"]
-print("first", N, RATE, LOUD, NAME)
-value = N * 2
-
-# %% tags=["step:gated"]
-import os, time
-while not os.path.exists(NAME + ".open"):
-    time.sleep(0.02)
-print("through the gate")
-total = value + 1
-"""
-LIMIT_S = 120.0
-
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    (tmp_path / ".cellpipe").mkdir()
-    (tmp_path / "tiny.py").write_text(NOTEBOOK)
-    return tmp_path
+    return make_gated_project(tmp_path)
 
 
 @pytest.fixture
@@ -56,10 +35,6 @@ def manager(project: Path) -> Iterator[live.RunManager]:
     made = live.RunManager(project, grace_s=10.0)
     yield made
     made.shutdown()
-
-
-def _open_gate(project: Path, name: str = "gate") -> None:
-    (project / f"{name}.open").write_text("")
 
 
 def _wait_for(live_run: live.LiveRun, predicate: Any) -> None:
@@ -86,7 +61,7 @@ def test_a_run_starts_reports_in_order_and_finishes(
     started = manager.start("tiny.py", {"N": "5"})
     assert started.run_id
     _wait_for(started, lambda e: e.get("event") == "step" and e["step"] == "gated")
-    _open_gate(project)
+    open_gate(project)
     assert started.finished.wait(LIMIT_S)
     events = started.events
     assert events[0]["event"] == "run"
@@ -107,7 +82,7 @@ def test_a_run_starts_reports_in_order_and_finishes(
 
 
 def test_the_run_is_recorded_in_the_project(project: Path, manager: live.RunManager) -> None:
-    _open_gate(project)
+    open_gate(project)
     started = manager.start("tiny.py")
     assert started.finished.wait(LIMIT_S)
     progress = api.run_progress(started.run_id or "", project=project)
@@ -187,7 +162,7 @@ def _collect(run_id: str, project: Path) -> list[dict[str, Any]]:
 def test_a_finished_run_from_the_store_replays_its_final_states(
     project: Path, manager: live.RunManager
 ) -> None:
-    _open_gate(project)
+    open_gate(project)
     started = manager.start("tiny.py")
     assert started.finished.wait(LIMIT_S)
     events = _collect(started.run_id or "", project)
@@ -219,7 +194,7 @@ def test_a_running_run_from_the_store_is_followed_until_it_ends(
         async for event in live.follow_store(started.run_id or "", project, poll_s=0.05):
             seen.append(event)
             if event.get("step") == "gated" and event.get("status") == "running":
-                _open_gate(project)  # only now: the follower saw it running first
+                open_gate(project)  # only now: the follower saw it running first
 
     asyncio.run(follow())
     assert ("gated", "running") in _states(seen)
@@ -275,7 +250,7 @@ def test_start_then_events_stream_replays_and_follows_to_the_end(
         for event in _sse(stream.iter_lines()):
             events.append(event)
             if event.get("step") == "gated" and event.get("status") == "running":
-                _open_gate(project)
+                open_gate(project)
     assert events[0]["event"] == "run"
     assert _states(events) == [
         ("first", "running"),
@@ -324,7 +299,7 @@ def test_events_of_an_unknown_run_are_a_404(client: Client) -> None:
 def test_events_of_a_run_started_elsewhere_come_from_the_store(
     project: Path, client: Client
 ) -> None:
-    _open_gate(project)
+    open_gate(project)
     other = live.RunManager(project)  # "another terminal": not this app's manager
     try:
         started = other.start("tiny.py")

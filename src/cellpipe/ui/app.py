@@ -68,7 +68,9 @@ def create_app(project: Path | str | None, *, token: str) -> Starlette:
     ]
     for name in PAGE_MODULES:
         routes.extend(importlib.import_module(name).routes())
-    app = Starlette(routes=routes)
+    from cellpipe.ui.live import lifespan  # stops the runs this UI started (U2)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.project = None if project is None else Path(project)
     app.state.token = token
     app.add_middleware(TokenMiddleware, token=token)

@@ -50,6 +50,7 @@ __all__ = [
     "lifespan",
     "manager_of",
     "routes",
+    "shutdown",
 ]
 
 FINAL_EVENT = "summary"
@@ -397,15 +398,20 @@ def manager_of(app: Starlette) -> RunManager:
     return manager
 
 
+def shutdown(app: Starlette) -> None:
+    """Stop and reap every run the app started (for servers that run no lifespan)."""
+    manager: RunManager | None = getattr(app.state, "run_manager", None)
+    if manager is not None:
+        manager.shutdown()
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     """The app's lifespan: on shutdown, every run this UI started is stopped and reaped."""
     try:
         yield
     finally:
-        manager: RunManager | None = getattr(app.state, "run_manager", None)
-        if manager is not None:
-            await run_in_threadpool(manager.shutdown)
+        await run_in_threadpool(shutdown, app)
 
 
 def sse(event: dict[str, Any]) -> bytes:
