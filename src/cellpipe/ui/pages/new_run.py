@@ -81,8 +81,7 @@ def _field(param: Mapping[str, Any], given: Mapping[str, str]) -> str:
 def _picker(request: Request, notebooks: list[str], chosen: str) -> str:
     if not notebooks:
         return (
-            "<p>This project has no notebooks (<code>.ipynb</code> files or percent scripts)."
-            "</p>"
+            "<p>This project has no notebooks (<code>.ipynb</code> files or percent scripts).</p>"
         )
     options = "".join(
         f'<option value="{escape(nb)}"{" selected" if nb == chosen else ""}>{escape(nb)}</option>'
@@ -125,7 +124,7 @@ def _form(
             body.append(
                 f'<form class="cp-run-form" method="post" action="{escape(url(request, "/new"))}">'
                 f'<input type="hidden" name="notebook" value="{escape(chosen)}">'
-                f'<fieldset><legend>Parameters of {escape(chosen)}</legend>{fields}</fieldset>'
+                f"<fieldset><legend>Parameters of {escape(chosen)}</legend>{fields}</fieldset>"
                 '<button type="submit" id="cp-run">Run</button></form>'
             )
     return page(request, "New run", "".join(body), nav="new", status_code=status_code)
@@ -158,17 +157,17 @@ async def start_from_form(request: Request) -> Response:
     try:
         live = await run_in_threadpool(manager_of(request.app).start, notebook, params)
     except CellpipeError as error:
-        try:
-            notebooks = await run_in_threadpool(api.project_notebooks, project)
-        except CellpipeError:
-            notebooks = []
-        return await run_in_threadpool(
-            lambda: _form(
-                request, notebooks, notebook, given=params, error=str(error), status_code=400
-            )
-        )
-    target = url(request, "/runs/" + quote(live.run_id or "", safe=""))
-    return RedirectResponse(target, status_code=303)
+        message = str(error)
+    else:
+        target = url(request, "/runs/" + quote(live.run_id or "", safe=""))
+        return RedirectResponse(target, status_code=303)
+    try:
+        notebooks = await run_in_threadpool(api.project_notebooks, project)
+    except CellpipeError:
+        notebooks = []
+    return await run_in_threadpool(
+        lambda: _form(request, notebooks, notebook, given=params, error=message, status_code=400)
+    )
 
 
 def routes() -> list[BaseRoute]:
