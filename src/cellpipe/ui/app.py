@@ -87,7 +87,9 @@ def _same_origin(scope: Scope, headers: dict[str, str]) -> bool:
     if site is not None and site != "same-origin":
         return False
     origin = headers.get("origin")
-    if origin is not None:
+    # With `Referrer-Policy: no-referrer` a browser sends `Origin: null` on its own form posts
+    # and fetches; then the browser-set Sec-Fetch-Site alone decides.
+    if origin is not None and origin != "null":
         host = headers.get("host", "")
         return origin in {f"http://{host}", f"https://{host}"}
     return site == "same-origin"
