@@ -15,12 +15,11 @@ pytest.importorskip("httpx")
 with warnings.catch_warnings():  # Starlette would rather use httpx2, which is not installed
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-from ui_fake_project import FakeRun, make_project
-
 from cellpipe import api
 from cellpipe.errors import CellpipeError
 from cellpipe.ui.app import create_app
 from cellpipe.ui.pages.runs import PAGE_SIZE, parse_filter
+from ui_fake_project import FakeRun, make_project
 
 TOKEN = "t0ken"
 
