@@ -154,3 +154,17 @@ def test_models_pages(page: Any, ui_url: UiUrl, ui_runs: UiRuns, shots: Path) ->
     expect(page.locator("main")).to_contain_text("cellpipe serve wine@production")
     missing = open_page(page, ui_url, "/models/no-such-model")
     assert missing.status == 404
+
+
+def test_runs_page_selection_opens_the_comparison(
+    page: Any, ui_url: UiUrl, ui_runs: UiRuns, shots: Path
+) -> None:
+    open_page(page, ui_url, "/")
+    for run in (ui_runs.first, ui_runs.second):
+        page.locator(f"input[type=checkbox][name=run][value='{run}']").check()
+    page.locator("#cp-compare").click()
+    expect(page.locator("h1")).to_have_text("Compare 2 runs")
+    expect(page.locator("canvas[data-chart-ready='true']")).to_have_count(2)
+    assert ui_runs.first in page.url
+    assert ui_runs.second in page.url
+    page.screenshot(path=str(shots / "compare-from-runs.png"), full_page=True)
