@@ -2389,3 +2389,191 @@ def ui_url(path: str = "/", *, project: str | Path | None = None) -> str | None:
         pass
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+# -- the web UI: live runs (issue 12, U2) ---------------------------------------------------------
+
+#: Folders never searched for notebooks: cellpipe's state, VCS, environments and caches.
+_NOT_NOTEBOOK_DIRS = frozenset(
+    {".cellpipe", ".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", "build", "dist"}
+)
+_MAX_NOTEBOOKS = 1000
+
+
+def project_notebooks(project: str | Path | None = None) -> list[str]:
+    """Return the notebooks of the project, as paths relative to its root (``/``-separated).
+
+    The ``.ipynb`` files and percent scripts (``.py`` files with a ``# %%`` line) under the
+    project root, outside ``.cellpipe``, hidden folders, environments and build folders; at
+    most 1000, sorted.
+
+    Args:
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+    """
+    root = _settings_of(project).root.resolve()
+    found: list[str] = []
+    for folder, dirs, files in _walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _NOT_NOTEBOOK_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            path = folder / name
+            if name.endswith(".ipynb") or (name.endswith(".py") and _is_percent_script(path)):
+                found.append(path.relative_to(root).as_posix())
+                if len(found) >= _MAX_NOTEBOOKS:
+                    return sorted(found)
+    return sorted(found)
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    import os
+
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        yield Path(folder), dirs, files
+
+
+def _is_percent_script(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return False
+    return any(line.startswith("# %%") for line in head.splitlines())
+
+
+def project_notebook(notebook: str | Path, *, project: str | Path | None = None) -> Path:
+    """Return a project-relative notebook path as an absolute path inside the project.
+
+    Raises:
+        NotebookNotFoundError: when the path leaves the project, lies in ``.cellpipe`` or
+            names no file.
+    """
+    root = _settings_of(project).root.resolve()
+    text = str(notebook)
+    candidate = (root / text).resolve()
+    if not candidate.is_relative_to(root) or Path(text).is_absolute():
+        raise NotebookNotFoundError(
+            text, reason="not a notebook of this project", hint="pick one under " + str(root)
+        )
+    if ".cellpipe" in candidate.relative_to(root).parts:
+        raise NotebookNotFoundError(text, reason="inside .cellpipe, not a notebook of the project")
+    return check_path(candidate)
+
+
+def run_form(notebook: str | Path, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Return what a start-run form needs for one notebook of the project.
+
+    Returns:
+        ``{"notebook": relative path, "ok": bool, "parameters": [{name, type, default, cell,
+        line}], "error": message or None}``: the declared parameters, typed, with their
+        defaults; ``ok`` is False (and ``error`` says why) when the notebook is invalid.
+    """
+    text = str(notebook)
+    try:
+        path = project_notebook(text, project=project)
+    except CellpipeError as error:
+        return {"notebook": text, "ok": False, "parameters": [], "error": str(error)}
+    checked = check(path)
+    pipeline = checked.pipeline
+    if pipeline is None:
+        problem = checked.error
+        return {
+            "notebook": text,
+            "ok": False,
+            "parameters": [],
+            "error": str(problem) if problem is not None else "not a valid pipeline",
+        }
+    return {
+        "notebook": text,
+        "ok": True,
+        "parameters": [p.to_json() for p in pipeline.parameters],
+        "error": None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommand:
+    """How to start ``cellpipe run NOTEBOOK --json`` for the UI (a process, not a call).
+
+    Attributes:
+        notebook: the notebook, absolute.
+        argv: the command line (this interpreter, ``-m cellpipe run``, ``--json``, ``-p``).
+        cwd: the notebook's folder.
+        env: the variables to add to the environment: the UI project's stores, so that a
+            notebook in a sub-folder records its run where the UI reads.
+    """
+
+    notebook: Path
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]
+
+
+def run_command(
+    notebook: str | Path,
+    params: Mapping[str, str] | None = None,
+    *,
+    project: str | Path | None = None,
+) -> RunCommand:
+    """Check a run request from the UI and return the command that starts it.
+
+    Args:
+        notebook: the notebook, relative to the project root.
+        params: parameter overrides as text (``NAME -> VALUE``, as ``-p NAME=VALUE``).
+        project: a folder inside the project.
+
+    Raises:
+        NotebookNotFoundError: the notebook is not a file of the project.
+        PipelineValidationError: the notebook is not a valid pipeline.
+        ParameterError: an unknown parameter or a value not of its declared type.
+    """
+    from cellpipe.pipeline.parameters import resolve_parameters
+
+    settings = _settings_of(project)
+    path = project_notebook(notebook, project=project)
+    pipeline = load_pipeline(path)
+    text = {str(k): str(v) for k, v in (params or {}).items()}
+    resolve_parameters(pipeline, text=text)
+    argv = [sys.executable, "-m", "cellpipe", "run", path.name, "--json"]
+    for name, value in text.items():
+        argv += ["-p", f"{name}={value}"]
+    env = {"CELLPIPE_DB_URL": settings.db_url, "CELLPIPE_ARTIFACTS_URL": settings.artifacts_url}
+    if settings.s3_endpoint_url:
+        env["CELLPIPE_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    return RunCommand(notebook=path, argv=tuple(argv), cwd=path.parent, env=env)
+
+
+def run_progress(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Return where a run is: its status and each recorded step's state (cheap, for polling).
+
+    Returns:
+        ``{"run_id", "status", "notebook", "parameters", "metrics", "error", "steps": [{"step",
+        "status", "reason", "duration_s", "error"}]}``; steps in the order they were recorded.
+
+    Raises:
+        RunNotFoundError: no such run.
+    """
+    with _opened(project) as opened:
+        record = opened.metadata.get_run(run)
+        steps = opened.metadata.step_runs(record.run_id)
+    rows = []
+    for step in steps:
+        duration = None
+        if step.started_at is not None and step.finished_at is not None:
+            duration = (step.finished_at - step.started_at).total_seconds()
+        rows.append(
+            {
+                "step": step.step,
+                "status": step.status.value,
+                "reason": step.cache_reason,
+                "duration_s": duration,
+                "error": step.error,
+            }
+        )
+    return {
+        "run_id": record.run_id,
+        "status": record.status.value,
+        "notebook": record.notebook,
+        "parameters": dict(record.parameters),
+        "metrics": dict(record.metrics),
+        "error": record.error,
+        "steps": rows,
+    }

@@ -8,7 +8,7 @@
   ``http://127.0.0.1:PORT/?token=T``; ``url.to("/runs/X")`` adds the token to any path;
   ``url.base``/``url.token``). Every server is stopped after the test. ``ui_url`` is the
   server of ``ui_project``.
-- ``browser`` (session) / ``page`` (per test): Playwright's sync API driving Debian's Chromium
+- ``browser`` (per module) / ``page`` (per test): Playwright's sync API driving Debian's Chromium
   (``executable_path``; Playwright's own browser download is never used). A missing Playwright
   or Chromium skips with "is not installed" (a failure under CI=true, see tests/ci_skips.py).
 - ``shots``: ``build/test-screenshots/<test name>/``, where a test saves its screenshots.
@@ -179,9 +179,15 @@ def ui_url(ui_server: UiServer, ui_project: Path) -> UiUrl:
 # -- the browser -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """A headless Chromium (Debian's) driven by Playwright's sync API, for the session."""
+    """A headless Chromium (Debian's) driven by Playwright's sync API, for one test module.
+
+    Not for the whole session: while Playwright's sync API runs, its event loop holds the
+    main thread (``asyncio.run`` fails there) and its greenlets upset Python 3.11's parser
+    (``pytester`` runs fail with "AST constructor recursion depth mismatch"); stopping it
+    after each module keeps the tests that follow in the same worker unaffected.
+    """
     sync_api = pytest.importorskip("playwright.sync_api")
     executable = chromium_path()
     if executable is None:

@@ -68,7 +68,9 @@ def create_app(project: Path | str | None, *, token: str) -> Starlette:
     ]
     for name in PAGE_MODULES:
         routes.extend(importlib.import_module(name).routes())
-    app = Starlette(routes=routes)
+    from cellpipe.ui.live import lifespan  # stops the runs this UI started (U2)
+
+    app = Starlette(routes=routes, lifespan=lifespan)
     app.state.project = None if project is None else Path(project)
     app.state.token = token
     app.add_middleware(TokenMiddleware, token=token)
@@ -85,7 +87,9 @@ def _same_origin(scope: Scope, headers: dict[str, str]) -> bool:
     if site is not None and site != "same-origin":
         return False
     origin = headers.get("origin")
-    if origin is not None:
+    # With `Referrer-Policy: no-referrer` a browser sends `Origin: null` on its own form posts
+    # and fetches; then the browser-set Sec-Fetch-Site alone decides.
+    if origin is not None and origin != "null":
         host = headers.get("host", "")
         return origin in {f"http://{host}", f"https://{host}"}
     return site == "same-origin"

@@ -15,9 +15,8 @@ pytest.importorskip("httpx")
 with warnings.catch_warnings():  # Starlette would rather use httpx2, which is not installed
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-from ui_fake_project import FakeRun, make_project
-
 from cellpipe.ui.app import COOKIE, CSP, SANDBOX_CSP, create_app
+from ui_fake_project import FakeRun, make_project
 
 TOKEN = "t0ken-for-tests"
 EVIL = "<script>alert('x')</script>"
@@ -218,3 +217,12 @@ def test_an_artifact_downloads_by_digest(app_client: TestClient) -> None:
 
 def test_an_unknown_digest_is_not_found(app_client: TestClient) -> None:
     assert app_client.get("/artifacts/sha256:" + "0" * 64).status_code == 404
+
+
+def test_a_browser_post_with_a_null_origin_counts_by_sec_fetch_site(app_client: TestClient) -> None:
+    # `Referrer-Policy: no-referrer` makes Chromium send `Origin: null` on same-origin posts.
+    same = {"Origin": "null", "Sec-Fetch-Site": "same-origin"}
+    assert app_client.post("/", headers=same).status_code == 405
+    assert app_client.post("/", headers={"Origin": "null"}).status_code == 403
+    cross = {"Origin": "null", "Sec-Fetch-Site": "cross-site"}
+    assert app_client.post("/", headers=cross).status_code == 403
