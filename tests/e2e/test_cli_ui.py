@@ -25,24 +25,28 @@ START_TIMEOUT_S = 120.0
 
 
 def _read_json(process: subprocess.Popen[str]) -> dict[str, str]:
-    """Read stdout until it holds one whole JSON document (the process prints it once started)."""
+    """Read stdout until it holds one whole JSON document (the process prints it once started).
+
+    Reads the pipe's bytes directly (a text wrapper's buffer would hide them from select).
+    """
     assert process.stdout is not None
-    text = ""
+    fd = process.stdout.fileno()
+    data = b""
     deadline = time.monotonic() + START_TIMEOUT_S
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if not selector.select(timeout=1.0):
                 continue
-            line = process.stdout.readline()
-            if not line:
+            chunk = os.read(fd, 65536)
+            if not chunk:
                 break
-            text += line
+            data += chunk
             try:
-                return dict(json.loads(text))
+                return dict(json.loads(data.decode()))
             except ValueError:
                 continue
-    raise AssertionError(f"`cellpipe ui --json` printed no JSON document: {text!r}")
+    raise AssertionError(f"`cellpipe ui --json` printed no JSON document: {data!r}")
 
 
 def test_cellpipe_ui_serves_until_ctrl_c(tmp_path: Path, run_cli) -> None:  # type: ignore[no-untyped-def]

@@ -100,7 +100,7 @@ def serve(
         app,
         log_level=log_level,
         timeout_graceful_shutdown=3,
-        lifespan="off",
+        lifespan="on",  # the app's lifespan stops the runs this UI started
         access_log=False,
     )
 
