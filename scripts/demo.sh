@@ -116,5 +116,30 @@ cp -r ../../../examples/explore ../explore
 echo "executed notebook: $DEMO/explore/explore.html"
 echo "run report:        $DEMO/wine-report.html"
 
+say "cellpipe ui: the local web UI on this project, a few pages captured to $DEMO/ui/*.png, stopped"
+# Headless Chromium (Debian's, through Playwright) takes the screenshots; without it this part
+# is skipped with a note. The UI is started on a free loopback port and stopped with Ctrl-C.
+UI_JSON=$(mktemp)
+$CP ui --port 0 --json --no-browser >"$UI_JSON" &
+UI_PID=$!
+trap 'kill -INT $UI_PID 2>/dev/null || true; rm -f "$UI_JSON"' EXIT
+UI_URL=""
+for _ in $(seq 300); do  # {"url": ...} once it accepts connections
+  UI_URL=$(../../../$BIN/python -c 'import json,sys; print(json.load(open(sys.argv[1]))["url"])' "$UI_JSON" 2>/dev/null) && break
+  sleep 0.1
+done
+[ -n "$UI_URL" ] || { echo "cellpipe ui did not start" >&2; exit 1; }
+echo "cellpipe ui is at $UI_URL"
+status=0
+../../../$BIN/python ../../../scripts/demo_ui_screenshots.py "$UI_URL" ../ui "$FIRST" "$LAST" || status=$?
+if [ "$status" -eq 3 ]; then
+  echo "(screenshots skipped: install Debian's chromium and playwright, see README \"Web UI\")"
+elif [ "$status" -ne 0 ]; then
+  kill -INT $UI_PID 2>/dev/null || true; exit "$status"
+fi
+kill -INT $UI_PID && wait $UI_PID || true
+rm -f "$UI_JSON"
+trap - EXIT
+
 say "cellpipe doctor: the database, the artifact store, permissions and free space, checked"
 $CP doctor

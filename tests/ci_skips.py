@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 MISSING_DEPENDENCY_SKIPS = ("could not import", "is not installed")
+"""Also covers the UI tests: "chromium is not installed" (tests/ui/conftest.py `browser`)."""
 
 
 def in_ci() -> bool:

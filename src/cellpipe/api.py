@@ -2189,3 +2189,391 @@ def _pipeline_pretty(pipeline: Pipeline, printer: Any, cycle: bool) -> None:
     from cellpipe.views.pipeline import pipeline_text
 
     printer.text(pipeline_text(pipeline))
+
+
+# -- the web UI: runs, a run, its steps (issue 12, U1) ------------------------------------------
+# The pages of `cellpipe ui` render what these return; like the CLI they never open a store.
+
+UI_STATE_FILE = "ui.json"
+
+
+def ui_runs_page(
+    project: str | Path | None = None,
+    *,
+    status: str | None = None,
+    params: Iterable[str] = (),
+    metrics: Iterable[str] = (),
+    offset: int = 0,
+    limit: int = 100,
+) -> dict[str, Any]:
+    """One page of the runs table, newest first: ``{"runs", "offset", "limit", "has_more"}``.
+
+    Without a parameter or metric filter only ``offset + limit + 1`` rows are read (the first
+    page of 10,000 runs reads 101); with one, the newest runs are read in growing batches
+    (500, then 4 times more) until enough pass it.
+
+    Raises:
+        CellpipeError: for a filter text of the wrong form (see ``cellpipe runs``).
+    """
+    from cellpipe.storage.lineage import RunFilter
+    from cellpipe.storage.records import RunStatus
+    from cellpipe.views.runs import run_document
+
+    keep = RunFilter.parse(params=params, metrics=metrics)
+    try:
+        wanted = RunStatus(status) if status else None
+    except ValueError:
+        raise CellpipeError(
+            f"unknown status '{status}'",
+            hint="one of: " + ", ".join(s.value for s in RunStatus),
+        ) from None
+    offset = max(0, int(offset))
+    limit = max(1, int(limit))
+    wanted_rows = offset + limit + 1  # one more: is there a next page?
+    with _opened(project) as opened:
+        if not keep:
+            found = list(opened.metadata.list_runs(status=wanted, limit=wanted_rows))
+        else:  # read more and more of the newest runs until enough pass the filter
+            read = max(500, 4 * wanted_rows)
+            while True:
+                batch = opened.metadata.list_runs(status=wanted, limit=read)
+                found = [r for r in batch if keep.matches(r)]
+                if len(found) >= wanted_rows or len(batch) < read:
+                    break
+                read *= 4
+    window = found[offset : offset + limit]
+    return {
+        "runs": [run_document(r) for r in window],
+        "offset": offset,
+        "limit": limit,
+        "has_more": len(found) > offset + limit,
+    }
+
+
+def run_graph(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """A run's steps as a graph: ``{"run_id", "status", "nodes": [GraphNode], "edges"}``.
+
+    Nodes are the recorded step runs (state = status, detail = the cache decision); while the
+    run is in progress, the notebook's steps that have not started yet are added as
+    ``waiting`` (with the notebook's edges), when the notebook can still be read.
+    """
+    from cellpipe.views.graph import GraphNode
+    from cellpipe.views.report import run_graph as graph_of
+
+    with _opened(project) as opened:
+        record = opened.metadata.get_run(run)
+        steps = opened.metadata.step_runs(record.run_id)
+    nodes, edges = graph_of(steps)
+    if record.status.value == "running":
+        try:
+            pipeline = load_pipeline(record.notebook)
+        except (CellpipeError, OSError, ValueError):
+            pipeline = None
+        if pipeline is not None:
+            seen = {n.id for n in nodes}
+            nodes += [
+                GraphNode(id=s.name, label=s.name, state="waiting")
+                for s in pipeline.steps
+                if s.name not in seen
+            ]
+            names = {n.id for n in nodes}
+            known = {(a, b) for a, b, _ in edges}
+            edges += [
+                (e.source, e.target, ", ".join((*e.variables, *e.files)))
+                for e in pipeline.edges
+                if (e.source, e.target) not in known and {e.source, e.target} <= names
+            ]
+    return {"run_id": record.run_id, "status": record.status.value, "nodes": nodes, "edges": edges}
+
+
+def step_notebook(run: str, step: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """A step's executed cells as notebook JSON (nbformat 4); no cells when none was stored.
+
+    Raises:
+        RunNotFoundError: for an unknown run or step.
+    """
+    import json
+
+    with _opened(project) as opened:
+        _, record = step_record(opened, run, step)
+        if record.notebook_digest is None:
+            return {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+        with opened.artifacts.open(record.notebook_digest) as f:
+            notebook = json.load(f)
+    if not isinstance(notebook, dict):
+        return {"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    return notebook
+
+
+class ArtifactDigestError(CellpipeError):
+    """A text that is not an artifact digest, or a digest the project's store does not have."""
+
+    headline = "no such artifact"
+
+
+def artifact_file(digest: str, *, project: str | Path | None = None) -> Path:
+    """The local file holding an artifact's bytes, checked against its digest.
+
+    Args:
+        digest: ``sha256:<64 hex>``.
+        project: a folder inside the project.
+
+    Raises:
+        ArtifactDigestError: when ``digest`` is not of that form or the store lacks it.
+    """
+    from cellpipe.storage.artifacts import parse_digest
+    from cellpipe.storage.protocols import ArtifactDigest
+
+    try:
+        parse_digest(digest)
+    except ValueError as error:
+        raise ArtifactDigestError(str(error)) from None
+    with _opened(project) as opened:
+        key = ArtifactDigest(digest)
+        if not opened.artifacts.exists(key):
+            raise ArtifactDigestError(f"the project has no artifact {digest}")
+        return opened.artifacts.local_path(key)
+
+
+def register_ui(url: str, *, project: str | Path | None = None) -> Path:
+    """Record a running UI's URL (with its token) in ``.cellpipe/ui.json`` (private folder)."""
+    import json
+    import os
+
+    settings = _settings_of(project)
+    _private_state_dir(settings)
+    path = settings.state_dir / UI_STATE_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump({"url": url, "pid": os.getpid()}, f)
+    tmp.replace(path)
+    return path
+
+
+def unregister_ui(*, project: str | Path | None = None) -> None:
+    """Remove ``.cellpipe/ui.json`` when it names this process."""
+    import json
+    import os
+
+    path = _settings_of(project).state_dir / UI_STATE_FILE
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def ui_url(path: str = "/", *, project: str | Path | None = None) -> str | None:
+    """The deep link to ``path`` in the project's running UI (``cellpipe ui``), or None.
+
+    Example::
+
+        cellpipe.ui_url(f"/runs/{run_id}")  # 'http://127.0.0.1:8765/runs/...?token=...'
+    """
+    import json
+    import os
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        settings = _settings_of(project)
+        state = json.loads((settings.state_dir / UI_STATE_FILE).read_text(encoding="utf-8"))
+        url, pid = str(state["url"]), int(state["pid"])
+    except (OSError, ValueError, KeyError, TypeError, CellpipeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+# -- the web UI: live runs (issue 12, U2) ---------------------------------------------------------
+
+#: Folders never searched for notebooks: cellpipe's state, VCS, environments and caches.
+_NOT_NOTEBOOK_DIRS = frozenset(
+    {".cellpipe", ".git", ".hg", ".venv", "venv", "__pycache__", "node_modules", "build", "dist"}
+)
+_MAX_NOTEBOOKS = 1000
+
+
+def project_notebooks(project: str | Path | None = None) -> list[str]:
+    """Return the notebooks of the project, as paths relative to its root (``/``-separated).
+
+    The ``.ipynb`` files and percent scripts (``.py`` files with a ``# %%`` line) under the
+    project root, outside ``.cellpipe``, hidden folders, environments and build folders; at
+    most 1000, sorted.
+
+    Args:
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+    """
+    root = _settings_of(project).root.resolve()
+    found: list[str] = []
+    for folder, dirs, files in _walk(root):
+        dirs[:] = sorted(d for d in dirs if d not in _NOT_NOTEBOOK_DIRS and not d.startswith("."))
+        for name in sorted(files):
+            path = folder / name
+            if name.endswith(".ipynb") or (name.endswith(".py") and _is_percent_script(path)):
+                found.append(path.relative_to(root).as_posix())
+                if len(found) >= _MAX_NOTEBOOKS:
+                    return sorted(found)
+    return sorted(found)
+
+
+def _walk(root: Path) -> Iterator[tuple[Path, list[str], list[str]]]:
+    import os
+
+    for folder, dirs, files in os.walk(root, followlinks=False):
+        yield Path(folder), dirs, files
+
+
+def _is_percent_script(path: Path) -> bool:
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            head = handle.read(65536)
+    except OSError:
+        return False
+    return any(line.startswith("# %%") for line in head.splitlines())
+
+
+def project_notebook(notebook: str | Path, *, project: str | Path | None = None) -> Path:
+    """Return a project-relative notebook path as an absolute path inside the project.
+
+    Raises:
+        NotebookNotFoundError: when the path leaves the project, lies in ``.cellpipe`` or
+            names no file.
+    """
+    root = _settings_of(project).root.resolve()
+    text = str(notebook)
+    candidate = (root / text).resolve()
+    if not candidate.is_relative_to(root) or Path(text).is_absolute():
+        raise NotebookNotFoundError(
+            text, reason="not a notebook of this project", hint="pick one under " + str(root)
+        )
+    if ".cellpipe" in candidate.relative_to(root).parts:
+        raise NotebookNotFoundError(text, reason="inside .cellpipe, not a notebook of the project")
+    return check_path(candidate)
+
+
+def run_form(notebook: str | Path, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Return what a start-run form needs for one notebook of the project.
+
+    Returns:
+        ``{"notebook": relative path, "ok": bool, "parameters": [{name, type, default, cell,
+        line}], "error": message or None}``: the declared parameters, typed, with their
+        defaults; ``ok`` is False (and ``error`` says why) when the notebook is invalid.
+    """
+    text = str(notebook)
+    try:
+        path = project_notebook(text, project=project)
+    except CellpipeError as error:
+        return {"notebook": text, "ok": False, "parameters": [], "error": str(error)}
+    checked = check(path)
+    pipeline = checked.pipeline
+    if pipeline is None:
+        problem = checked.error
+        return {
+            "notebook": text,
+            "ok": False,
+            "parameters": [],
+            "error": str(problem) if problem is not None else "not a valid pipeline",
+        }
+    return {
+        "notebook": text,
+        "ok": True,
+        "parameters": [p.to_json() for p in pipeline.parameters],
+        "error": None,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class RunCommand:
+    """How to start ``cellpipe run NOTEBOOK --json`` for the UI (a process, not a call).
+
+    Attributes:
+        notebook: the notebook, absolute.
+        argv: the command line (this interpreter, ``-m cellpipe run``, ``--json``, ``-p``).
+        cwd: the notebook's folder.
+        env: the variables to add to the environment: the UI project's stores, so that a
+            notebook in a sub-folder records its run where the UI reads.
+    """
+
+    notebook: Path
+    argv: tuple[str, ...]
+    cwd: Path
+    env: Mapping[str, str]
+
+
+def run_command(
+    notebook: str | Path,
+    params: Mapping[str, str] | None = None,
+    *,
+    project: str | Path | None = None,
+) -> RunCommand:
+    """Check a run request from the UI and return the command that starts it.
+
+    Args:
+        notebook: the notebook, relative to the project root.
+        params: parameter overrides as text (``NAME -> VALUE``, as ``-p NAME=VALUE``).
+        project: a folder inside the project.
+
+    Raises:
+        NotebookNotFoundError: the notebook is not a file of the project.
+        PipelineValidationError: the notebook is not a valid pipeline.
+        ParameterError: an unknown parameter or a value not of its declared type.
+    """
+    from cellpipe.pipeline.parameters import resolve_parameters
+
+    settings = _settings_of(project)
+    path = project_notebook(notebook, project=project)
+    pipeline = load_pipeline(path)
+    text = {str(k): str(v) for k, v in (params or {}).items()}
+    resolve_parameters(pipeline, text=text)
+    argv = [sys.executable, "-m", "cellpipe", "run", path.name, "--json"]
+    for name, value in text.items():
+        argv += ["-p", f"{name}={value}"]
+    env = {"CELLPIPE_DB_URL": settings.db_url, "CELLPIPE_ARTIFACTS_URL": settings.artifacts_url}
+    if settings.s3_endpoint_url:
+        env["CELLPIPE_S3_ENDPOINT_URL"] = settings.s3_endpoint_url
+    return RunCommand(notebook=path, argv=tuple(argv), cwd=path.parent, env=env)
+
+
+def run_progress(run: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Return where a run is: its status and each recorded step's state (cheap, for polling).
+
+    Returns:
+        ``{"run_id", "status", "notebook", "parameters", "metrics", "error", "steps": [{"step",
+        "status", "reason", "duration_s", "error"}]}``; steps in the order they were recorded.
+
+    Raises:
+        RunNotFoundError: no such run.
+    """
+    with _opened(project) as opened:
+        record = opened.metadata.get_run(run)
+        steps = opened.metadata.step_runs(record.run_id)
+    rows = []
+    for step in steps:
+        duration = None
+        if step.started_at is not None and step.finished_at is not None:
+            duration = (step.finished_at - step.started_at).total_seconds()
+        rows.append(
+            {
+                "step": step.step,
+                "status": step.status.value,
+                "reason": step.cache_reason,
+                "duration_s": duration,
+                "error": step.error,
+            }
+        )
+    return {
+        "run_id": record.run_id,
+        "status": record.status.value,
+        "notebook": record.notebook,
+        "parameters": dict(record.parameters),
+        "metrics": dict(record.metrics),
+        "error": record.error,
+        "steps": rows,
+    }

@@ -25,6 +25,7 @@ pytestmark = pytest.mark.e2e
 SKIPPED = {
     "cellpipe serve": "starts a model server that runs until stopped (tests/e2e/test_cli_serve.py)",
     "cellpipe submit": "needs a Kubeflow Pipelines API",
+    "cellpipe ui": "starts the web UI, which runs until stopped (tests/e2e/test_cli_ui.py)",
     "cellpipe image train.ipynb -o build/ --build": "needs Docker",
     "cellpipe compile train.ipynb --image-from-context": "needs the image `image --build` made",
     "cellpipe snapshot changes": "wine's steps write no files, so there are no changes to show",

@@ -15,12 +15,15 @@ def test_needs_a_missing_module():
 def test_needs_a_missing_tool():
     pytest.skip("the frobnicator is not installed")
 
+def test_needs_chromium():  # as tests/ui/conftest.py's `browser` says it
+    pytest.skip("chromium is not installed (apt-get install -y chromium, or `make test` as root)")
+
 def test_does_not_apply():
     pytest.skip("a memory store does not persist")
 """
 
 
-@pytest.mark.parametrize(("ci", "failed", "skipped"), [("true", 2, 1), ("", 0, 3)])
+@pytest.mark.parametrize(("ci", "failed", "skipped"), [("true", 3, 1), ("", 0, 4)])
 def test_missing_dependency_skips_fail_only_under_ci(pytester, monkeypatch, ci, failed, skipped):
     monkeypatch.setenv("CI", ci)
     pytester.makepyfile(test_probe=PROBE)

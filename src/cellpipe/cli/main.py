@@ -15,7 +15,8 @@ interpreter included): command modules import only argparse-level things at the 
 the notebook reader, rich, and the rest inside their handler. ``main`` never raises: it
 returns the exit status (0 ok, 2 definition or usage error, 1 anything else, 130 interrupted).
 
-Must not depend on: ui. Nothing in cellpipe imports this package.
+Must not depend on: ui (the one exception: ``cellpipe ui`` starts `cellpipe.ui.server`).
+Nothing in cellpipe imports this package.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ COMMANDS = (
     "cellpipe.cli.submit",
     "cellpipe.cli.doctor",
     "cellpipe.cli.config",
+    "cellpipe.cli.ui",
 )
 
 # Which module registers each command: a command line that names one only imports and
@@ -69,6 +71,7 @@ COMMAND_MODULES = {
     "submit": "cellpipe.cli.submit",
     "doctor": "cellpipe.cli.doctor",
     "config": "cellpipe.cli.config",
+    "ui": "cellpipe.cli.ui",
 }
 
 BUG_REPORT = (

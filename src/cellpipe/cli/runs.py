@@ -153,6 +153,9 @@ def show_cmd(args: argparse.Namespace) -> int:
     if document["executed_notebook"]:
         out.line()
         out.line(f"executed notebook: {document['executed_notebook']}")
+    link = api.ui_url(f"/runs/{document['run_id']}", project=args.project)
+    if link:  # a `cellpipe ui` of this project is running
+        out.line(f"in the web UI: {link}")
     return 0
 
 
