@@ -181,6 +181,28 @@ def test_a_finished_run_from_the_store_replays_its_final_states(
     ]
     assert events[-1]["event"] == "summary"
     assert events[-1]["status"] == "succeeded"
+    # The same documents as the process printed (output lines before each step's end).
+    assert _shape(events) == _shape(started.events)
+
+
+def _shape(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (e["event"], e["step"], e["status"], e.get("text"), e.get("reason"))
+        for e in events
+        if e["event"] in ("step", "output")
+    ]
+
+
+def test_step_log_since_reads_whole_characters_and_only_run_folders(project: Path) -> None:
+    folder = project / ".cellpipe" / "runs" / "r-1" / "steps" / "s"
+    folder.mkdir(parents=True)
+    (folder / "log.txt").write_bytes("café\n".encode()[:4])  # "caf" + half of "é"
+    assert api.step_log_since("r-1", "s", project=project) == ("caf", 3)
+    (folder / "log.txt").write_bytes("café\n".encode())
+    assert api.step_log_since("r-1", "s", 3, project=project) == ("é\n", 6)
+    assert api.step_log_since("r-1", "missing", project=project) == ("", 0)
+    assert api.step_log_since("..", "s", project=project) == ("", 0)
+    assert api.step_log_since("r-1/../r-1", "s", project=project) == ("", 0)
 
 
 def test_a_running_run_from_the_store_is_followed_until_it_ends(
@@ -198,6 +220,8 @@ def test_a_running_run_from_the_store_is_followed_until_it_ends(
 
     asyncio.run(follow())
     assert ("gated", "running") in _states(seen)
+    lines = [e["text"] for e in seen if e["event"] == "output"]
+    assert lines == ["first 3 0.5 False gate", "through the gate"]
     assert _states(seen)[-1] == ("gated", "succeeded")
     assert seen[-1]["status"] == "succeeded"
 

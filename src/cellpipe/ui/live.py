@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 
 from cellpipe import api
 from cellpipe.errors import CellpipeError
+from cellpipe.views.live_lines import ProgressLines
 
 __all__ = [
     "FINAL_EVENT",
@@ -330,6 +331,7 @@ async def follow_store(
         CellpipeError: no such run (`RunNotFoundError`) or no project.
     """
     seen: dict[str, str] = {}
+    logs: dict[str, tuple[int, ProgressLines]] = {}
     first = True
     while True:
         progress = await run_in_threadpool(api.run_progress, run_id, project=project)
@@ -342,32 +344,63 @@ async def follow_store(
                 "steps": [s["step"] for s in progress["steps"]],
             }
             first = False
-        for doc in _step_documents(progress, seen):
-            yield doc
+        for step in progress["steps"]:
+            for doc in _step_documents(step, seen):
+                if doc["status"] != "running":  # its last lines before its end
+                    for line in await _log_lines(progress["run_id"], step, logs, project):
+                        yield line
+                yield doc
+            if step["status"] == "running":
+                for line in await _log_lines(progress["run_id"], step, logs, project):
+                    yield line
         if progress["status"] != "running":
             yield _summary(progress)
             return
         await asyncio.sleep(poll_s)
 
 
-def _step_documents(progress: dict[str, Any], seen: dict[str, str]) -> Iterator[dict[str, Any]]:
-    for step in progress["steps"]:
-        name, status = step["step"], step["status"]
-        before = seen.get(name)
-        if before == status:
-            continue
-        if status in ("succeeded", "failed", "cancelled") and before is None:
-            # It started and ended between two looks: say it ran first.
-            yield {"event": "step", "step": name, "status": "running", "reason": step["reason"]}
-        seen[name] = status
-        doc: dict[str, Any] = {"event": "step", "step": name, "status": status}
-        if status in ("running", "cached", "skipped"):
-            doc["reason"] = step["reason"]
-        if status in TERMINAL and step["duration_s"] is not None:
-            doc["duration_s"] = step["duration_s"]
-        if status == "failed":
-            doc["error"] = step["error"]
-        yield doc
+async def _log_lines(
+    run_id: str,
+    step: dict[str, Any],
+    logs: dict[str, tuple[int, ProgressLines]],
+    project: str | Path | None,
+) -> list[dict[str, Any]]:
+    """``output`` documents for what the step's log gained since the last look."""
+    name = step["step"]
+    offset, buffer = logs.get(name, (0, ProgressLines()))
+    if offset < 0:
+        return []  # ended: its lines were sent
+    text, offset = await run_in_threadpool(
+        api.step_log_since, run_id, name, offset, project=project
+    )
+    lines = buffer.feed(text)
+    ended = step["status"] != "running"
+    if ended:
+        lines += buffer.flush()
+    logs[name] = (-1 if ended else offset, buffer)
+    return [
+        {"event": "output", "step": name, "status": "running", "stream": "log", "text": line}
+        for line in lines
+    ]
+
+
+def _step_documents(step: dict[str, Any], seen: dict[str, str]) -> Iterator[dict[str, Any]]:
+    name, status = step["step"], step["status"]
+    before = seen.get(name)
+    if before == status:
+        return
+    if status in ("succeeded", "failed", "cancelled") and before is None:
+        # It started and ended between two looks: say it ran first.
+        yield {"event": "step", "step": name, "status": "running", "reason": step["reason"]}
+    seen[name] = status
+    doc: dict[str, Any] = {"event": "step", "step": name, "status": status}
+    if status in ("running", "cached", "skipped"):
+        doc["reason"] = step["reason"]
+    if status in TERMINAL and step["duration_s"] is not None:
+        doc["duration_s"] = step["duration_s"]
+    if status == "failed":
+        doc["error"] = step["error"]
+    yield doc
 
 
 def _summary(progress: dict[str, Any]) -> dict[str, Any]:
