@@ -26,7 +26,6 @@ import os
 import signal
 import subprocess
 import threading
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,7 +306,8 @@ def _error_text(lines: list[str]) -> str:
     return text.removeprefix("error: ")
 
 
-_MANAGERS: weakref.WeakSet[RunManager] = weakref.WeakSet()
+_MANAGERS: set[RunManager] = set()
+"""Every manager not shut down yet (held strongly: its processes must not outlive it)."""
 
 
 @atexit.register
