@@ -2209,7 +2209,8 @@ def ui_runs_page(
     """One page of the runs table, newest first: ``{"runs", "offset", "limit", "has_more"}``.
 
     Without a parameter or metric filter only ``offset + limit + 1`` rows are read (the first
-    page of 10,000 runs reads 101); with one, every run is read and filtered first.
+    page of 10,000 runs reads 101); with one, the newest runs are read in growing batches
+    (500, then 4 times more) until enough pass it.
 
     Raises:
         CellpipeError: for a filter text of the wrong form (see ``cellpipe runs``).
@@ -2228,10 +2229,18 @@ def ui_runs_page(
         ) from None
     offset = max(0, int(offset))
     limit = max(1, int(limit))
+    wanted_rows = offset + limit + 1  # one more: is there a next page?
     with _opened(project) as opened:
-        found = opened.metadata.list_runs(status=wanted, limit=None if keep else offset + limit + 1)
-    if keep:
-        found = [r for r in found if keep.matches(r)]
+        if not keep:
+            found = list(opened.metadata.list_runs(status=wanted, limit=wanted_rows))
+        else:  # read more and more of the newest runs until enough pass the filter
+            read = max(500, 4 * wanted_rows)
+            while True:
+                batch = opened.metadata.list_runs(status=wanted, limit=read)
+                found = [r for r in batch if keep.matches(r)]
+                if len(found) >= wanted_rows or len(batch) < read:
+                    break
+                read *= 4
     window = found[offset : offset + limit]
     return {
         "runs": [run_document(r) for r in window],

@@ -15,12 +15,11 @@ pytest.importorskip("httpx")
 with warnings.catch_warnings():  # Starlette would rather use httpx2, which is not installed
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-from ui_fake_project import FakeRun, make_project
-
 from cellpipe import api
 from cellpipe.errors import CellpipeError
 from cellpipe.ui.app import create_app
 from cellpipe.ui.pages.runs import PAGE_SIZE, parse_filter
+from ui_fake_project import FakeRun, make_project
 
 TOKEN = "t0ken"
 
@@ -237,3 +236,23 @@ def test_ui_url_ignores_a_dead_process(project: Path) -> None:
     state = project / ".cellpipe" / "ui.json"
     state.write_text('{"url": "http://127.0.0.1:1/?token=x", "pid": 999999999}')
     assert api.ui_url(project=project) is None
+
+
+def test_a_filter_reads_more_runs_until_enough_match(tmp_path: Path) -> None:
+    runs = [
+        FakeRun(f"r-{i:04d}", steps=(), metrics={"acc": 1.0 if i % 100 == 0 else 0.0}, minutes=i)
+        for i in range(600)
+    ]
+    make_project(tmp_path, runs)
+    first = api.ui_runs_page(tmp_path, metrics=["acc>0.5"], limit=5)
+    assert [r["run_id"] for r in first["runs"]] == [
+        "r-0500",
+        "r-0400",
+        "r-0300",
+        "r-0200",
+        "r-0100",
+    ]
+    assert first["has_more"]
+    second = api.ui_runs_page(tmp_path, metrics=["acc>0.5"], offset=5, limit=5)
+    assert [r["run_id"] for r in second["runs"]] == ["r-0000"]
+    assert not second["has_more"]

@@ -325,6 +325,7 @@ def _output_html(output: Mapping[str, Any]) -> str:
 
 _SANDBOX_STYLE = (
     "body{font:14px system-ui,sans-serif;margin:8px;color:#111827}"
+    "summary{color:#6b7280;cursor:pointer}.cell{margin-bottom:10px}"
     "pre{white-space:pre-wrap;background:#f9fafb;padding:6px;margin:4px 0;overflow:auto}"
     "pre.source{background:#eef2ff}pre.error{background:#fef2f2;color:#7f1d1d}"
     "pre.stderr{background:#fff7ed}img{max-width:100%}"
@@ -333,16 +334,20 @@ _SANDBOX_STYLE = (
 
 
 def render_cells(notebook: Mapping[str, Any]) -> str:
-    """A step's executed notebook as one HTML document (code, and each output)."""
+    """A step's executed notebook as one HTML document: each output, its code folded above.
+
+    Cells that displayed nothing (imports, functions, parameters) are left out.
+    """
     parts = []
     for cell in notebook.get("cells", []):
-        if cell.get("cell_type") != "code":
+        if cell.get("cell_type") != "code" or not cell.get("outputs"):
             continue
         source = cell.get("source") or ""
         source = "".join(source) if isinstance(source, list) else str(source)
         outputs = "".join(_output_html(o) for o in cell.get("outputs") or [])
         parts.append(
-            f'<section class="cell"><pre class="source">{escape(source)}</pre>{outputs}</section>'
+            '<section class="cell"><details><summary>code</summary>'
+            f'<pre class="source">{escape(source)}</pre></details>{outputs}</section>'
         )
     body = "".join(parts) or "<p>This step displayed nothing.</p>"
     return (
