@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 CONSTRAINTS := constraints.txt
 
-.PHONY: constraints demo test check lint format typecheck imports unit e2e quick golden bench clean
+.PHONY: constraints demo test check lint format typecheck imports unit e2e quick golden bench clean chromium
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,8 +25,13 @@ demo: $(VENV)/.installed-examples
 	bash scripts/demo.sh
 
 ## test: set up and run lint, types, layering and the whole test suite
-test: $(VENV)/.installed-dev check
+test: $(VENV)/.installed-dev check chromium
 	$(BIN)/python -m pytest -n 2 --timeout 600
+
+## chromium: Debian's chromium for the web UI tests (installed as root when missing; never
+## Playwright's own browser download)
+chromium: $(VENV)/.installed-dev
+	PYTHON=$(BIN)/python bash scripts/install-chromium.sh
 
 check: lint typecheck imports
 
@@ -44,9 +49,9 @@ typecheck: $(VENV)/.installed-dev
 imports: $(VENV)/.installed-dev
 	$(BIN)/lint-imports
 
-## quick: the fast tests only (no end-to-end, no slow)
+## quick: the fast tests only (no end-to-end, no slow, no browser)
 quick: $(VENV)/.installed-dev
-	$(BIN)/python -m pytest -n 2 -m "not slow and not e2e"
+	$(BIN)/python -m pytest -n 2 -m "not slow and not e2e and not ui"
 
 ## golden: rewrite the golden files after a reviewed change
 golden: $(VENV)/.installed-dev

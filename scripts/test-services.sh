@@ -6,6 +6,7 @@
 #     or CELLPIPE_TEST_PG_USER). Nothing is installed when initdb is already on PATH or
 #     under /usr/lib/postgresql/*/bin. The distribution's own cluster is not needed, and
 #     is not started.
+#   * Debian's chromium for the web UI tests (scripts/install-chromium.sh: apt-get as root).
 #   * The Python side (psycopg, s3fs, boto3, moto[server]) comes from `pip install -e '.[dev]'`
 #     (make does that); this script only checks it and says what to run.
 #
@@ -50,3 +51,6 @@ if [ -x "$PY" ]; then
 else
     echo "python: no $PY yet; make creates it (make test)"
 fi
+
+# The web UI tests drive Debian's chromium through Playwright (never Playwright's download).
+bash scripts/install-chromium.sh

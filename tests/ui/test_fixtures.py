@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ui_helpers import UiRuns, chromium_path
+from ui_helpers import UiRuns, UiUrl, chromium_path
 
 from cellpipe import api
 
@@ -22,3 +22,13 @@ def test_browser_is_debian_chromium(page: Any) -> None:
     assert chromium_path() is not None
     page.set_content("<main><h1>hello</h1></main>")
     assert page.locator("h1").inner_text() == "hello"
+
+
+def test_ui_server_needs_the_token(ui_url: UiUrl) -> None:
+    import httpx
+
+    with httpx.Client(follow_redirects=False) as client:
+        assert client.get(ui_url.base + "/").status_code == 403
+        first = client.get(str(ui_url))
+        assert first.status_code == 303
+        assert client.get(ui_url.base + "/static/app.css").status_code == 200

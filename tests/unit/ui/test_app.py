@@ -15,9 +15,8 @@ pytest.importorskip("httpx")
 with warnings.catch_warnings():  # Starlette would rather use httpx2, which is not installed
     warnings.simplefilter("ignore")
     from starlette.testclient import TestClient
-from ui_fake_project import FakeRun, make_project
-
 from cellpipe.ui.app import COOKIE, CSP, SANDBOX_CSP, create_app
+from ui_fake_project import FakeRun, make_project
 
 TOKEN = "t0ken-for-tests"
 EVIL = "<script>alert('x')</script>"
