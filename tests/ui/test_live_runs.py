@@ -11,9 +11,9 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -23,6 +23,8 @@ from starlette.applications import Starlette
 
 from cellpipe import api
 from cellpipe.ui import live
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -156,7 +158,28 @@ def _collect(run_id: str, project: Path) -> list[dict[str, Any]]:
     async def gather() -> list[dict[str, Any]]:
         return [e async for e in live.follow_store(run_id, project, poll_s=0.05)]
 
-    return asyncio.run(gather())
+    return _in_own_loop(gather)
+
+
+def _in_own_loop(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run a coroutine in a thread with its own event loop (Playwright's sync API may hold
+    this thread's loop when the browser tests ran first in the session)."""
+    box: list[_T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            box.append(asyncio.run(make()))
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(LIMIT_S * 2)
+    if errors:
+        raise errors[0]
+    assert box, "the coroutine did not finish"
+    return box[0]
 
 
 def test_a_finished_run_from_the_store_replays_its_final_states(
@@ -218,7 +241,7 @@ def test_a_running_run_from_the_store_is_followed_until_it_ends(
             if event.get("step") == "gated" and event.get("status") == "running":
                 open_gate(project)  # only now: the follower saw it running first
 
-    asyncio.run(follow())
+    _in_own_loop(follow)
     assert ("gated", "running") in _states(seen)
     lines = [e["text"] for e in seen if e["event"] == "output"]
     assert lines == ["first 3 0.5 False gate", "through the gate"]
