@@ -357,3 +357,50 @@ def test_events_of_a_run_started_elsewhere_come_from_the_store(
         events = list(_sse(stream.iter_lines()))
     assert _states(events)[-1] == ("gated", "succeeded")
     assert events[-1]["event"] == "summary"
+
+
+def test_stopping_cellpipe_ui_cancels_the_runs_it_started(project: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    src = str(Path(live.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": src}
+    with subprocess.Popen(
+        [sys.executable, "-m", "cellpipe", "ui", "--json", "--no-browser"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as ui:
+        try:
+            run_id = _start_and_wait_running(ui)
+            ui.send_signal(signal.SIGINT)
+            assert ui.wait(LIMIT_S) == 0
+        finally:
+            if ui.poll() is None:
+                ui.kill()
+                ui.wait()
+    assert api.run_progress(run_id, project=project)["status"] == "cancelled"
+
+
+def _start_and_wait_running(ui: Any) -> str:
+    """Through a running `cellpipe ui`: start tiny.py, return once its gated step runs."""
+    text = ""
+    for line in ui.stdout:  # the announcement: one JSON document, maybe indented
+        text += line
+        try:
+            url = json.loads(text)["url"]
+            break
+        except ValueError:
+            continue
+    base, token = url.split("/?token=")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=LIMIT_S) as http:
+        run_id = str(http.post("/api/runs", json={"notebook": "tiny.py"}).json()["run_id"])
+        with http.stream("GET", f"/api/runs/{run_id}/events") as stream:
+            for event in _sse(stream.iter_lines()):
+                if event.get("step") == "gated" and event.get("status") == "running":
+                    return run_id
+    raise AssertionError("the run ended before its gated step ran")
