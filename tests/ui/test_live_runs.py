@@ -108,6 +108,18 @@ def test_cancel_stops_the_run_and_reaps_its_process(
     assert not manager.cancel(started.run_id or "")
 
 
+def test_replayed_output_is_capped_per_run(
+    project: Path, manager: live.RunManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "MAX_REPLAYED_OUTPUT", 1)
+    open_gate(project)
+    started = manager.start("tiny.py")
+    assert started.finished.wait(LIMIT_S)
+    outputs = [e["text"] for e in started.events if e["event"] == "output"]
+    assert outputs == ["first 3 0.5 False gate", "[more output: see the step's log]"]
+    assert started.events[-1]["status"] == "succeeded"
+
+
 def test_shutdown_stops_every_run_it_started(project: Path) -> None:
     manager = live.RunManager(project, grace_s=10.0)
     started = manager.start("tiny.py")

@@ -63,6 +63,9 @@ STORE_POLL_S = 0.5
 """How often the server reads the store for a run another process runs."""
 KEEPALIVE_S = 15.0
 """An SSE comment this often keeps an idle stream open (and notices a closed browser)."""
+MAX_REPLAYED_OUTPUT = 20_000
+"""Output lines kept per run for late subscribers; later ones are only sent live (the step's
+log has them all)."""
 TERMINAL = frozenset({"succeeded", "cached", "failed", "skipped", "cancelled"})
 
 
@@ -94,6 +97,7 @@ class LiveRun:
     stderr: list[str] = field(default_factory=list)
     done: bool = False
     cancelled: bool = False
+    outputs_kept: int = 0
     started: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any] | None]]] = (
@@ -168,8 +172,8 @@ class RunManager:
         assert live.process.stdout is not None
         try:
             for raw in live.process.stdout:
-                line = raw.decode("utf-8", errors="replace").strip()
-                if not line:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if not line.strip():
                     continue
                 try:
                     event = json.loads(line)
@@ -199,7 +203,22 @@ class RunManager:
                 live.run_id = event["run_id"]
                 self._runs[live.run_id] = live
                 live.started.set()
-            live.events.append(event)
+            if event.get("event") != "output":
+                live.events.append(event)
+            elif live.outputs_kept < MAX_REPLAYED_OUTPUT:
+                live.outputs_kept += 1
+                live.events.append(event)
+            elif live.outputs_kept == MAX_REPLAYED_OUTPUT:
+                live.outputs_kept += 1
+                live.events.append(
+                    {
+                        "event": "output",
+                        "step": event.get("step"),
+                        "status": "running",
+                        "stream": "log",
+                        "text": "[more output: see the step's log]",
+                    }
+                )
             subscribers = list(live.subscribers)
         for loop, queue in subscribers:
             with contextlib.suppress(RuntimeError):  # that stream's loop is closed
