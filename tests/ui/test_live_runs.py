@@ -120,6 +120,19 @@ def test_replayed_output_is_capped_per_run(
     assert started.events[-1]["status"] == "succeeded"
 
 
+def test_a_notebook_in_a_sub_folder_records_its_run_in_the_ui_project(
+    project: Path, manager: live.RunManager
+) -> None:
+    (project / "sub").mkdir()
+    (project / "sub" / "other.py").write_text('# %% tags=["step:only"]\nprint("hi")\nx = 1\n')
+    started = manager.start("sub/other.py")
+    assert started.finished.wait(LIMIT_S)
+    assert started.events[-1]["status"] == "succeeded"
+    progress = api.run_progress(started.run_id or "", project=project)
+    assert progress["notebook"] == str(project / "sub" / "other.py")
+    assert [e["text"] for e in started.events if e["event"] == "output"] == ["hi"]
+
+
 def test_shutdown_stops_every_run_it_started(project: Path) -> None:
     manager = live.RunManager(project, grace_s=10.0)
     started = manager.start("tiny.py")
