@@ -280,6 +280,8 @@ def test_a_running_run_from_the_store_is_followed_until_it_ends(
 class Client(httpx.Client):
     """An HTTP client of a real server (streams as a browser would; no ASGI buffering)."""
 
+    app: Starlette
+
 
 @pytest.fixture
 def client(project: Path) -> Iterator[Client]:
@@ -297,6 +299,7 @@ def client(project: Path) -> Iterator[Client]:
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         with Client(base_url=f"http://127.0.0.1:{port}", timeout=LIMIT_S) as http:
+            http.app = app
             yield http
     finally:
         server.should_exit = True
@@ -349,6 +352,24 @@ def test_a_form_post_starts_a_run_and_cancel_stops_it(project: Path, client: Cli
     assert last["event"] == "summary"
     assert last["status"] == "cancelled"
     assert client.post(f"/api/runs/{run_id}/cancel").status_code == 409
+
+
+def test_a_closed_stream_unsubscribes(project: Path, client: Client) -> None:
+    run_id = client.post("/api/runs", json={"notebook": "tiny.py"}).json()["run_id"]
+    with client.stream("GET", f"/api/runs/{run_id}/events") as stream:
+        for event in _sse(stream.iter_lines()):
+            if event.get("step") == "gated" and event.get("status") == "running":
+                break
+    started = live.manager_of(client.app).get(run_id)
+    assert started is not None
+    gone = threading.Event()
+    for _ in range(int(LIMIT_S / 0.05)):  # the server notices the closed connection
+        if not started.subscribers:
+            break
+        gone.wait(0.05)
+    assert started.subscribers == []
+    assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    assert started.finished.wait(LIMIT_S)
 
 
 def test_a_bad_start_is_a_400_with_the_error(client: Client) -> None:
