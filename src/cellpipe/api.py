@@ -2577,3 +2577,42 @@ def run_progress(run: str, *, project: str | Path | None = None) -> dict[str, An
         "error": record.error,
         "steps": rows,
     }
+
+
+_NAME_PART = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
+
+
+def step_log_since(
+    run_id: str,
+    step: str,
+    offset: int = 0,
+    *,
+    project: str | Path | None = None,
+    limit: int = 1 << 20,
+) -> tuple[str, int]:
+    """Return a step's log text written since byte ``offset`` (also while it runs).
+
+    Reads the step's log file in the project's run folder (``.cellpipe/runs/RUN/steps/STEP``),
+    at most ``limit`` bytes, ending at a whole UTF-8 character.
+
+    Returns:
+        ``(text, new_offset)``; ``("", offset)`` when there is no log (yet).
+    """
+    if not run_id or not step or not set(run_id + step) <= _NAME_PART or ".." in run_id + step:
+        return "", offset
+    from cellpipe.runner.jobs import LOG_NAME
+
+    path = _settings_of(project).state_dir / "runs" / run_id / "steps" / step / LOG_NAME
+    try:
+        with path.open("rb") as handle:
+            handle.seek(offset)
+            data = handle.read(limit)
+    except OSError:
+        return "", offset
+    cut = len(data)
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        if error.reason == "unexpected end of data":  # a character cut at the end: later
+            cut = error.start
+    return data[:cut].decode("utf-8", errors="replace"), offset + cut

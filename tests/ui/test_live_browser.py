@@ -89,3 +89,23 @@ def test_a_running_run_is_cancelled_from_its_page(
     expect(page.locator("#cp-run-status")).to_have_text("cancelled", timeout=WAIT_MS)
     expect(_state(page, "gated")).to_have_text("cancelled", timeout=WAIT_MS)
     page.screenshot(path=str(shots / "cancelled.png"), full_page=True)
+
+
+def test_a_run_started_in_a_terminal_is_followed_live(
+    page: Any, ui_server: Callable[..., UiUrl], project: Path
+) -> None:
+    from cellpipe.ui.live import RunManager
+
+    expect = _expect()
+    url = ui_server(project)
+    terminal = RunManager(project)  # not the UI's: the page follows it through the store
+    try:
+        started = terminal.start("tiny.py", {"NAME": "elsewhere"})
+        page.goto(url.to(f"/runs/{started.run_id}"))
+        expect(_state(page, "gated")).to_have_text("running", timeout=WAIT_MS)
+        open_gate(project, "elsewhere")
+        expect(_state(page, "gated")).to_have_text("succeeded", timeout=WAIT_MS)
+        expect(page.locator("#cp-run-status")).to_have_text("succeeded", timeout=WAIT_MS)
+        expect(page.locator('pre.cp-output[data-step="gated"]')).to_have_text("through the gate")
+    finally:
+        terminal.shutdown()

@@ -11,9 +11,9 @@ import asyncio
 import json
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -23,6 +23,8 @@ from starlette.applications import Starlette
 
 from cellpipe import api
 from cellpipe.ui import live
+
+_T = TypeVar("_T")
 
 
 @pytest.fixture
@@ -106,6 +108,31 @@ def test_cancel_stops_the_run_and_reaps_its_process(
     assert not manager.cancel(started.run_id or "")
 
 
+def test_replayed_output_is_capped_per_run(
+    project: Path, manager: live.RunManager, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(live, "MAX_REPLAYED_OUTPUT", 1)
+    open_gate(project)
+    started = manager.start("tiny.py")
+    assert started.finished.wait(LIMIT_S)
+    outputs = [e["text"] for e in started.events if e["event"] == "output"]
+    assert outputs == ["first 3 0.5 False gate", "[more output: see the step's log]"]
+    assert started.events[-1]["status"] == "succeeded"
+
+
+def test_a_notebook_in_a_sub_folder_records_its_run_in_the_ui_project(
+    project: Path, manager: live.RunManager
+) -> None:
+    (project / "sub").mkdir()
+    (project / "sub" / "other.py").write_text('# %% tags=["step:only"]\nprint("hi")\nx = 1\n')
+    started = manager.start("sub/other.py")
+    assert started.finished.wait(LIMIT_S)
+    assert started.events[-1]["status"] == "succeeded"
+    progress = api.run_progress(started.run_id or "", project=project)
+    assert progress["notebook"] == str(project / "sub" / "other.py")
+    assert [e["text"] for e in started.events if e["event"] == "output"] == ["hi"]
+
+
 def test_shutdown_stops_every_run_it_started(project: Path) -> None:
     manager = live.RunManager(project, grace_s=10.0)
     started = manager.start("tiny.py")
@@ -156,7 +183,28 @@ def _collect(run_id: str, project: Path) -> list[dict[str, Any]]:
     async def gather() -> list[dict[str, Any]]:
         return [e async for e in live.follow_store(run_id, project, poll_s=0.05)]
 
-    return asyncio.run(gather())
+    return _in_own_loop(gather)
+
+
+def _in_own_loop(make: Callable[[], Coroutine[Any, Any, _T]]) -> _T:
+    """Run a coroutine in a thread with its own event loop (Playwright's sync API may hold
+    this thread's loop when the browser tests ran first in the session)."""
+    box: list[_T] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            box.append(asyncio.run(make()))
+        except BaseException as error:  # re-raised in the test's thread
+            errors.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(LIMIT_S * 2)
+    if errors:
+        raise errors[0]
+    assert box, "the coroutine did not finish"
+    return box[0]
 
 
 def test_a_finished_run_from_the_store_replays_its_final_states(
@@ -181,6 +229,28 @@ def test_a_finished_run_from_the_store_replays_its_final_states(
     ]
     assert events[-1]["event"] == "summary"
     assert events[-1]["status"] == "succeeded"
+    # The same documents as the process printed (output lines before each step's end).
+    assert _shape(events) == _shape(started.events)
+
+
+def _shape(events: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
+    return [
+        (e["event"], e["step"], e["status"], e.get("text"), e.get("reason"))
+        for e in events
+        if e["event"] in ("step", "output")
+    ]
+
+
+def test_step_log_since_reads_whole_characters_and_only_run_folders(project: Path) -> None:
+    folder = project / ".cellpipe" / "runs" / "r-1" / "steps" / "s"
+    folder.mkdir(parents=True)
+    (folder / "log.txt").write_bytes("café\n".encode()[:4])  # "caf" + half of "é"
+    assert api.step_log_since("r-1", "s", project=project) == ("caf", 3)
+    (folder / "log.txt").write_bytes("café\n".encode())
+    assert api.step_log_since("r-1", "s", 3, project=project) == ("é\n", 6)
+    assert api.step_log_since("r-1", "missing", project=project) == ("", 0)
+    assert api.step_log_since("..", "s", project=project) == ("", 0)
+    assert api.step_log_since("r-1/../r-1", "s", project=project) == ("", 0)
 
 
 def test_a_running_run_from_the_store_is_followed_until_it_ends(
@@ -196,8 +266,10 @@ def test_a_running_run_from_the_store_is_followed_until_it_ends(
             if event.get("step") == "gated" and event.get("status") == "running":
                 open_gate(project)  # only now: the follower saw it running first
 
-    asyncio.run(follow())
+    _in_own_loop(follow)
     assert ("gated", "running") in _states(seen)
+    lines = [e["text"] for e in seen if e["event"] == "output"]
+    assert lines == ["first 3 0.5 False gate", "through the gate"]
     assert _states(seen)[-1] == ("gated", "succeeded")
     assert seen[-1]["status"] == "succeeded"
 
@@ -207,6 +279,8 @@ def test_a_running_run_from_the_store_is_followed_until_it_ends(
 
 class Client(httpx.Client):
     """An HTTP client of a real server (streams as a browser would; no ASGI buffering)."""
+
+    app: Starlette
 
 
 @pytest.fixture
@@ -225,6 +299,7 @@ def client(project: Path) -> Iterator[Client]:
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         with Client(base_url=f"http://127.0.0.1:{port}", timeout=LIMIT_S) as http:
+            http.app = app
             yield http
     finally:
         server.should_exit = True
@@ -279,6 +354,24 @@ def test_a_form_post_starts_a_run_and_cancel_stops_it(project: Path, client: Cli
     assert client.post(f"/api/runs/{run_id}/cancel").status_code == 409
 
 
+def test_a_closed_stream_unsubscribes(project: Path, client: Client) -> None:
+    run_id = client.post("/api/runs", json={"notebook": "tiny.py"}).json()["run_id"]
+    with client.stream("GET", f"/api/runs/{run_id}/events") as stream:
+        for event in _sse(stream.iter_lines()):
+            if event.get("step") == "gated" and event.get("status") == "running":
+                break
+    started = live.manager_of(client.app).get(run_id)
+    assert started is not None
+    gone = threading.Event()
+    for _ in range(int(LIMIT_S / 0.05)):  # the server notices the closed connection
+        if not started.subscribers:
+            break
+        gone.wait(0.05)
+    assert started.subscribers == []
+    assert client.post(f"/api/runs/{run_id}/cancel").status_code == 200
+    assert started.finished.wait(LIMIT_S)
+
+
 def test_a_bad_start_is_a_400_with_the_error(client: Client) -> None:
     response = client.post("/api/runs", json={"notebook": "tiny.py", "params": {"N": "x"}})
     assert response.status_code == 400
@@ -310,3 +403,50 @@ def test_events_of_a_run_started_elsewhere_come_from_the_store(
         events = list(_sse(stream.iter_lines()))
     assert _states(events)[-1] == ("gated", "succeeded")
     assert events[-1]["event"] == "summary"
+
+
+def test_stopping_cellpipe_ui_cancels_the_runs_it_started(project: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    src = str(Path(live.__file__).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": src}
+    with subprocess.Popen(
+        [sys.executable, "-m", "cellpipe", "ui", "--json", "--no-browser"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    ) as ui:
+        try:
+            run_id = _start_and_wait_running(ui)
+            ui.send_signal(signal.SIGINT)
+            assert ui.wait(LIMIT_S) == 0
+        finally:
+            if ui.poll() is None:
+                ui.kill()
+                ui.wait()
+    assert api.run_progress(run_id, project=project)["status"] == "cancelled"
+
+
+def _start_and_wait_running(ui: Any) -> str:
+    """Through a running `cellpipe ui`: start tiny.py, return once its gated step runs."""
+    text = ""
+    for line in ui.stdout:  # the announcement: one JSON document, maybe indented
+        text += line
+        try:
+            url = json.loads(text)["url"]
+            break
+        except ValueError:
+            continue
+    base, token = url.split("/?token=")
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=base, headers=headers, timeout=LIMIT_S) as http:
+        run_id = str(http.post("/api/runs", json={"notebook": "tiny.py"}).json()["run_id"])
+        with http.stream("GET", f"/api/runs/{run_id}/events") as stream:
+            for event in _sse(stream.iter_lines()):
+                if event.get("step") == "gated" and event.get("status") == "running":
+                    return run_id
+    raise AssertionError("the run ended before its gated step ran")

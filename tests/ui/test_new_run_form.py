@@ -46,7 +46,8 @@ def _post(client: httpx.Client, url: UiUrl, data: dict[str, str]) -> httpx.Respo
 def _input(html: str, ident: str) -> dict[str, str]:
     match = re.search(rf'<input [^>]*id="{re.escape(ident)}"[^>]*>', html)
     assert match, ident
-    return dict(re.findall(r'(\w[\w-]*)="([^"]*)"', match.group(0)))
+    inner = match.group(0)[len("<input ") : -1]
+    return dict(re.findall(r'([\w-]+)(?:="([^"]*)")?', inner))  # bare ones: ""
 
 
 def test_the_project_notebooks_are_listed(project: Path) -> None:
@@ -76,6 +77,16 @@ def test_parameters_are_fields_typed_as_declared(http: tuple[httpx.Client, UiUrl
     assert _input(page, "p-NAME")["value"] == "gate"
     for name in ("N", "RATE", "LOUD", "NAME"):
         assert f'<label for="p-{name}">{name}</label>' in page
+
+
+def test_query_values_fill_the_fields(http: tuple[httpx.Client, UiUrl]) -> None:
+    client, url = http
+    query = {"notebook": "tiny.py", "param.N": "9", "param.LOUD": "true", "param.NAME": '"x'}
+    page = client.get(f"{url.base}/new", params=query).text
+    assert _input(page, "p-N")["value"] == "9"
+    assert "checked" in _input(page, "p-LOUD")
+    assert _input(page, "p-NAME")["value"] == "&quot;x"
+    assert _input(page, "p-RATE")["value"] == "0.5"
 
 
 def test_an_invalid_notebook_says_why(http: tuple[httpx.Client, UiUrl]) -> None:

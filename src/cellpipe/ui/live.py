@@ -26,7 +26,6 @@ import os
 import signal
 import subprocess
 import threading
-import weakref
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,7 @@ from starlette.routing import BaseRoute, Route
 
 from cellpipe import api
 from cellpipe.errors import CellpipeError
+from cellpipe.views.live_lines import ProgressLines
 
 __all__ = [
     "FINAL_EVENT",
@@ -63,6 +63,9 @@ STORE_POLL_S = 0.5
 """How often the server reads the store for a run another process runs."""
 KEEPALIVE_S = 15.0
 """An SSE comment this often keeps an idle stream open (and notices a closed browser)."""
+MAX_REPLAYED_OUTPUT = 20_000
+"""Output lines kept per run for late subscribers; later ones are only sent live (the step's
+log has them all)."""
 TERMINAL = frozenset({"succeeded", "cached", "failed", "skipped", "cancelled"})
 
 
@@ -94,6 +97,7 @@ class LiveRun:
     stderr: list[str] = field(default_factory=list)
     done: bool = False
     cancelled: bool = False
+    outputs_kept: int = 0
     started: threading.Event = field(default_factory=threading.Event)
     finished: threading.Event = field(default_factory=threading.Event)
     subscribers: list[tuple[asyncio.AbstractEventLoop, asyncio.Queue[dict[str, Any] | None]]] = (
@@ -168,8 +172,8 @@ class RunManager:
         assert live.process.stdout is not None
         try:
             for raw in live.process.stdout:
-                line = raw.decode("utf-8", errors="replace").strip()
-                if not line:
+                line = raw.decode("utf-8", errors="replace").rstrip("\r\n")
+                if not line.strip():
                     continue
                 try:
                     event = json.loads(line)
@@ -199,7 +203,22 @@ class RunManager:
                 live.run_id = event["run_id"]
                 self._runs[live.run_id] = live
                 live.started.set()
-            live.events.append(event)
+            if event.get("event") != "output":
+                live.events.append(event)
+            elif live.outputs_kept < MAX_REPLAYED_OUTPUT:
+                live.outputs_kept += 1
+                live.events.append(event)
+            elif live.outputs_kept == MAX_REPLAYED_OUTPUT:
+                live.outputs_kept += 1
+                live.events.append(
+                    {
+                        "event": "output",
+                        "step": event.get("step"),
+                        "status": "running",
+                        "stream": "log",
+                        "text": "[more output: see the step's log]",
+                    }
+                )
             subscribers = list(live.subscribers)
         for loop, queue in subscribers:
             with contextlib.suppress(RuntimeError):  # that stream's loop is closed
@@ -306,7 +325,8 @@ def _error_text(lines: list[str]) -> str:
     return text.removeprefix("error: ")
 
 
-_MANAGERS: weakref.WeakSet[RunManager] = weakref.WeakSet()
+_MANAGERS: set[RunManager] = set()
+"""Every manager not shut down yet (held strongly: its processes must not outlive it)."""
 
 
 @atexit.register
@@ -330,6 +350,7 @@ async def follow_store(
         CellpipeError: no such run (`RunNotFoundError`) or no project.
     """
     seen: dict[str, str] = {}
+    logs: dict[str, tuple[int, ProgressLines]] = {}
     first = True
     while True:
         progress = await run_in_threadpool(api.run_progress, run_id, project=project)
@@ -342,32 +363,63 @@ async def follow_store(
                 "steps": [s["step"] for s in progress["steps"]],
             }
             first = False
-        for doc in _step_documents(progress, seen):
-            yield doc
+        for step in progress["steps"]:
+            for doc in _step_documents(step, seen):
+                if doc["status"] != "running":  # its last lines before its end
+                    for line in await _log_lines(progress["run_id"], step, logs, project):
+                        yield line
+                yield doc
+            if step["status"] == "running":
+                for line in await _log_lines(progress["run_id"], step, logs, project):
+                    yield line
         if progress["status"] != "running":
             yield _summary(progress)
             return
         await asyncio.sleep(poll_s)
 
 
-def _step_documents(progress: dict[str, Any], seen: dict[str, str]) -> Iterator[dict[str, Any]]:
-    for step in progress["steps"]:
-        name, status = step["step"], step["status"]
-        before = seen.get(name)
-        if before == status:
-            continue
-        if status in ("succeeded", "failed", "cancelled") and before is None:
-            # It started and ended between two looks: say it ran first.
-            yield {"event": "step", "step": name, "status": "running", "reason": step["reason"]}
-        seen[name] = status
-        doc: dict[str, Any] = {"event": "step", "step": name, "status": status}
-        if status in ("running", "cached", "skipped"):
-            doc["reason"] = step["reason"]
-        if status in TERMINAL and step["duration_s"] is not None:
-            doc["duration_s"] = step["duration_s"]
-        if status == "failed":
-            doc["error"] = step["error"]
-        yield doc
+async def _log_lines(
+    run_id: str,
+    step: dict[str, Any],
+    logs: dict[str, tuple[int, ProgressLines]],
+    project: str | Path | None,
+) -> list[dict[str, Any]]:
+    """``output`` documents for what the step's log gained since the last look."""
+    name = step["step"]
+    offset, buffer = logs.get(name, (0, ProgressLines()))
+    if offset < 0:
+        return []  # ended: its lines were sent
+    text, offset = await run_in_threadpool(
+        api.step_log_since, run_id, name, offset, project=project
+    )
+    lines = buffer.feed(text)
+    ended = step["status"] != "running"
+    if ended:
+        lines += buffer.flush()
+    logs[name] = (-1 if ended else offset, buffer)
+    return [
+        {"event": "output", "step": name, "status": "running", "stream": "log", "text": line}
+        for line in lines
+    ]
+
+
+def _step_documents(step: dict[str, Any], seen: dict[str, str]) -> Iterator[dict[str, Any]]:
+    name, status = step["step"], step["status"]
+    before = seen.get(name)
+    if before == status:
+        return
+    if status in ("succeeded", "failed", "cancelled") and before is None:
+        # It started and ended between two looks: say it ran first.
+        yield {"event": "step", "step": name, "status": "running", "reason": step["reason"]}
+    seen[name] = status
+    doc: dict[str, Any] = {"event": "step", "step": name, "status": status}
+    if status in ("running", "cached", "skipped"):
+        doc["reason"] = step["reason"]
+    if status in TERMINAL and step["duration_s"] is not None:
+        doc["duration_s"] = step["duration_s"]
+    if status == "failed":
+        doc["error"] = step["error"]
+    yield doc
 
 
 def _summary(progress: dict[str, Any]) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 Owns: ``GET /new`` (the project's notebooks; with ``?notebook=PATH`` that notebook's declared
 parameters as typed fields: int and float as number inputs, bool as a checkbox, anything else
-as text, each with its default) and ``POST /new`` (starts the run through the app's
-`cellpipe.ui.live.RunManager` and redirects to ``/runs/{run_id}``, which follows it live; a
-refused request shows the form again with the error, escaped, and the values given).
+as text, each with its default or the value of a ``param.NAME`` query parameter) and
+``POST /new`` (starts the run through the app's `cellpipe.ui.live.RunManager` and redirects
+to ``/runs/{run_id}``, which follows it live; a refused request shows the form again with the
+error, escaped, and the values given).
 
 Invariants: every value is escaped; the notebook list and the parameters come from
 `cellpipe.api` (`project_notebooks`, `run_form`); the run is started and checked by
@@ -147,7 +148,13 @@ async def new_run_page(request: Request) -> Response:
     chosen = request.query_params.get("notebook") or ""
     if not chosen and len(notebooks) == 1:
         chosen = notebooks[0]
-    return await run_in_threadpool(_form, request, notebooks, chosen)
+    # `?param.NAME=VALUE` fills a field (a link that runs again with other values).
+    given = {
+        key[len("param.") :]: value
+        for key, value in request.query_params.multi_items()
+        if key.startswith("param.")
+    }
+    return await run_in_threadpool(lambda: _form(request, notebooks, chosen, given=given))
 
 
 async def start_from_form(request: Request) -> Response:
