@@ -327,9 +327,10 @@ class Run:
 
     def _repr_html_(self) -> str:
         from cellpipe.views.live import run_html
+        from cellpipe.views.results import ui_link_html
 
         failed = "\n".join(f"step '{s}' failed: {e}\n{t}" for s, e, t in self.failures)
-        return run_html(
+        html = run_html(
             run_id=self.run_id,
             status=self.status,
             parameters=self.parameters,
@@ -338,6 +339,8 @@ class Run:
             edges=self._edges,
             error=failed or None,
         )
+        link = ui_link(f"/runs/{self.run_id}", project=self._settings.root)
+        return html + ui_link_html(link) if link else html
 
     def to_pandas(self) -> Any:
         """Return the steps as a pandas DataFrame, one row per step.
@@ -1061,7 +1064,7 @@ def show(run: str, *, project: str | Path | None = None) -> RunDetail:
         changes, snapshotted = _file_changes(opened, record.run_id)
         displayed = {s.step: _displayed(opened, s.notebook_digest) for s in steps}
     written = _files_written(record.notebook, steps, changes, snapshotted)
-    return RunDetail(
+    detail = RunDetail(
         show_document(
             record,
             steps,
@@ -1071,6 +1074,8 @@ def show(run: str, *, project: str | Path | None = None) -> RunDetail:
             written=written,
         )
     )
+    detail.ui_link = ui_link(f"/runs/{record.run_id}", project=settings.root)
+    return detail
 
 
 def _file_changes(project: Project, run_id: str) -> tuple[list[dict[str, Any]], set[str]]:
@@ -2389,6 +2394,21 @@ def ui_url(path: str = "/", *, project: str | Path | None = None) -> str | None:
         pass
     parts = urlsplit(url)
     return urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+def ui_link(path: str = "/", *, project: str | Path | None = None) -> str | None:
+    """`ui_url` without its token: the link the notebook views show.
+
+    A notebook's outputs are saved in the ``.ipynb`` and shared; the token is not. A browser
+    that opened the UI once (``cellpipe ui`` prints the URL with the token) has its cookie.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    url = ui_url(path, project=project)
+    if url is None:
+        return None
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
 
 
 # -- the web UI: live runs (issue 12, U2) ---------------------------------------------------------

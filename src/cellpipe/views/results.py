@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from html import escape
 from typing import TYPE_CHECKING, Any
 
 from cellpipe.errors import CellpipeError, MissingDependencyError, Problem
@@ -54,6 +55,14 @@ def _pandas(feature: str) -> Any:
     except ImportError:
         raise MissingDependencyError("pandas", feature=feature) from None
     return pandas
+
+
+def ui_link_html(url: str) -> str:
+    """A link to a page of the running web UI, for the notebook views (escaped)."""
+    return (
+        f"<p>in the web UI: <a href='{escape(url, quote=True)}' target='_blank' "
+        f"rel='noopener noreferrer'>{escape(url)}</a></p>"
+    )
 
 
 class View:
@@ -235,7 +244,14 @@ class RunList(View):
 
 
 class RunDetail(View):
-    """One run as `cellpipe.show` returns it: parameters, metrics, steps, outputs (``show``)."""
+    """One run as `cellpipe.show` returns it: parameters, metrics, steps, outputs (``show``).
+
+    Attributes:
+        ui_link: the run's page in the project's running web UI (``cellpipe ui``), without
+            its token (a notebook's outputs are saved and shared), or None.
+    """
+
+    ui_link: str | None = None
 
     @property
     def steps(self) -> list[dict[str, Any]]:
@@ -302,6 +318,8 @@ class RunDetail(View):
         ]
         if d.get("error"):
             parts.insert(0, h.preformatted(d["error"]))
+        if self.ui_link:
+            parts.insert(0, ui_link_html(self.ui_link))
         return h.section(head, *parts)
 
     def to_pandas(self) -> pd.DataFrame:

@@ -232,6 +232,21 @@ def test_ui_url_while_registered_and_after(project: Path) -> None:
     assert api.ui_url("/runs/a-1", project=project) is None
 
 
+def test_the_notebook_view_of_a_run_links_to_the_ui_without_its_token(project: Path) -> None:
+    # A notebook's outputs are saved and shared: the link must not carry the token.
+    assert api.show("a-1", project=project).ui_link is None
+    api.register_ui("http://127.0.0.1:9999/?token=abc", project=project)
+    try:
+        detail = api.show("a-1", project=project)
+        assert detail.ui_link == "http://127.0.0.1:9999/runs/a-1"
+        html = detail._repr_html_()
+        assert "href='http://127.0.0.1:9999/runs/a-1'" in html
+        assert "token" not in html
+        assert "ui_link" not in detail.to_dict()  # the --json document is unchanged
+    finally:
+        api.unregister_ui(project=project)
+
+
 def test_ui_url_ignores_a_dead_process(project: Path) -> None:
     state = project / ".cellpipe" / "ui.json"
     state.write_text('{"url": "http://127.0.0.1:1/?token=x", "pid": 999999999}')
