@@ -138,8 +138,10 @@ def run_page(request: Request) -> Response:
     )
     body = (
         f"<h1>Run <code>{escape(run_id)}</code></h1>{facts}{links}{failure}"
+        + '<div class="cp-row">'
         + _pairs("Parameters", detail.get("parameters") or {}, "cp-params")
         + _pairs("Metrics", detail.get("metrics") or {}, "cp-metrics")
+        + "</div>"
         + '<section aria-labelledby="cp-graph-h"><h2 id="cp-graph-h">Graph</h2>'
         f'<div id="cp-graph">{svg}</div></section>'
         f"{table}{live}"
