@@ -111,14 +111,18 @@ say "From inside a notebook: examples/explore/explore.ipynb driven in a real Jup
 # executed notebook is written as HTML; any error in a cell fails the demo. The kernel talks
 # over local sockets (ipc), not TCP.
 cp -r ../../../examples/explore ../explore
-../../../$BIN/jupyter nbconvert --to html --execute ../explore/explore.ipynb \
-  --output explore.html --log-level ERROR --KernelManager.transport=ipc
+# From the notebook's folder: the ipc socket files are named relative to the working directory,
+# which the kernel (started in the notebook's folder) and nbconvert must share.
+(cd ../explore && ../../../$BIN/jupyter nbconvert --to html --execute explore.ipynb \
+  --output explore.html --log-level ERROR --KernelManager.transport=ipc)
 echo "executed notebook: $DEMO/explore/explore.html"
 echo "run report:        $DEMO/wine-report.html"
 
 say "cellpipe ui: the local web UI on this project, a few pages captured to $DEMO/ui/*.png, stopped"
-# Headless Chromium (Debian's, through Playwright) takes the screenshots; without it this part
-# is skipped with a note. The UI is started on a free loopback port and stopped with Ctrl-C.
+# Headless Chromium (Debian's, through Playwright) takes the screenshots; install-chromium.sh
+# installs it as root when missing, and without it this part is skipped with a note. The UI is
+# started on a free loopback port and stopped with Ctrl-C.
+(cd ../../.. && bash scripts/install-chromium.sh) || true
 UI_JSON=$(mktemp)
 $CP ui --port 0 --json --no-browser >"$UI_JSON" &
 UI_PID=$!
