@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 import urllib.request
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import nbformat
 import pytest
+from kernel_helpers import write_kernel_spec
 from run_helpers import summary, write_notebook
 
 import cellpipe
@@ -157,16 +157,6 @@ def test_serve_in_the_background_and_stop_frees_the_port(project: Path) -> None:
     server.stop()  # idempotent
 
 
-def _kernel_specs(folder: Path) -> Path:
-    spec = folder / "kernels" / "python3"
-    spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-    (spec / "kernel.json").write_text(
-        json.dumps({"argv": argv, "display_name": "python3", "language": "python"})
-    )
-    return folder / "kernels"
-
-
 @pytest.mark.slow
 def test_a_real_kernel_shows_runs_and_the_pipeline_as_html(
     run_cli: Any, project: Path, tmp_path: Path
@@ -185,7 +175,7 @@ def test_a_real_kernel_shows_runs_and_the_pipeline_as_html(
         nbformat.v4.new_code_cell("sorted(n for n in dir(cellpipe) if not n.startswith('_'))"),
     ]
     specs = KernelSpecManager(
-        kernel_dirs=[str(_kernel_specs(tmp_path))], ensure_native_kernel=False
+        kernel_dirs=[str(write_kernel_spec(tmp_path))], ensure_native_kernel=False
     )
     client = NotebookClient(
         nb,

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import nbformat
 import pytest
+from kernel_helpers import write_kernel_spec
 from run_helpers import BASIC, write_notebook
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -31,19 +30,6 @@ SHOW = (
     'display(HTML("<b>rich &amp; inline</b>"))\n'
     'for i in range(0, 101, 20):\n    print(f"\\r{i:3d}%", end="", flush=True)\nprint()',
 )
-
-
-def _kernel_spec(folder: Path) -> Path:
-    spec_dir = folder / "kernels" / "python3"
-    spec_dir.mkdir(parents=True, exist_ok=True)
-    spec = {
-        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-        "display_name": "Python 3 (cellpipe live view tests)",
-        "language": "python",
-        "metadata": {"debugger": False},
-    }
-    (spec_dir / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    return folder / "kernels"
 
 
 def _env() -> dict[str, str]:
@@ -114,7 +100,7 @@ async def _run_cells(recorder: _Recorder, interrupt_when: Path | None = None) ->
 
 
 def _execute(folder: Path, tmp_path: Path, cells: list[str], **kwargs: Any) -> _Recorder:
-    recorder = _Recorder(folder, _kernel_spec(tmp_path / "jupyter"), cells)
+    recorder = _Recorder(folder, write_kernel_spec(tmp_path / "jupyter"), cells)
     asyncio.run(_run_cells(recorder, **kwargs))
     return recorder
 

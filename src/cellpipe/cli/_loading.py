@@ -24,6 +24,7 @@ __all__ = [
     "analyze_notebook_file",
     "check_path",
     "load_notebook",
+    "port_number",
 ]
 
 if TYPE_CHECKING:
@@ -95,3 +96,16 @@ def load_notebook(path_text: str) -> Pipeline:
     from cellpipe.api import load_pipeline
 
     return load_pipeline(check_path(path_text))
+
+
+def port_number(text: str) -> int:
+    """Argument type of ``--port`` (``serve``, ``ui``): a TCP port, 0 meaning any free one."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
+    return value

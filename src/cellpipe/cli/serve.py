@@ -20,7 +20,7 @@ import sys
 from typing import Any
 
 from cellpipe.cli import render
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, port_number
 
 DESCRIPTION = """\
 Serve registered model versions over the KServe Open Inference Protocol v2 REST API: health
@@ -68,7 +68,7 @@ def register(
         "--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)"
     )
     parser.add_argument(
-        "--port", type=_port, default=8080, help="TCP port (default 8080; 0: any free port)"
+        "--port", type=port_number, default=8080, help="TCP port (default 8080; 0: any free port)"
     )
     parser.add_argument(
         "--log-level",
@@ -91,16 +91,6 @@ def register(
     parser.add_argument("--project", default=".", help=PROJECT_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=serve_cmd)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
-    return value
 
 
 def serve_cmd(args: argparse.Namespace) -> int:

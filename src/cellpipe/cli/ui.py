@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from cellpipe.cli import render
-from cellpipe.cli._loading import PROJECT_HELP
+from cellpipe.cli._loading import PROJECT_HELP, port_number
 
 DESCRIPTION = """\
 Start the local web UI: the runs table (sort, filter, compare), each run's graph with live step
@@ -50,22 +50,14 @@ def register(
     parser.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine)"
     )
-    parser.add_argument("--port", type=_port, default=0, help="TCP port (default 0: any free port)")
+    parser.add_argument(
+        "--port", type=port_number, default=0, help="TCP port (default 0: any free port)"
+    )
     parser.add_argument("--no-browser", action="store_true", help="do not open a web browser")
     parser.add_argument(
         "--json", action="store_true", help='print {"url": ...} once started, nothing else'
     )
     parser.set_defaults(handler=ui_cmd)
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"a port is 0 to 65535, got {value}")
-    return value
 
 
 def ui_cmd(args: argparse.Namespace) -> int:
