@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -68,6 +69,11 @@ def test_cellpipe_ui_serves_until_ctrl_c(tmp_path: Path, run_cli) -> None:  # ty
             assert response.status == 200
             assert "token=" not in response.url  # redirected to the URL without it
         assert "train-1" in page
+        rebound = urllib.request.Request(url, headers={"Host": "rebound.example"})
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(rebound, timeout=60)
+        assert refused.value.code == 403  # a loopback UI answers only to loopback names
+        refused.value.close()
         state = json.loads((project / ".cellpipe" / "ui.json").read_text())
         assert state == {"url": url, "pid": process.pid}
 

@@ -53,13 +53,19 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-def create_app(project: Path | str | None, *, token: str) -> Starlette:
+def create_app(
+    project: Path | str | None, *, token: str, allowed_hosts: frozenset[str] | None = None
+) -> Starlette:
     """The UI over one project, every route behind ``token``.
 
     Args:
         project: a folder inside the project (passed as ``project=`` to the api functions;
             None: ``CELLPIPE_PROJECT``, else the working directory).
         token: the secret every request must carry (once as ``?token=``, then as a cookie).
+        allowed_hosts: the host names (without port) a request's ``Host`` header may give;
+            None: any. A UI on loopback allows only loopback names, so a page of another
+            site whose name is made to resolve to 127.0.0.1 (DNS rebinding) is refused
+            even before the token is checked.
     """
     if not token:
         raise ValueError("the UI needs a non-empty token")
@@ -73,12 +79,20 @@ def create_app(project: Path | str | None, *, token: str) -> Starlette:
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.project = None if project is None else Path(project)
     app.state.token = token
-    app.add_middleware(TokenMiddleware, token=token)
+    app.add_middleware(TokenMiddleware, token=token, allowed_hosts=allowed_hosts)
     return app
 
 
 def _headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+
+
+def host_name(host: str) -> str:
+    """The name of a ``Host`` header without its port, lowercased (``[::1]:80`` -> ``::1``)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
 def _same_origin(scope: Scope, headers: dict[str, str]) -> bool:
@@ -98,9 +112,12 @@ def _same_origin(scope: Scope, headers: dict[str, str]) -> bool:
 class TokenMiddleware:
     """Refuses every request without the token; adds the security headers to each response."""
 
-    def __init__(self, app: ASGIApp, *, token: str) -> None:
+    def __init__(
+        self, app: ASGIApp, *, token: str, allowed_hosts: frozenset[str] | None = None
+    ) -> None:
         self.app = app
         self.token = token
+        self.allowed_hosts = allowed_hosts
 
     def _is_token(self, value: str | None) -> bool:
         return value is not None and hmac.compare_digest(value.encode(), self.token.encode())
@@ -111,6 +128,15 @@ class TokenMiddleware:
             await self.app(scope, receive, send)
             return
         headers = _headers(scope)
+        if self.allowed_hosts is not None:
+            name = host_name(headers.get("host", ""))
+            if name not in self.allowed_hosts:
+                await _refuse(
+                    _with_headers(send, sandbox=False),
+                    f"This UI answers only to {', '.join(sorted(self.allowed_hosts))}; "
+                    f"the request was for host {name!r}. Open the link `cellpipe ui` printed.",
+                )
+                return
         query = parse_qsl(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         given = [v for k, v in query if k == "token"]
         cookie = SimpleCookie()

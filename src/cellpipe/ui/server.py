@@ -33,6 +33,11 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def loopback_hosts(host: str) -> frozenset[str]:
+    """The ``Host`` names a UI bound to the loopback address ``host`` answers to."""
+    return LOOPBACK_NAMES | {"127.0.0.1", "::1", host.strip("[]").lower()}
+
+
 def new_token() -> str:
     """An unguessable token (192 random bits, URL-safe)."""
     return secrets.token_urlsafe(24)
@@ -92,7 +97,10 @@ def serve(
     from cellpipe.ui.app import create_app
 
     token = token or new_token()
-    app = create_app(project, token=token)
+    # On loopback only loopback names may be asked for (DNS rebinding); on another address
+    # the user chose who may connect, and the token guards every request.
+    allowed = loopback_hosts(host) if is_loopback(host) else None
+    app = create_app(project, token=token, allowed_hosts=allowed)
     sock = bind(host, port)
     bound_port = int(sock.getsockname()[1])
     url = _url(host, bound_port, token)

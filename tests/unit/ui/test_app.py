@@ -112,6 +112,28 @@ def test_a_bearer_token_is_enough_for_scripts(project: Path) -> None:
     assert anonymous.get("/", headers=wrong).status_code == 403
 
 
+@pytest.mark.parametrize(
+    ("host", "allowed"),
+    [("127.0.0.1:8123", True), ("localhost:8123", True), ("[::1]:8123", True),
+     ("LOCALHOST", True), ("attacker.example:8123", False), ("127.0.0.1.nip.io", False),
+     ("", False), ("[::1", False)],
+)  # fmt: skip
+def test_a_loopback_ui_answers_only_to_loopback_host_names(
+    project: Path, host: str, allowed: bool
+) -> None:
+    # DNS rebinding: a page of attacker.example whose name now resolves to 127.0.0.1 sends
+    # `Host: attacker.example`; it is refused even with the token.
+    from cellpipe.ui.server import loopback_hosts
+
+    app = create_app(project, token=TOKEN, allowed_hosts=loopback_hosts("127.0.0.1"))
+    made = TestClient(app, follow_redirects=False)
+    response = made.get("/", headers={"Host": host, "Authorization": f"Bearer {TOKEN}"})
+    assert response.status_code == (200 if allowed else 403)
+    if not allowed:
+        assert "answers only to" in response.text
+        assert response.headers["content-security-policy"] == CSP
+
+
 def test_create_app_refuses_an_empty_token() -> None:
     with pytest.raises(ValueError, match="token"):
         create_app(None, token="")
