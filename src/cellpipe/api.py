@@ -1576,6 +1576,25 @@ class BackgroundServer:
         return section(repr(self), table(["ref", "version", "object", "endpoint"], rows))
 
 
+def _serve_settings(
+    log_level: str,
+    token: str | None,
+    max_body: int | None,
+    read_timeout: float | None,
+    all_versions: bool,
+) -> Any:
+    from cellpipe.serving.server import Settings as ServeSettings
+
+    options: dict[str, Any] = {"log_level": log_level, "all_versions": all_versions}
+    if token:
+        options["token"] = token
+    if max_body is not None:
+        options["max_body"] = max_body
+    if read_timeout is not None:
+        options["body_timeout"] = read_timeout
+    return ServeSettings(**options)
+
+
 def serve(
     ref: str | Sequence[str],
     *,
@@ -1583,18 +1602,25 @@ def serve(
     host: str = "127.0.0.1",
     project: str | Path | None = None,
     log_level: str = "warning",
+    token: str | None = None,
+    max_body: int | None = None,
+    all_versions: bool = False,
 ) -> BackgroundServer:
     """Serve registered models in the background, over the Open Inference Protocol v2.
 
     Every reference is resolved and loaded before the port opens. Stop it with ``.stop()``
-    or use it as a context manager. Needs the ``serve`` extra.
+    or use it as a context manager. Needs the ``serve`` extra. Always one process (the
+    command ``cellpipe serve`` runs several workers).
 
     Args:
         ref: one reference or several (``NAME``, ``NAME:3``, ``NAME@production``).
         port: the TCP port (0: any free port; see ``.url``).
         host: the address to listen on.
         project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
-        log_level: the server's log level.
+        log_level: the server's log level (``info``: one access-log line per request).
+        token: when set, requests need ``Authorization: Bearer TOKEN`` (health probes do not).
+        max_body: the largest request body in bytes (default 64 MiB).
+        all_versions: expose every version of each name at ``/v2/models/NAME/versions/N``.
 
     Raises:
         ModelNotFoundError: for an unknown model, version or alias.
@@ -1611,12 +1637,13 @@ def serve(
     from cellpipe.serving import start_server
 
     refs = [ref] if isinstance(ref, str) else list(ref)
+    settings = _serve_settings(log_level, token, max_body, None, all_versions)
     stack = ExitStack()
     try:
         opened = stack.enter_context(open_project(_settings_of(project), create=False))
         registry = ModelRegistry(opened.metadata, opened.artifacts)
         served = [_served(r, registry.resolve(r)) for r in refs]
-        running = start_server(refs, registry, host=host, port=port, log_level=log_level)
+        running = start_server(refs, registry, host=host, port=port, settings=settings)
     except BaseException:
         stack.close()
         raise
@@ -1628,29 +1655,62 @@ def serve_forever(
     *,
     host: str = "127.0.0.1",
     port: int = 8080,
-    log_level: str = "info",
+    log_level: str = "warning",
     project: str | Path | None = None,
     announce: Callable[[dict[str, Any]], None] | None = None,
+    token: str | None = None,
+    max_body: int | None = None,
+    read_timeout: float | None = None,
+    workers: int = 1,
+    all_versions: bool = False,
 ) -> None:
     """Resolve the references, say what is served, then serve until interrupted (``serve``).
 
     Args:
         refs: model references.
         host: the address to listen on.
-        port: the TCP port.
-        log_level: the server's request log level.
+        port: the TCP port (0: any free port; the announced URL has the real one).
+        log_level: the server's log level (``info``: one access-log line per request).
         project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
-        announce: receives ``{"url", "models"}`` once everything resolved, before serving.
+        announce: receives ``{"url", "models", "workers", "token", "warnings"}`` once the
+            port is open, before serving.
+        token: when set, requests need ``Authorization: Bearer TOKEN`` (health probes do not).
+        max_body: the largest request body in bytes (default 64 MiB).
+        read_timeout: seconds a request body may stay silent before 408 (default 30).
+        workers: server processes sharing the port (models load once, before they fork).
+        all_versions: expose every version of each name at ``/v2/models/NAME/versions/N``.
     """
     from cellpipe.registry.registry import ModelRegistry
     from cellpipe.serving import serve as serve_blocking
+    from cellpipe.serving.server import exposure_warning
 
+    settings = _serve_settings(log_level, token, max_body, read_timeout, all_versions)
     with _opened(project) as opened:
         registry = ModelRegistry(opened.metadata, opened.artifacts)
         served = [_served(r, registry.resolve(r)) for r in refs]
-        if announce is not None:
-            announce({"url": f"http://{host}:{port}", "models": served})
-        serve_blocking(list(refs), registry, host=host, port=port, log_level=log_level)
+        warning = exposure_warning(host, token)
+
+        def said(url: str) -> None:
+            if announce is not None:
+                announce(
+                    {
+                        "url": url,
+                        "models": served,
+                        "workers": workers,
+                        "token": bool(token),
+                        "warnings": [warning] if warning else [],
+                    }
+                )
+
+        serve_blocking(
+            list(refs),
+            registry,
+            host=host,
+            port=port,
+            settings=settings,
+            workers=workers,
+            announce=said,
+        )
 
 
 def write_kserve_manifest(

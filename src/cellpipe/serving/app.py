@@ -209,6 +209,8 @@ class OipApp:
                 header_length = value
             elif key == b"content-encoding":
                 encoding = value
+            elif key == b"transfer-encoding":
+                length = b"chunked"
         if request_id is None or _REQUEST_ID.fullmatch(request_id) is None:
             request_id = os.urandom(16).hex().encode()
         headers: list[tuple[bytes, bytes]] = []
@@ -273,7 +275,7 @@ class OipApp:
         route = _route(path, self.metrics is not None)
         # Anything refused before its body was read closes the connection: the rest of the
         # body is not read (a 413's gigabytes, an unauthenticated upload).
-        unread = length not in (None, b"0") or method not in ("GET", "HEAD")
+        unread = length not in (None, b"0")
         open_route = route is not None and route[0] in _OPEN
         if self._token is not None and not open_route and not self._authorized(auth):
             raise _Reply(
@@ -343,8 +345,7 @@ class OipApp:
         header_length: bytes | None,
         encoding: bytes | None,
     ) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
-        declared = None
-        if length is not None:
+        if length is not None and length != b"chunked":
             declared = int(length)  # the HTTP parser accepted it: digits only
             if declared > self.max_body:
                 raise _Reply(
