@@ -273,9 +273,9 @@ class OipApp:
         path: str = scope["path"]
         method: str = scope["method"]
         route = _route(path, self.metrics is not None)
-        # Anything refused before its body was read closes the connection: the rest of the
-        # body is not read (a 413's gigabytes, an unauthenticated upload).
-        unread = length not in (None, b"0")
+        # Refused before its body was read: uvicorn drains a declared body within the limit
+        # and keeps the connection; a chunked or oversized one closes it instead.
+        unread = length is not None and (length == b"chunked" or int(length) > self.max_body)
         open_route = route is not None and route[0] in _OPEN
         if self._token is not None and not open_route and not self._authorized(auth):
             raise _Reply(
