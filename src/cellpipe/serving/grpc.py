@@ -328,10 +328,14 @@ class _Service:
                 name=document["name"],
                 versions=document["versions"],
                 platform=document["platform"],
-                inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-                        for t in document["inputs"]],
-                outputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-                         for t in document["outputs"]],
+                inputs=[
+                    tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                    for t in document["inputs"]
+                ],
+                outputs=[
+                    tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
+                    for t in document["outputs"]
+                ],
             )
 
         return self._answer(context, work)
@@ -484,9 +488,7 @@ def start_grpc_server(
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.so_reuseport", 1 if reuse_port else 0),
     ]
-    server = grpc.server(
-        executor, options=options, maximum_concurrent_rpcs=max_concurrent_rpcs
-    )
+    server = grpc.server(executor, options=options, maximum_concurrent_rpcs=max_concurrent_rpcs)
     services.add_GRPCInferenceServiceServicer_to_server(
         _Service(table, grpc=grpc, pb=pb, token=token, metrics=metrics), server
     )
