@@ -81,7 +81,7 @@ DEFAULT_WORKERS = 8
 DEFAULT_MAX_CONCURRENT_RPCS = 64
 """Calls admitted at once (running or queued); more are refused with RESOURCE_EXHAUSTED."""
 
-_BEARER = "Bearer "
+_BEARER = b"bearer "
 _T = TypeVar("_T")
 
 # The InferTensorContents field that carries each datatype (FP16 has none: raw only).
@@ -290,7 +290,7 @@ class _Service:
         self._table = table
         self._grpc = grpc
         self._pb = pb
-        self._expected = (_BEARER + token).encode() if token is not None else None
+        self._token = token.encode() if token else None
         self._metrics = metrics
         self._version = _cellpipe_version()
 
@@ -375,12 +375,15 @@ class _Service:
             raise
 
     def _authorized(self, context: Any) -> bool:
-        if self._expected is None:
+        if self._token is None:
             return True
         for key, value in context.invocation_metadata():
             if key == "authorization":
                 given = value.encode() if isinstance(value, str) else bytes(value)
-                return hmac.compare_digest(given, self._expected)
+                # The REST API's rule: scheme "Bearer" in any case, then the token.
+                if given[:7].lower() != _BEARER:
+                    return False
+                return hmac.compare_digest(given[7:].strip(), self._token)
         return False
 
     def _answer(self, context: Any, work: Callable[[], _T]) -> _T:
@@ -388,9 +391,8 @@ class _Service:
         try:
             if not self._authorized(context):
                 raise RequestError(
-                    "this server needs a bearer token",
+                    "this server needs a bearer token (metadata 'authorization: Bearer TOKEN')",
                     status=401,
-                    hint="send the metadata 'authorization: Bearer TOKEN'",
                 )
             return work()
         except RequestError as exc:

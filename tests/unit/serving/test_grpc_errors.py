@@ -258,10 +258,14 @@ def test_item12_grpc_bearer_token(make_source: Callable[[], Any]) -> None:
                 client.get_model_metadata("double")
             good = {"authorization": "Bearer s3cret-token"}
             result = client.infer("double", [tensor], headers=good)
+            lower = client.infer(
+                "double", [tensor], headers={"authorization": "bearer s3cret-token"}
+            )
             assert client.get_model_metadata("double", headers=good).name == "double"
         finally:
             client.close()
     assert result.as_numpy("output-0").tolist() == [5.0]
+    assert lower.as_numpy("output-0").tolist() == [5.0]
     assert metadata.value.status() == "StatusCode.UNAUTHENTICATED"
     for status, message in refusals:
         assert status == "StatusCode.UNAUTHENTICATED"
