@@ -34,7 +34,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from cellpipe.registry.model import ModelSource
-from cellpipe.serving.protocol import ServedModel, infer, model_metadata
+from cellpipe.serving.protocol import ServedModel, infer
 from cellpipe.serving.table import ModelTable
 from cellpipe.serving.tensors import RequestError
 
@@ -89,15 +89,14 @@ def build_app(table: ModelTable) -> Starlette:
         return table.get(params["name"], params.get("version"))
 
     async def metadata(request: Request) -> Response:
-        def work() -> dict[str, Any]:
-            model = lookup(request)
-            return model_metadata(model, table.version_names(model.version.name))
-
-        return _json(await run_in_threadpool(work))
+        params = request.path_params
+        document = await run_in_threadpool(table.metadata, params["name"], params.get("version"))
+        return _json(document)
 
     async def model_ready(request: Request) -> Response:
-        model = await run_in_threadpool(lookup, request)
-        return _json({"name": model.version.name, "ready": True})
+        params = request.path_params
+        ready, _ = await run_in_threadpool(table.readiness, params["name"], params.get("version"))
+        return _json({"name": params["name"], "ready": ready})
 
     async def inference(request: Request) -> Response:
         body = await request.body()
