@@ -27,7 +27,7 @@ import importlib
 import logging
 import math
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,12 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from cellpipe.errors import ServingError
-from cellpipe.serving.protocol import (
-    DEFAULT_MAX_BODY,
-    ServedModel,
-    model_metadata,
-    run_model,
-)
+from cellpipe.serving.protocol import DEFAULT_MAX_BODY, ServedModel, run_model
 from cellpipe.serving.tensors import (
     RequestError,
     check_header,
@@ -272,6 +267,10 @@ def _infer_response(pb: Any, model: ServedModel, request: Any) -> Any:
     return response
 
 
+def _tensor_metadata(message: Any, spec: Mapping[str, Any]) -> Any:
+    return message(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+
+
 # -- the service ------------------------------------------------------------------------------
 
 
@@ -321,21 +320,17 @@ class _Service:
 
     def ModelMetadata(self, request: Any, context: Any) -> Any:
         def work() -> Any:
-            model = self._table.get(request.name, request.version or None)
-            document = model_metadata(model, self._table.version_names(model.version.name))
+            # The REST document: an exposed version that cannot be served has its signature
+            # and properties {"ready": "false", "reason": ...}.
+            document = self._table.metadata(request.name, request.version or None)
             tensor = self._pb.ModelMetadataResponse.TensorMetadata
             return self._pb.ModelMetadataResponse(
                 name=document["name"],
                 versions=document["versions"],
                 platform=document["platform"],
-                inputs=[
-                    tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-                    for t in document["inputs"]
-                ],
-                outputs=[
-                    tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
-                    for t in document["outputs"]
-                ],
+                inputs=[_tensor_metadata(tensor, t) for t in document["inputs"]],
+                outputs=[_tensor_metadata(tensor, t) for t in document["outputs"]],
+                properties={str(k): str(v) for k, v in document.get("properties", {}).items()},
             )
 
         return self._answer(context, work)

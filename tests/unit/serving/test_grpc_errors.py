@@ -23,6 +23,8 @@ from tritonclient.grpc import service_pb2, service_pb2_grpc  # noqa: E402
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
 from cellpipe.errors import ServingError  # noqa: E402
+from cellpipe.serving._oip_grpc import open_inference_grpc_pb2 as oip  # noqa: E402
+from cellpipe.serving._oip_grpc import open_inference_grpc_pb2_grpc as oip_grpc  # noqa: E402
 from cellpipe.serving.grpc import (  # noqa: E402
     GRPC_CODES,
     RunningGrpcServer,
@@ -132,6 +134,32 @@ def test_item12_grpc_model_ready_of_unknown_model_is_not_found(stub: Any) -> Non
     code, details = _refusal(lambda: stub.ModelReady(service_pb2.ModelReadyRequest(name="nope")))
     assert code == "NOT_FOUND"
     assert "'nope'" in details
+
+
+def test_item12_grpc_unservable_version_is_unavailable_and_not_ready(
+    make_source: Callable[[], Any],
+) -> None:
+    source = make_source()
+    source.add("odd", complex_output)
+    source.add("odd", 42)  # an int: neither predict nor callable, so it cannot be served
+    table = ModelTable.resolve(["odd:1"], source, all_versions=True)
+    with (
+        start_grpc_server(table, host="127.0.0.1", port=0) as server,
+        grpc.insecure_channel(server.address) as channel,
+    ):
+        stub = service_pb2_grpc.GRPCInferenceServiceStub(channel)
+        ready = stub.ModelReady(service_pb2.ModelReadyRequest(name="odd", version="2"))
+        # Triton's proto has no ModelMetadataResponse.properties (the OIP's field 6): ours.
+        oip_stub = oip_grpc.GRPCInferenceServiceStub(channel)
+        metadata = oip_stub.ModelMetadata(oip.ModelMetadataRequest(name="odd", version="2"))
+        request = _fp64("odd", [1.0], [1], name="x")
+        request.model_version = "2"
+        code, details = _refusal(lambda: stub.ModelInfer(request))
+    assert ready.ready is False
+    assert metadata.properties["ready"] == "false"
+    assert "int" in metadata.properties["reason"]
+    assert code == "UNAVAILABLE"
+    assert details.startswith(metadata.properties["reason"])
 
 
 def test_item12_grpc_output_that_cannot_be_sent_is_internal(

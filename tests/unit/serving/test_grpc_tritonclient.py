@@ -21,7 +21,7 @@ SERVED = ["iris@production", "double", "echo", "stats"]
 
 @pytest.fixture(scope="module")
 def grpc_served(make_source: Callable[[], Any]) -> Iterator[RunningGrpcServer]:
-    table = ModelTable.resolve(SERVED, make_source())
+    table = ModelTable.resolve(SERVED, make_source(), all_versions=True)
     with start_grpc_server(table, host="127.0.0.1", port=0) as running:
         yield running
 
@@ -53,7 +53,7 @@ def test_item12_grpc_health_and_metadata(triton: Any, grpc_served: RunningGrpcSe
     assert metadata["platform"] == "sklearn_joblib"
     assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": ["-1", "4"]}]
     assert [o["name"] for o in metadata["outputs"]] == ["predict", "predict_proba"]
-    assert "2" in metadata["versions"]
+    assert metadata["versions"] == ["1", "2"]
 
 
 def test_item12_grpc_infer_fp64_raw_inputs_and_outputs(
