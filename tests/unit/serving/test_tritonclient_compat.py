@@ -74,10 +74,10 @@ def test_infer_without_outputs_a_version_and_strings(
 
 
 def test_errors_reach_the_client(triton: Any) -> None:
-    tensor = httpclient.InferInput("input-0", [1, 4], "FP32")
-    tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+    tensor = httpclient.InferInput("input-0", [1, 4], "BOOL")
+    tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.bool_))
 
     with pytest.raises(InferenceServerException, match="not served"):
         triton.get_model_metadata("nope")
-    with pytest.raises(InferenceServerException, match="is FP32; the model takes FP64"):
+    with pytest.raises(InferenceServerException, match="is BOOL; the model takes FP64"):
         triton.infer("iris", [tensor])
