@@ -224,7 +224,13 @@ BAD_TENSORS: dict[str, tuple[Any, str]] = {
         "'x'",
     ),
     "no inputs": (service_pb2.ModelInferRequest(model_name="double"), "at least one input"),
+    "output twice": (
+        _typed_in("INT64", [1], "int64_contents", [1]),
+        "an output is requested twice",
+    ),
 }
+BAD_TENSORS["output twice"][0].outputs.add(name="output-0")
+BAD_TENSORS["output twice"][0].outputs.add(name="output-0")
 BAD_TENSORS["raw and contents"][0].inputs[0].contents.fp64_contents.append(1.0)
 
 
@@ -234,6 +240,13 @@ def test_item12_grpc_bad_tensors_are_invalid_argument(case: str, stub: Any) -> N
     code, details = _refusal(lambda: stub.ModelInfer(request))
     assert code == "INVALID_ARGUMENT"
     assert words in details
+
+
+def test_item12_grpc_shape_claiming_too_much_is_resource_exhausted(stub: Any) -> None:
+    request = _raw("echo", ("x", "BYTES", [10**7, 10**7]), raws=[b"\x00\x00\x00\x00"])
+    code, details = _refusal(lambda: stub.ModelInfer(request))
+    assert code == "RESOURCE_EXHAUSTED"
+    assert "claims more than" in details
 
 
 def test_item12_grpc_binary_data_output_must_be_a_bool(stub: Any) -> None:

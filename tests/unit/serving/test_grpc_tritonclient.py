@@ -185,3 +185,35 @@ def test_item12_grpc_and_triton_messages_coexist_in_one_process() -> None:
     assert theirs.model_name == "m"
     assert list(theirs.inputs[0].shape) == [1]
     assert theirs.raw_input_contents == [b"\x01"]
+
+
+def test_item12_grpc_metrics_count_calls_with_protocol_grpc(
+    make_source: Callable[[], Any],
+) -> None:
+    from cellpipe.serving.metrics import Metrics
+
+    metrics = Metrics.create()
+    table = ModelTable.resolve(["double"], make_source())
+    good = grpcclient.InferInput("x", [2], "FP64")
+    good.set_data_from_numpy(np.array([1.0, 2.0]))
+    bad = grpcclient.InferInput("x", [2], "FP64")
+    bad.set_data_from_numpy(np.array([1.0, 2.0]))
+    bad.set_shape([3])
+    with start_grpc_server(table, host="127.0.0.1", port=0, metrics=metrics) as server:
+        client = grpcclient.InferenceServerClient(url=server.address)
+        try:
+            for _ in range(3):
+                client.infer("double", [good])
+            for model in ("double", "no-such-model-" + "x" * 20):
+                with pytest.raises(grpcclient.InferenceServerException):
+                    client.infer(model, [bad])
+        finally:
+            client.close()
+
+    text = metrics.render()[0].decode()
+    labels = 'model="double",protocol="grpc",status="{}",version="1"'
+    assert f"cellpipe_requests_total{{{labels.format(200)}}} 3.0" in text
+    assert f"cellpipe_requests_total{{{labels.format(400)}}} 1.0" in text
+    assert 'model="",protocol="grpc",status="404",version=""} 1.0' in text
+    assert "no-such-model" not in text  # a client's name never becomes a label
+    assert 'cellpipe_requests_in_flight{model="double",protocol="grpc",version="1"} 0.0' in text
