@@ -11,7 +11,9 @@ keep-alive connection per client:
 - gRPC, Triton's generated stub with the request built once (the server's share, without the
   client library's per-call work);
 - REST, tritonclient's HTTP client (binary tensor data in and out);
-- REST, ``http.client`` with the JSON body encoded once (what bench_serve.py measures).
+- REST, ``http.client`` with the JSON body encoded once (what bench_serve.py measures);
+- for the breakdown: ServerLive over gRPC with the stub (the transport's floor: no model, no
+  tensors) and ``model.predict`` on the row in this process (the model's own time).
 
 The clients take turns in blocks of 20 calls, so a change of load on the shared machine hits
 every column alike. Per client: p50 and p99 latency over ``--requests`` calls after 50 warm-up
@@ -117,6 +119,7 @@ def main() -> None:
                     model_name=MODEL, raw_input_contents=[row.tobytes()]
                 )
                 request.inputs.add(name="input-0", datatype="FP64", shape=[1, 13])
+                live = service_pb2.ServerLiveRequest()
                 connection = http.client.HTTPConnection("127.0.0.1", rest_server.port)
                 body = json.dumps(
                     {
@@ -143,6 +146,7 @@ def main() -> None:
                         MODEL, [http_input], outputs=[http_output]
                     ),
                     "REST, http.client (JSON)": rest_json,
+                    "floor: gRPC ServerLive, Triton's stub": lambda: stub.ServerLive(live),
                     "baseline: model.predict in process": lambda: model.predict(row),
                 }
                 answers = [
