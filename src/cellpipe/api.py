@@ -1661,7 +1661,7 @@ def serve_forever(
     token: str | None = None,
     max_body: int | None = None,
     read_timeout: float | None = None,
-    workers: int = 1,
+    workers: int | None = 1,
     all_versions: bool = False,
 ) -> None:
     """Resolve the references, say what is served, then serve until interrupted (``serve``).
@@ -1677,13 +1677,15 @@ def serve_forever(
         token: when set, requests need ``Authorization: Bearer TOKEN`` (health probes do not).
         max_body: the largest request body in bytes (default 64 MiB).
         read_timeout: seconds a request body may stay silent before 408 (default 30).
-        workers: server processes sharing the port (models load once, before they fork).
+        workers: server processes sharing the port (models load once, before they fork);
+            None: the usable CPUs, at most 4.
         all_versions: expose every version of each name at ``/v2/models/NAME/versions/N``.
     """
     from cellpipe.registry.registry import ModelRegistry
     from cellpipe.serving import serve as serve_blocking
-    from cellpipe.serving.server import exposure_warning
+    from cellpipe.serving.server import default_workers, exposure_warning
 
+    workers = default_workers() if workers is None else workers
     settings = _serve_settings(log_level, token, max_body, read_timeout, all_versions)
     with _opened(project) as opened:
         registry = ModelRegistry(opened.metadata, opened.artifacts)

@@ -145,8 +145,6 @@ def serve_cmd(args: argparse.Namespace) -> int:
         )
     if args.manifest is not None:
         return _manifest(args)
-    from cellpipe.serving.server import default_workers
-
     token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
         api.serve_forever(
@@ -159,7 +157,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
             token=token,
             max_body=args.max_body,
             read_timeout=args.read_timeout,
-            workers=default_workers() if args.workers is None else args.workers,
+            workers=args.workers,
             all_versions=args.all_versions,
         )
     return 0

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
 import os
 import re
@@ -40,11 +39,10 @@ from typing import Any
 
 from cellpipe.errors import ServingError
 from cellpipe.registry.model import ModelSource
-from cellpipe.serving.protocol import ServedModel, infer, model_metadata
+from cellpipe.serving.codec import dumps
+from cellpipe.serving.protocol import DEFAULT_MAX_BODY, ServedModel, infer
 from cellpipe.serving.table import ModelTable
 from cellpipe.serving.tensors import RequestError
-
-DEFAULT_MAX_BODY = 64 * 1024 * 1024  # TODO(i13): protocol.DEFAULT_MAX_BODY once part P lands
 
 __all__ = [
     "DEFAULT_BODY_TIMEOUT",
@@ -84,7 +82,7 @@ def _cellpipe_version() -> str:
 
 
 def _dumps(document: Any) -> bytes:
-    return json.dumps(document, separators=(",", ":")).encode()
+    return dumps(document)
 
 
 def error_body(message: str) -> bytes:
@@ -322,19 +320,14 @@ class OipApp:
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     def _metadata(self, name: str, version: str | None) -> dict[str, Any]:
-        model = self.table.get(name, version)
-        return model_metadata(model, self.table.version_names(name))
+        document: dict[str, Any] = self.table.metadata(name, version)
+        return document
 
     def _readiness(self, name: str, version: str | None) -> dict[str, Any]:
-        readiness = getattr(self.table, "readiness", None)
-        if readiness is None:
-            self.table.get(name, version)
-            return {"name": name, "ready": True}
-        ready, reason = readiness(name, version)
-        document: dict[str, Any] = {"name": name, "ready": ready}
-        if reason is not None:
-            document["reason"] = reason
-        return document
+        # The reason of an unready version is in its metadata (``properties``): the OIP
+        # readiness document has just these two fields.
+        ready, _ = self.table.readiness(name, version)
+        return {"name": name, "ready": ready}
 
     async def _infer(
         self,
@@ -392,7 +385,13 @@ class OipApp:
     def _infer_one(
         self, model: ServedModel, body: bytes, header_length: str | None, encoding: str | None
     ) -> tuple[bytes, dict[str, str]]:
-        return infer(model, body, header_length=header_length, content_encoding=encoding)
+        return infer(
+            model,
+            body,
+            header_length=header_length,
+            content_encoding=encoding,
+            max_body=self.max_body,
+        )
 
     async def _read_body(self, receive: Receive) -> bytes:
         limit, timeout = self.max_body, self.body_timeout

@@ -36,6 +36,7 @@ from typing import Any
 
 from cellpipe.errors import ServingError
 from cellpipe.registry.model import ModelSource
+from cellpipe.serving.protocol import DEFAULT_MAX_BODY
 
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
@@ -61,8 +62,6 @@ MAX_HEADER_BYTES = 64 * 1024
 
 KEEP_ALIVE_TIMEOUT = 5
 """Seconds an idle keep-alive connection is kept (uvicorn's default)."""
-
-DEFAULT_MAX_BODY = 64 * 1024 * 1024  # TODO(i13): protocol.DEFAULT_MAX_BODY once part P lands
 
 
 def default_workers() -> int:

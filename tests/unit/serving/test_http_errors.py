@@ -43,7 +43,7 @@ MISTAKES = [
     ("POST", "/v2/models/double/infer", b"[1, 2]", {}, 400),
     ("POST", "/v2/models/double/infer", deep(5000), {}, 400),
     ("POST", "/v2/models/double/infer", DOUBLE, {"Inference-Header-Content-Length": "x"}, 400),
-    ("POST", "/v2/models/double/infer", DOUBLE, {"Content-Encoding": "br"}, 400),
+    ("POST", "/v2/models/double/infer", DOUBLE, {"Content-Encoding": "br"}, 415),
     ("POST", "/v2/models/double/infer", b"\x1f\x8b broken", {"Content-Encoding": "gzip"}, 400),
 ]
 
