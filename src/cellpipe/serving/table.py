@@ -61,6 +61,8 @@ _VERSION = re.compile(r"[1-9][0-9]{0,17}")
 MAX_RETRY_DELAY = 300.0
 """The longest wait, in seconds, before the follower retries a version that failed to load."""
 
+_clock = time.monotonic  # the retry delays' clock (tests replace it)
+
 KEPT_SWITCHES = 1000
 """How many switches `ModelTable.switches` keeps (the oldest are dropped)."""
 
@@ -511,7 +513,7 @@ class ModelTable:
         if (
             failure is not None
             and failure.version == version.version
-            and time.monotonic() < failure.retry_at
+            and _clock() < failure.retry_at
         ):
             return None
         if _archived(version):
@@ -553,7 +555,7 @@ class ModelTable:
             failure = _Failure(version=version, reason=reason, attempts=0, retry_at=0.0)
             self._failures[name] = failure
         failure.attempts += 1
-        failure.retry_at = time.monotonic() + min(2.0**failure.attempts, MAX_RETRY_DELAY)
+        failure.retry_at = _clock() + min(2.0**failure.attempts, MAX_RETRY_DELAY)
         problem = f"{reason}; still serving version {current}"
         served = self._served[name]
         if served.problem != problem:
