@@ -132,11 +132,6 @@ def _follows(ref: ModelRef) -> bool:
     return ref.version is None
 
 
-def _archived(version: ModelVersion) -> bool:
-    # `archived` is a registry field added with version archiving; older sources lack it.
-    return bool(getattr(version, "archived", False))
-
-
 class ModelTable:
     """The model versions one server serves (see the module docstring).
 
@@ -320,7 +315,7 @@ class ModelTable:
         current = served.model.version.version
         if not self.all_versions:
             return [str(current)]
-        numbers = {v.version for v in self.source.versions(name) if not _archived(v)}
+        numbers = {v.version for v in self.source.versions(name) if not v.archived}
         numbers.add(current)
         return [str(n) for n in sorted(numbers)]
 
@@ -383,7 +378,7 @@ class ModelTable:
                         f"{_describe(exc)}",
                         status=503,
                     ) from exc
-                if _archived(resolved):
+                if resolved.archived:
                     broken = _Unservable(
                         version=resolved,
                         reason=f"version {number} of model {name!r} is archived "
@@ -516,7 +511,7 @@ class ModelTable:
             and _clock() < failure.retry_at
         ):
             return None
-        if _archived(version):
+        if version.archived:
             reason = f"{served.text} names version {version.version}, which is archived"
             self._fail(name, version.version, reason, current)
             return None

@@ -25,6 +25,7 @@ from cellpipe.registry.registry import ModelRegistry
 from cellpipe.serving import table as table_module
 from cellpipe.serving.protocol import infer
 from cellpipe.serving.table import ModelTable, Switch
+from cellpipe.serving.tensors import RequestError
 from cellpipe.storage.artifacts import LocalArtifactStore
 from cellpipe.storage.metadata import SqlMetadataStore
 
@@ -279,3 +280,38 @@ def test_start_following_twice_or_with_a_bad_interval_is_refused(
         table.stop_following()
     assert not table.following
     table.stop_following()  # idempotent
+
+
+def test_item8_an_archived_version_is_exposed_but_not_served(
+    iris_project: tuple[ModelRegistry, Counting, Counting],
+) -> None:
+    writer, source, _ = iris_project
+    writer.archive("iris", 2)
+    table = ModelTable.resolve(["iris@production"], source, all_versions=True)
+
+    ready, reason = table.readiness("iris", "2")
+
+    assert ready is False
+    assert reason == (
+        "version 2 of model 'iris' is archived (unarchive it to serve it, or serve iris:2 "
+        "explicitly)"
+    )
+    with pytest.raises(RequestError) as caught:
+        table.get("iris", "2")
+    assert (caught.value.status, caught.value.message) == (503, reason)
+    assert table.metadata("iris", "2")["properties"] == {"ready": "false", "reason": reason}
+    assert table.version_names("iris") == ["1"]
+    assert source.loads == ["iris:1"]
+    assert ModelTable.resolve(["iris:2"], source).get("iris").version.archived  # asked for
+
+
+def test_item10_archiving_the_newest_version_moves_name_back(
+    iris_project: tuple[ModelRegistry, Counting, Counting],
+) -> None:
+    writer, source, poller = iris_project
+    table = ModelTable.resolve(["iris"], source)
+
+    writer.archive("iris", 2)
+
+    assert [(s.previous, s.version) for s in table.refresh(poller)] == [(2, 1)]
+    assert table.get("iris").version.version == 1
