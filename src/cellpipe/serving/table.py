@@ -278,8 +278,8 @@ class ModelTable:
             RequestError: 404 as `get`; 503 when the version cannot even be resolved.
         """
         served = self._lookup(name)
-        names = self.version_names(name)
         number = None if version is None else self._number(name, version)
+        names = self.version_names(name)
         if number is None or number == served.model.version.version:
             document = model_metadata(served.model, names)
             if served.problem is not None:
@@ -315,7 +315,11 @@ class ModelTable:
         current = served.model.version.version
         if not self.all_versions:
             return [str(current)]
-        numbers = {v.version for v in self.source.versions(name) if not v.archived}
+        try:
+            numbers = {v.version for v in self.source.versions(name) if not v.archived}
+        except Exception as exc:  # the registry is unreachable: what this process knows
+            logger.warning("cannot list the versions of %s: %s", name, _describe(exc))
+            numbers = {n for (loaded, n) in self._loaded if loaded == name}
         numbers.add(current)
         return [str(n) for n in sorted(numbers)]
 

@@ -221,3 +221,16 @@ def test_item4_bad_version_segments_are_404_over_http(client: httpx.Client, segm
         assert "no version" in response.json()["error"]
         assert "version 1" not in response.json()["error"]
     assert client.get("/v2/health/live").status_code == 200
+
+
+def test_item8_listing_versions_survives_an_unreachable_registry(source: Any) -> None:
+    table = ModelTable.resolve(["iris@staging"], source, all_versions=True)
+    table.get("iris", "2")
+
+    def unreachable(name: str) -> list[Any]:
+        raise OSError("database is locked")
+
+    source.versions = unreachable
+
+    assert table.version_names("iris") == ["1", "2"]
+    assert table.metadata("iris")["versions"] == ["1", "2"]
