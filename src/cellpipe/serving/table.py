@@ -61,6 +61,8 @@ _VERSION = re.compile(r"[1-9][0-9]{0,17}")
 MAX_RETRY_DELAY = 300.0
 """The longest wait, in seconds, before the follower retries a version that failed to load."""
 
+_clock = time.monotonic  # the retry delays' clock (tests replace it)
+
 KEPT_SWITCHES = 1000
 """How many switches `ModelTable.switches` keeps (the oldest are dropped)."""
 
@@ -128,11 +130,6 @@ def _shown(segment: str) -> str:
 
 def _follows(ref: ModelRef) -> bool:
     return ref.version is None
-
-
-def _archived(version: ModelVersion) -> bool:
-    # `archived` is a registry field added with version archiving; older sources lack it.
-    return bool(getattr(version, "archived", False))
 
 
 class ModelTable:
@@ -281,8 +278,8 @@ class ModelTable:
             RequestError: 404 as `get`; 503 when the version cannot even be resolved.
         """
         served = self._lookup(name)
-        names = self.version_names(name)
         number = None if version is None else self._number(name, version)
+        names = self.version_names(name)
         if number is None or number == served.model.version.version:
             document = model_metadata(served.model, names)
             if served.problem is not None:
@@ -318,7 +315,11 @@ class ModelTable:
         current = served.model.version.version
         if not self.all_versions:
             return [str(current)]
-        numbers = {v.version for v in self.source.versions(name) if not _archived(v)}
+        try:
+            numbers = {v.version for v in self.source.versions(name) if not v.archived}
+        except Exception as exc:  # the registry is unreachable: what this process knows
+            logger.warning("cannot list the versions of %s: %s", name, _describe(exc))
+            numbers = {n for (loaded, n) in self._loaded if loaded == name}
         numbers.add(current)
         return [str(n) for n in sorted(numbers)]
 
@@ -381,7 +382,7 @@ class ModelTable:
                         f"{_describe(exc)}",
                         status=503,
                     ) from exc
-                if _archived(resolved):
+                if resolved.archived:
                     broken = _Unservable(
                         version=resolved,
                         reason=f"version {number} of model {name!r} is archived "
@@ -511,10 +512,10 @@ class ModelTable:
         if (
             failure is not None
             and failure.version == version.version
-            and time.monotonic() < failure.retry_at
+            and _clock() < failure.retry_at
         ):
             return None
-        if _archived(version):
+        if version.archived:
             reason = f"{served.text} names version {version.version}, which is archived"
             self._fail(name, version.version, reason, current)
             return None
@@ -553,7 +554,7 @@ class ModelTable:
             failure = _Failure(version=version, reason=reason, attempts=0, retry_at=0.0)
             self._failures[name] = failure
         failure.attempts += 1
-        failure.retry_at = time.monotonic() + min(2.0**failure.attempts, MAX_RETRY_DELAY)
+        failure.retry_at = _clock() + min(2.0**failure.attempts, MAX_RETRY_DELAY)
         problem = f"{reason}; still serving version {current}"
         served = self._served[name]
         if served.problem != problem:
