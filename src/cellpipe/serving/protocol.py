@@ -73,14 +73,34 @@ class ServedModel:
 
 
 def model_metadata(model: ServedModel, versions: list[str]) -> dict[str, Any]:
-    """Return the OIP model metadata document of ``model``."""
-    return {
+    """Return the OIP model metadata document of ``model``.
+
+    A ``predict`` model whose signature names one 1-D tensor per column (fitted on a
+    DataFrame) also says ``"parameters": {"content_type": "pd"}``: the request parameter with
+    which KServe's scikit-learn runtime builds a DataFrame from those tensors (without it,
+    KServe passes only the first input to the model). Requests shaped by this document thus
+    work on both servers; cellpipe accepts them with or without the parameter, and also
+    takes the columns as one ``[rows, columns]`` tensor, as KServe does.
+    """
+    document: dict[str, Any] = {
         "name": model.version.name,
         "versions": versions,
         "platform": platform_of(model.version),
         "inputs": [spec.to_json() for spec in model.adapter.inputs],
         "outputs": [spec.to_json() for spec in model.adapter.outputs],
     }
+    if by_columns(model.adapter):
+        document["parameters"] = {"content_type": "pd"}
+    return document
+
+
+def by_columns(adapter: ModelAdapter) -> bool:
+    """Whether ``adapter`` is a ``predict`` model taking one 1-D tensor per column."""
+    return (
+        adapter.kind == "predict"
+        and bool(adapter.inputs)
+        and all(len(spec.shape) == 1 for spec in adapter.inputs)
+    )
 
 
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # gzip wrapper; zlib wrapper (RFC 9110)
