@@ -6,10 +6,10 @@ serializer needs to load it, and their installed requirements, transitively) and
 
 The rules:
     * the object's own type names its module (``sklearn.ensemble._forest`` -> ``sklearn``);
-      an object that says what it holds is walked: a scikit-learn estimator's
-      ``get_params(deep=False)`` values (a ``Pipeline``'s steps, a ``GridSearchCV``'s
-      estimator), list, tuple, set and dict items, a function's module; at most
-      `_MAX_OBJECTS` objects, `_MAX_DEPTH` levels deep;
+      what it holds is walked as pickle would store it: an object's attributes (a
+      ``Pipeline``'s steps, a fitted estimator's ``coef_`` array), list, tuple, set and dict
+      items, a bound method's object; at most `_MAX_OBJECTS` objects, `_MAX_DEPTH` levels
+      deep;
     * standard-library modules, ``__main__`` (classes and functions defined in a notebook)
       and cellpipe itself are not packages;
     * a module maps to the installed distribution that provides it (`distribution_of`); one
@@ -97,11 +97,11 @@ def _children(value: Any) -> Iterable[Any]:
             return list(value.values())[:_MAX_OBJECTS]
         if isinstance(value, list | tuple | set | frozenset):
             return list(value)[:_MAX_OBJECTS]
-        get_params = getattr(value, "get_params", None)
-        if callable(get_params) and not isinstance(value, type):
-            params = get_params(deep=False)
-            if isinstance(params, dict):
-                return list(params.values())
+        if isinstance(value, type | types.ModuleType | types.FunctionType):
+            return ()
+        attributes = getattr(value, "__dict__", None)  # what pickle stores of most objects
+        if isinstance(attributes, dict):
+            return list(attributes.values())[:_MAX_OBJECTS]
     except Exception:  # an object that fails to describe itself holds nothing we can see
         return ()
     return ()
