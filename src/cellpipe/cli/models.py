@@ -69,8 +69,7 @@ def register(
         epilog="examples:\n  cellpipe models list\n  cellpipe models show wine@production\n"
         "  cellpipe models register wine --run wine-2026 --step train_forest --var forest\n"
         "  cellpipe models alias wine production 2\n  cellpipe models history wine\n"
-        "  cellpipe models archive wine:1\n  cellpipe models delete wine:1 --yes\n"
-        "  cellpipe models tag wine:2 team=ml\n  cellpipe models describe wine:2 'C=1.0'",
+        "  cellpipe models archive wine:1\n  cellpipe models tag wine:2 team=ml",
         formatter_class=_RAW,
     )
     commands = models.add_subparsers(title="commands", metavar="COMMAND")
@@ -208,8 +207,7 @@ def _life_commands(
         "stored object stays in the content-addressed artifact store (step outputs and other "
         "versions may share it); the alias history that names the version stays. Asks for "
         "confirmation on a terminal; --yes skips the question (needed without a terminal).",
-        epilog="examples:\n  cellpipe models delete wine:1\n"
-        "  cellpipe models delete wine:1 --yes --json",
+        epilog="examples:\n  cellpipe models delete wine:1 --yes",
         formatter_class=_RAW,
     )
     delete.add_argument("ref", metavar="NAME:VERSION", help="the version")
@@ -224,7 +222,7 @@ def _life_commands(
         description="Set KEY=VALUE tags on the version REF names, and remove keys with "
         "--remove. Keys are 1-128 letters, digits, '_', '-', '.' or '/', starting with a "
         "letter or '_'; values are text of at most 5000 characters.",
-        epilog="examples:\n  cellpipe models tag wine:2 team=ml data.version=v3\n"
+        epilog="examples:\n  cellpipe models tag wine:2 data.version=v3 candidate=yes\n"
         "  cellpipe models tag wine@production approved=yes --remove candidate --json",
         formatter_class=_RAW,
     )
