@@ -380,3 +380,84 @@ def test_two_processes_registering_at_once_get_distinct_numbers_postgresql(
     postgres_url: str,
 ) -> None:
     assert _concurrent_numbers(postgres_url) == list(range(1, 11))
+
+
+def _archive_and_alias(url: str, role: str, rounds: int, start: Any, results: Any) -> None:
+    """Archive/unarchive version 2, or move production between 1 and 2, ``rounds`` times."""
+    start.wait()
+    metadata = open_metadata_store(url)
+    done = refused = 0
+    try:
+        store = model_store_for(metadata)
+        for i in range(rounds):
+            at = datetime.now(UTC)
+            try:
+                if role == "archiver":
+                    store.set_archived("wine", 2, i % 2 == 0, at=at)
+                else:
+                    store.move_alias("wine", "production", 2 if i % 2 == 0 else 1, at=at)
+                done += 1
+            except RegistryError:
+                refused += 1
+            if role == "checker":  # what any reader sees is consistent, at every step
+                target = store.alias_version("wine", "production")
+                assert not target.archived, target
+    finally:
+        metadata.close()
+    results.put((role, done, refused))
+
+
+def _archive_race(url: str) -> list[tuple[str, int, int]]:
+    metadata = open_metadata_store(url)
+    try:
+        store = model_store_for(metadata)
+        store.add_version(draft(n=1))
+        store.add_version(draft(n=2))
+        store.move_alias("wine", "production", 1, at=T0)
+    finally:
+        metadata.close()
+    ctx = multiprocessing.get_context("spawn")
+    start = ctx.Event()
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(target=_archive_and_alias, args=(url, role, 40, start, results))
+        for role in ("archiver", "checker")
+    ]
+    for w in workers:
+        w.start()
+    start.set()
+    got = [results.get(timeout=120) for _ in workers]
+    for w in workers:
+        w.join(timeout=60)
+        assert w.exitcode == 0
+    metadata = open_metadata_store(url)
+    try:
+        store = model_store_for(metadata)
+        target = store.alias_version("wine", "production")
+        assert not target.archived  # an alias never ends on an archived version
+        moves = store.alias_history("wine")
+        assert all(m.version in (1, 2) for m in moves)
+    finally:
+        metadata.close()
+    return sorted(got)
+
+
+@pytest.mark.slow
+def test_item13_archiving_and_moving_aliases_at_once_never_alias_an_archived_version_sqlite(
+    tmp_path: Path,
+) -> None:
+    got = _archive_race(f"sqlite:///{tmp_path / 'cellpipe.db'}")
+    assert [(role, done + refused) for role, done, refused in got] == [
+        ("archiver", 40), ("checker", 40),
+    ]  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_item13_archiving_and_moving_aliases_at_once_never_alias_an_archived_version_pg(
+    postgres_url: str,
+) -> None:
+    got = _archive_race(postgres_url)
+    assert [(role, done + refused) for role, done, refused in got] == [
+        ("archiver", 40), ("checker", 40),
+    ]  # fmt: skip
