@@ -114,8 +114,6 @@ KNOWN_DISTRIBUTIONS: Mapping[str, str] = types.MappingProxyType(
         "PIL": "Pillow",
         "cv2": "opencv-python",
         "yaml": "PyYAML",
-        "catboost": "catboost",
-        "google": "protobuf",
     }
 )
 """Modules whose distribution has another name (the rest are looked up, see `distribution_of`)."""
@@ -135,11 +133,12 @@ def _all_distributions_of_modules() -> Mapping[str, list[str]]:
 def distribution_of(module: str) -> str | None:
     """Return the installed distribution providing top-level ``module``, or None.
 
-    Tried in order, cheapest first: a distribution named like the module (numpy, xgboost),
-    `KNOWN_DISTRIBUTIONS`, then every installed distribution's file list (about a second in a
-    large environment, once per process).
+    Tried in order, cheapest first: `KNOWN_DISTRIBUTIONS` (so the deprecated ``sklearn``
+    placeholder distribution never stands for scikit-learn), a distribution named like the
+    module (numpy, xgboost), then every installed distribution's file list (about a second in
+    a large environment, once per process).
     """
-    for candidate in (module, KNOWN_DISTRIBUTIONS.get(module)):
+    for candidate in (KNOWN_DISTRIBUTIONS.get(module), module):  # the table wins: `sklearn`
         if candidate is not None and _installed(candidate) is not None:
             return candidate
     found = _all_distributions_of_modules().get(module)
