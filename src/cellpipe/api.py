@@ -1717,6 +1717,7 @@ def serve_forever(
     read_timeout: float | None = None,
     workers: int | None = 1,
     all_versions: bool = False,
+    grpc_port: int | None = None,
 ) -> None:
     """Resolve the references, say what is served, then serve until interrupted (``serve``).
 
@@ -1726,18 +1727,19 @@ def serve_forever(
         port: the TCP port (0: any free port; the announced URL has the real one).
         log_level: the server's log level (``info``: one access-log line per request).
         project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
-        announce: receives ``{"url", "models", "workers", "token", "warnings"}`` once the
-            port is open, before serving.
+        announce: receives ``{"url", "grpc", "models", "workers", "token", "warnings"}`` once
+            the ports are open, before serving.
         token: when set, requests need ``Authorization: Bearer TOKEN`` (health probes do not).
         max_body: the largest request body in bytes (default 64 MiB).
         read_timeout: seconds a request body may stay silent before 408 (default 30).
         workers: server processes sharing the port (models load once, before they fork);
             None: the usable CPUs, at most 4.
         all_versions: expose every version of each name at ``/v2/models/NAME/versions/N``.
+        grpc_port: also serve the OIP gRPC API on this port (0: any free port).
     """
     from cellpipe.registry.registry import ModelRegistry
     from cellpipe.serving import serve as serve_blocking
-    from cellpipe.serving.server import default_workers, exposure_warning
+    from cellpipe.serving.server import Addresses, default_workers, exposure_warning
 
     workers = default_workers() if workers is None else workers
     settings = _serve_settings(log_level, token, max_body, read_timeout, all_versions)
@@ -1746,17 +1748,23 @@ def serve_forever(
         served = [_served(r, registry.resolve(r)) for r in refs]
         warning = exposure_warning(host, token)
 
-        def said(url: str) -> None:
+        def said(where: Addresses) -> None:
             if announce is not None:
                 announce(
                     {
-                        "url": url,
+                        "url": where.url,
+                        "grpc": where.grpc,
                         "models": served,
                         "workers": workers,
                         "token": bool(token),
                         "warnings": [warning] if warning else [],
                     }
                 )
+
+        def fresh_registry() -> ModelRegistry:
+            # In a forked worker: stores of its own, open until the process ends.
+            child = open_project(_settings_of(project), create=False).__enter__()
+            return ModelRegistry(child.metadata, child.artifacts)
 
         serve_blocking(
             list(refs),
@@ -1765,6 +1773,8 @@ def serve_forever(
             port=port,
             settings=settings,
             workers=workers,
+            grpc_port=grpc_port,
+            follow=fresh_registry,
             announce=said,
         )
 

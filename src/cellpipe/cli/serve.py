@@ -112,6 +112,14 @@ def register(
         help="a request body silent this long gets 408 and its connection closed (default 30)",
     )
     parser.add_argument(
+        "--grpc-port",
+        type=port_number,
+        default=None,
+        metavar="PORT",
+        help="also serve the Open Inference Protocol's gRPC API on PORT (0: any free port; "
+        "needs the grpc extra)",
+    )
+    parser.add_argument(
         "--all-versions",
         action="store_true",
         help="also serve every other version of each model at /v2/models/NAME/versions/N",
@@ -159,6 +167,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
             read_timeout=args.read_timeout,
             workers=args.workers,
             all_versions=args.all_versions,
+            grpc_port=args.grpc_port,
         )
     return 0
 
@@ -211,6 +220,8 @@ def _announce(args: argparse.Namespace, document: dict[str, Any]) -> None:
                 f"serving {item['name']}:{item['version']} ({item['ref']}, "
                 f"{item['type']}) at {base}/v2/models/{item['name']}"
             )
+        if document["grpc"]:
+            print(f"gRPC (inference.GRPCInferenceService) at {document['grpc']}")
         workers = document["workers"]
         processes = "1 process" if workers == 1 else f"{workers} worker processes"
         token = ", bearer token required" if document["token"] else ""

@@ -41,6 +41,7 @@ from cellpipe.serving.protocol import DEFAULT_MAX_BODY
 __all__ = [
     "DEFAULT_HEADER_TIMEOUT",
     "MAX_HEADER_BYTES",
+    "Addresses",
     "RunningServer",
     "Settings",
     "default_workers",
@@ -292,7 +293,7 @@ def _table(refs: Sequence[str], source: ModelSource, settings: Settings) -> Any:
             f"the model server needs the 'serve' extra ({exc.name} is missing)",
             hint="pip install 'cellpipe[serve]'",
         ) from exc
-    return ModelTable.resolve(refs, source)
+    return ModelTable.resolve(refs, source, all_versions=settings.all_versions)
 
 
 def _app(table: Any, settings: Settings, metrics: Any) -> Any:
@@ -309,6 +310,47 @@ def _app(table: Any, settings: Settings, metrics: Any) -> Any:
     )
 
 
+def _metrics(table: Any, multiprocess_dir: str | None) -> Any:
+    from cellpipe.serving.metrics import Metrics
+
+    metrics = Metrics.create(multiprocess_dir)
+    for name, model in table.defaults.items():
+        metrics.serving(name, model.version.version)
+    return metrics
+
+
+def _start_following(
+    table: Any, metrics: Any, follow: Callable[[], ModelSource] | None, interval: float
+) -> None:
+    """Follow the table's aliases in this process (with a source of its own after a fork)."""
+    source = None
+    if follow is not None:
+        source = follow()
+        table.source = source  # versions loaded on first use come from it too
+    table.start_following(source, interval=interval, on_switch=metrics.switched)
+
+
+def _grpc(table: Any, host: str, port: int, settings: Settings, metrics: Any) -> Any:
+    from cellpipe.serving.grpc import start_grpc_server
+
+    return start_grpc_server(
+        table,
+        host=host,
+        port=port,
+        token=settings.token,
+        metrics=metrics,
+        max_message_bytes=settings.max_body,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Addresses:
+    """Where a started server listens: the REST base URL and the gRPC ``host:port``."""
+
+    url: str
+    grpc: str | None = None
+
+
 def serve(
     refs: Sequence[str],
     source: ModelSource,
@@ -317,14 +359,19 @@ def serve(
     port: int = 8080,
     settings: Settings | None = None,
     workers: int = 1,
-    announce: Callable[[str], None] | None = None,
+    grpc_port: int | None = None,
+    follow: Callable[[], ModelSource] | None = None,
+    follow_interval: float = 1.0,
+    announce: Callable[[Addresses], None] | None = None,
 ) -> None:
-    """Serve model versions over the Open Inference Protocol v2 REST API until interrupted.
+    """Serve model versions over the Open Inference Protocol v2 until interrupted.
 
     Every reference is resolved and its object loaded first; then the port is opened,
-    ``announce`` gets the real base URL, and uvicorn runs until Ctrl-C or SIGTERM: in this
+    ``announce`` gets the real addresses, and uvicorn runs until Ctrl-C or SIGTERM: in this
     process when ``workers`` is 1, else in ``workers`` forked processes sharing the socket
-    (the models are loaded once, before the fork).
+    (the models are loaded once, before the fork), each following the aliases with a source
+    of its own and counting into shared Prometheus files (``GET /metrics`` sums them). The
+    gRPC API runs in a thread (one process) or in a process of its own (workers).
 
     Args:
         refs: model references: ``NAME`` (newest), ``NAME:N``, ``NAME@ALIAS``.
@@ -332,13 +379,17 @@ def serve(
         host: the address to listen on (``0.0.0.0`` or ``::`` for every interface).
         port: the TCP port (0: any free port, announced).
         settings: limits, token and log level (`Settings` defaults).
-        workers: the number of server processes.
-        announce: receives the base URL once the port is open, before serving.
+        workers: the number of HTTP server processes.
+        grpc_port: also serve the gRPC API on this port (0: any free port); None: no gRPC.
+        follow: opens a fresh source for a worker process (forked processes must not share
+            the parent's database connections); None: one process uses ``source``.
+        follow_interval: seconds between two polls of the followed references.
+        announce: receives the addresses once the ports are open, before serving.
 
     Raises:
         RegistryError: a reference is invalid or names no version (`ModelNotFoundError`).
-        ServingError: a model cannot be served, the serve extra is missing, the port
-            cannot be opened, or a worker process fails as it starts.
+        ServingError: a model cannot be served, the serve extra is missing, a port cannot
+            be opened, or a worker process fails as it starts.
     """
     settings = settings or Settings()
     if workers < 1:
@@ -349,27 +400,119 @@ def serve(
         logger.warning("%s", warning)
     _access_logging(settings)
     sock = _bind(host, port)
+    url = url_of(host, sock.getsockname()[1])
     try:
-        url = url_of(host, sock.getsockname()[1])
-        if announce is not None:
-            announce(url)
         if workers == 1:
-            _uvicorn(_app(table, settings, None), settings).run(sockets=[sock])
-            return
-        from cellpipe.serving.workers import Supervisor
-
-        def worker() -> None:
-            _uvicorn(_app(table, settings, None), settings).run(sockets=[sock])
-
-        supervisor = Supervisor()
-        try:
-            for number in range(1, workers + 1):
-                supervisor.spawn(f"worker {number}", worker)
-            supervisor.supervise()
-        finally:
-            supervisor.stop()
+            _serve_here(table, sock, url, host, grpc_port, settings, follow_interval, announce)
+        else:
+            _serve_forked(
+                table, sock, url, host, workers, grpc_port, settings, follow, follow_interval,
+                announce,
+            )  # fmt: skip
     finally:
         sock.close()
+
+
+def _serve_here(
+    table: Any,
+    sock: socket.socket,
+    url: str,
+    host: str,
+    grpc_port: int | None,
+    settings: Settings,
+    interval: float,
+    announce: Callable[[Addresses], None] | None,
+) -> None:
+    metrics = _metrics(table, None)
+    grpc = None if grpc_port is None else _grpc(table, host, grpc_port, settings, metrics)
+    try:
+        _start_following(table, metrics, None, interval)
+        if announce is not None:
+            announce(Addresses(url, None if grpc is None else grpc.address))
+        _uvicorn(_app(table, settings, metrics), settings).run(sockets=[sock])
+    finally:
+        table.stop_following()
+        if grpc is not None:
+            grpc.stop()
+
+
+def _serve_forked(
+    table: Any,
+    sock: socket.socket,
+    url: str,
+    host: str,
+    workers: int,
+    grpc_port: int | None,
+    settings: Settings,
+    follow: Callable[[], ModelSource] | None,
+    interval: float,
+    announce: Callable[[Addresses], None] | None,
+) -> None:
+    import shutil
+    import tempfile
+
+    from cellpipe.serving.metrics import MULTIPROC_ENV, mark_process_dead
+    from cellpipe.serving.workers import Supervisor
+
+    folder = tempfile.mkdtemp(prefix="cellpipe-metrics-")
+    # Before anything imports prometheus_client: the children count into files there.
+    os.environ[MULTIPROC_ENV] = folder
+
+    def worker() -> None:
+        metrics = _metrics(table, folder)
+        _start_following(table, metrics, follow, interval)
+        _uvicorn(_app(table, settings, metrics), settings).run(sockets=[sock])
+
+    def grpc_process(report: int) -> Callable[[], None]:
+        def run() -> None:
+            sock.close()
+            metrics = _metrics(table, folder)
+            _start_following(table, metrics, follow, interval)
+            server = _grpc(table, host, grpc_port or 0, settings, metrics)
+            os.write(report, f"{server.port}\n".encode())
+            os.close(report)
+            _wait_for_stop()
+            server.stop()
+
+        return run
+
+    supervisor = Supervisor(on_exit=lambda pid: mark_process_dead(pid, folder))
+    try:
+        for number in range(1, workers + 1):
+            supervisor.spawn(f"worker {number}", worker)
+        grpc_address = None
+        if grpc_port is not None:
+            read, write = os.pipe()
+            supervisor.spawn("the gRPC server", grpc_process(write), restartable=grpc_port != 0)
+            os.close(write)
+            with os.fdopen(read) as reply:
+                line = reply.readline().strip()
+            if not line.isdigit():
+                raise ServingError(
+                    "the gRPC server did not start", hint="its error is above this message"
+                )
+            grpc_address = f"{url_of(host, int(line)).removeprefix('http://')}"
+        if announce is not None:
+            announce(Addresses(url, grpc_address))
+        supervisor.supervise()
+    finally:
+        supervisor.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _wait_for_stop() -> None:
+    """Block until SIGTERM or SIGINT (in a forked child's main thread)."""
+    import signal
+
+    stop = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+    while not stop.wait(3600):
+        pass
 
 
 @dataclass(slots=True, kw_only=True)
@@ -382,17 +525,28 @@ class RunningServer:
     _thread: threading.Thread
     _socket: socket.socket
     table: Any = field(default=None)
+    metrics: Any = field(default=None)
+    grpc: Any = field(default=None)
 
     @property
     def url(self) -> str:
         """The base URL, ``http://127.0.0.1:PORT`` (IPv6 hosts in brackets)."""
         return url_of(self.host, self.port)
 
+    @property
+    def grpc_address(self) -> str | None:
+        """The gRPC API's ``host:port``, when it runs."""
+        return None if self.grpc is None else str(self.grpc.address)
+
     def stop(self, timeout: float = 10.0) -> None:
-        """Stop serving and wait for the server thread to end."""
+        """Stop serving and following; wait for the server threads to end."""
         self._server.should_exit = True
         self._thread.join(timeout)
         self._socket.close()
+        if self.table is not None:
+            self.table.stop_following()
+        if self.grpc is not None:
+            self.grpc.stop()
 
     def __enter__(self) -> RunningServer:
         return self
@@ -409,12 +563,15 @@ def start_server(
     port: int = 0,
     settings: Settings | None = None,
     log_level: str | None = None,
+    grpc_port: int | None = None,
+    follow_interval: float = 1.0,
     timeout: float = 30.0,
 ) -> RunningServer:
     """Start the server of `serve` in a background thread and return once it accepts requests.
 
-    For tests and notebooks: always one process. ``port=0`` picks a free port (see
-    `RunningServer.url`). Use it as a context manager, or call `RunningServer.stop`.
+    For tests and notebooks: always one process; aliases are followed, ``/metrics`` counts.
+    ``port=0`` picks a free port (see `RunningServer.url`). Use it as a context manager, or
+    call `RunningServer.stop`.
 
     Args:
         refs: model references, as `serve`.
@@ -423,6 +580,8 @@ def start_server(
         port: the TCP port (0: any free port).
         settings: limits, token and log level (`Settings` defaults).
         log_level: shorthand for ``settings.log_level``.
+        grpc_port: also serve the gRPC API on this port (0: any free port).
+        follow_interval: seconds between two polls of the followed references.
         timeout: seconds to wait for the server to accept requests.
 
     Raises:
@@ -437,12 +596,12 @@ def start_server(
     if warning:
         logger.warning("%s", warning)
     _access_logging(settings)
-    server = _uvicorn(_app(table, settings, None), settings)
+    metrics = _metrics(table, None)
+    server = _uvicorn(_app(table, settings, metrics), settings)
     sock = _bind(host, port)
     thread = threading.Thread(
         target=server.run, kwargs={"sockets": [sock]}, name="cellpipe-serve", daemon=True
     )
-    thread.start()
     running = RunningServer(
         host=host,
         port=sock.getsockname()[1],
@@ -450,7 +609,16 @@ def start_server(
         _thread=thread,
         _socket=sock,
         table=table,
+        metrics=metrics,
     )
+    try:
+        if grpc_port is not None:
+            running.grpc = _grpc(table, host, grpc_port, settings, metrics)
+        table.start_following(interval=follow_interval, on_switch=metrics.switched)
+        thread.start()
+    except BaseException:
+        running.stop()
+        raise
     deadline = time.monotonic() + timeout
     while thread.is_alive() and not server.started and time.monotonic() < deadline:
         time.sleep(0.01)

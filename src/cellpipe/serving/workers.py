@@ -29,7 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
 
-from cellpipe.errors import ServingError
+from cellpipe.errors import CellpipeError, ServingError
 
 __all__ = ["MIN_UPTIME", "Supervisor"]
 
@@ -80,8 +80,9 @@ def _describe(status: int) -> str:
 class Supervisor:
     """Forks and watches the server's child processes (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_exit: Callable[[int], None] | None = None) -> None:
         self.children: dict[int, _Child] = {}
+        self._on_exit = on_exit
         self._parent = os.getpid()
         self._stopping = False
 
@@ -104,6 +105,9 @@ class Supervisor:
                 code = 0
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
+            except CellpipeError as exc:
+                hint = f" (hint: {exc.hint})" if exc.hint else ""
+                logger.error("%s: %s%s", role, exc.message, hint)
             except BaseException:
                 traceback.print_exc()
             finally:
@@ -131,11 +135,19 @@ class Supervisor:
                 child = self.children.pop(pid, None)
                 if child is None:
                     continue
+                self._exited(pid)
                 self._ended(pid, child, status)
         except (_Stop, KeyboardInterrupt):
             return
         finally:
             signal.signal(signal.SIGTERM, previous)
+
+    def _exited(self, pid: int) -> None:
+        if self._on_exit is not None:
+            try:
+                self._on_exit(pid)
+            except Exception:  # cleaning up after a child must not stop the others
+                logger.exception("cleaning up after pid %d failed", pid)
 
     def _ended(self, pid: int, child: _Child, status: int) -> None:
         how = _describe(status)
@@ -163,12 +175,14 @@ class Supervisor:
                 done, _ = os.waitpid(pid, os.WNOHANG)
                 if done:
                     self.children.pop(pid, None)
+                    self._exited(pid)
             if self.children:
                 time.sleep(0.05)
         for pid in list(self.children):
             _signal(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
             self.children.pop(pid, None)
+            self._exited(pid)
 
 
 def _signal(pid: int, signum: int) -> None:
