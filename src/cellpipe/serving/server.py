@@ -423,17 +423,28 @@ def _serve_here(
     interval: float,
     announce: Callable[[Addresses], None] | None,
 ) -> None:
+    import signal
+
     metrics = _metrics(table, None)
     grpc = None if grpc_port is None else _grpc(table, host, grpc_port, settings, metrics)
+    main = threading.current_thread() is threading.main_thread()
+    # SIGTERM stops the server like Ctrl-C (uvicorn raises it again once it has shut down).
+    previous = signal.signal(signal.SIGTERM, _interrupt) if main else None
     try:
         _start_following(table, metrics, None, interval)
         if announce is not None:
             announce(Addresses(url, None if grpc is None else grpc.address))
         _uvicorn(_app(table, settings, metrics), settings).run(sockets=[sock])
     finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
         table.stop_following()
         if grpc is not None:
             grpc.stop()
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _serve_forked(

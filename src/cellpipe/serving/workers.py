@@ -8,10 +8,10 @@ reaps it.
 Invariants: a child never returns into the parent's code: it ends with ``os._exit``; it asks
 the kernel for SIGTERM when the parent dies (Linux), so no worker outlives the command. A child
 that ends while the supervisor is not stopping is reported (logger ``cellpipe.serving``,
-ERROR) and started again, unless it ended within `MIN_UPTIME` seconds of its start (a crash
-loop: the supervisor stops everything and raises `ServingError`). Every child is gone when
-`stop` returns. The parent must not have started threads before it forks (the caller's duty:
-models load in the parent, threads start in the children).
+ERROR) and started again, unless `MAX_RESTARTS` restarts happened within `RESTART_WINDOW`
+seconds (a crash loop: the supervisor stops everything and raises `ServingError`). Every
+child is gone when `stop` returns. The parent must not have started threads before it forks
+(the caller's duty: models load in the parent, threads start in the children).
 
 Must not depend on: the web stack, grpc, the runner, kfp, notebooks, config or api.
 """
@@ -31,12 +31,15 @@ from types import FrameType
 
 from cellpipe.errors import CellpipeError, ServingError
 
-__all__ = ["MIN_UPTIME", "Supervisor"]
+__all__ = ["MAX_RESTARTS", "RESTART_WINDOW", "Supervisor"]
 
 logger = logging.getLogger("cellpipe.serving")
 
-MIN_UPTIME = 2.0
-"""A child that ends sooner after its start is not restarted (it would fail again)."""
+MAX_RESTARTS = 5
+"""Children restarted within `RESTART_WINDOW` seconds before the supervisor gives up (a child
+that fails as it starts would fail again: a crash loop stops the server instead)."""
+
+RESTART_WINDOW = 60.0
 
 STOP_GRACE = 15.0
 """Seconds children have to finish their requests after SIGTERM before SIGKILL."""
@@ -83,6 +86,7 @@ class Supervisor:
     def __init__(self, on_exit: Callable[[int], None] | None = None) -> None:
         self.children: dict[int, _Child] = {}
         self._on_exit = on_exit
+        self._restarts: list[float] = []
         self._parent = os.getpid()
         self._stopping = False
 
@@ -151,16 +155,19 @@ class Supervisor:
 
     def _ended(self, pid: int, child: _Child, status: int) -> None:
         how = _describe(status)
-        uptime = time.monotonic() - child.started
-        if uptime < MIN_UPTIME:
+        now = time.monotonic()
+        self._restarts = [t for t in self._restarts if now - t < RESTART_WINDOW]
+        if len(self._restarts) >= MAX_RESTARTS:
             raise ServingError(
-                f"{child.role} (pid {pid}) {how} {uptime:.1f} s after it started",
+                f"{child.role} (pid {pid}) {how}, after {len(self._restarts)} restarts within "
+                f"{RESTART_WINDOW:g} s",
                 hint="its error is above; the other processes were stopped",
             )
         if not child.restartable:
             raise ServingError(
                 f"{child.role} (pid {pid}) {how}", hint="the other processes were stopped"
             )
+        self._restarts.append(now)
         new = self.spawn(child.role, child.target)
         logger.error("%s (pid %d) %s; started it again (pid %d)", child.role, pid, how, new)
 
