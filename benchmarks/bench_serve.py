@@ -8,7 +8,9 @@ is served by:
 
 - ``cellpipe serve wine@production`` (the real command, in a temporary project where the model
   is registered), with ``--workers N`` (default: what the command picks) and with
-  ``--workers 1``, at the default log level (no per-request logging);
+  ``--workers 1``, at the default log level (no per-request logging); and the same server with
+  inference in the thread pool instead of on the event loop (``Settings(inline=False)``, the
+  choice `cellpipe serve` does not offer), to show why it runs on the loop;
 - KServe 0.21's ``ModelServer`` (``peers/serve_kserve.py``, run with the kserve venv that
   ``bash ../shared/peer-bench/setup.sh kserve`` builds under ``$PEERBENCH_DIR``), with its
   default request logging and with it off (``PEERBENCH_KSERVE_QUIET=1``);
@@ -207,6 +209,28 @@ def main() -> None:
 
             return start
 
+        def pool(workers: int) -> Callable[[int], subprocess.Popen[bytes]]:
+            # The same server with inference in the thread pool instead of on the event loop
+            # (`Settings.inline=False`), which `cellpipe serve` has no option for.
+            script = (
+                "import sys; from pathlib import Path; from cellpipe.api import open_project; "
+                "from cellpipe.config import Settings; "
+                "from cellpipe.registry.registry import ModelRegistry; "
+                "from cellpipe.serving.server import Settings as Serve, serve; "
+                "s = open_project(Settings.for_notebook(Path('wine.ipynb'))).__enter__(); "
+                "serve(['wine@production'], ModelRegistry(s.metadata, s.artifacts), "
+                "port=int(sys.argv[1]), workers=int(sys.argv[2]), "
+                "settings=Serve(inline=False))"
+            )
+
+            def start(port: int) -> subprocess.Popen[bytes]:
+                return subprocess.Popen(
+                    [str(BIN / "python"), "-c", script, str(port), str(workers)],
+                    cwd=project, stdout=out, stderr=out, env=CHILD_ENV,
+                )  # fmt: skip
+
+            return start
+
         def peer(script: str, python: Path, quiet: bool = False) -> Callable[[int], Any]:
             def start(port: int) -> subprocess.Popen[bytes]:
                 env = {**CHILD_ENV, "PEERBENCH_PORT": str(port),
@@ -226,6 +250,8 @@ def main() -> None:
         servers = [
             Server("cellpipe", f"`cellpipe serve`, {workers} workers", cellpipe(workers)),
             Server("cellpipe-1", "`cellpipe serve --workers 1`", cellpipe(1)),
+            Server("cellpipe-pool", f"the same, {workers} workers, inference in threads",
+                   pool(workers)),
             Server("stdlib", "stdlib ThreadingHTTPServer (floor)",
                    peer("serve_stdlib.py", Path(sys.executable))),
         ]  # fmt: skip
