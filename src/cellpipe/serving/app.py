@@ -169,12 +169,12 @@ class OipApp:
         max_body: int,
         metrics: Any,
         access_log: bool,
-        body_timeout: float,
+        body_timeout: float | None,
         inline: bool,
     ) -> None:
         if max_body < 1:
             raise ServingError(f"the body limit must be at least 1 byte, not {max_body}")
-        if not body_timeout > 0:
+        if body_timeout is not None and not body_timeout > 0:
             raise ServingError(f"the body timeout must be positive, not {body_timeout}")
         self.table = table
         self.max_body = max_body
@@ -395,36 +395,36 @@ class OipApp:
 
     async def _read_body(self, receive: Receive) -> bytes:
         limit, timeout = self.max_body, self.body_timeout
-        loop = asyncio.get_running_loop()
         chunks: list[bytes] = []
         size = 0
-        try:
-            async with asyncio.timeout(timeout) as deadline:
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        raise _Disconnected
-                    chunk = message.get("body", b"")
-                    if chunk:
-                        size += len(chunk)
-                        if size > limit:
-                            raise _Reply(
-                                413,
-                                f"the body is over this server's limit of {limit} bytes "
-                                "(serve --max-body)",
-                                close=True,
-                            )
-                        chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-                    deadline.reschedule(loop.time() + timeout)
-        except TimeoutError:
-            raise _Reply(
-                408,
-                f"the request body stopped arriving: nothing for {timeout:g} s "
-                f"({size} bytes received)",
-                close=True,
-            ) from None
+        while True:
+            if timeout is None:  # the server's protocol enforces the read timeout
+                message = await receive()
+            else:
+                try:
+                    async with asyncio.timeout(timeout):
+                        message = await receive()
+                except TimeoutError:
+                    raise _Reply(
+                        408,
+                        f"the request body stopped arriving: nothing for {timeout:g} s "
+                        f"({size} bytes received)",
+                        close=True,
+                    ) from None
+            if message["type"] != "http.request":
+                raise _Disconnected
+            chunk = message.get("body", b"")
+            if chunk:
+                size += len(chunk)
+                if size > limit:
+                    raise _Reply(
+                        413,
+                        f"the body is over this server's limit of {limit} bytes (serve --max-body)",
+                        close=True,
+                    )
+                chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -445,7 +445,7 @@ def build_app(
     max_body: int | None = None,
     metrics: Any = None,
     access_log: bool = False,
-    body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    body_timeout: float | None = DEFAULT_BODY_TIMEOUT,
     inline: bool = False,
 ) -> OipApp:
     """Return the ASGI app serving the versions of ``table``.
@@ -459,7 +459,8 @@ def build_app(
         metrics: a `Metrics` to count requests in and serve at ``/metrics``; None: no metrics.
         access_log: log one line per request (method, path, status, latency, request id)
             to the ``cellpipe.serving.access`` logger at INFO.
-        body_timeout: seconds a body may stay silent between two reads before 408.
+        body_timeout: seconds a body may stay silent between two reads before 408; None
+            when the server enforces it (`cellpipe.serving.server` does, in its protocol).
         inline: run inference on the event loop instead of the thread pool.
 
     Raises:

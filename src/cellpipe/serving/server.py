@@ -166,19 +166,26 @@ def _protocol_class(settings: Settings) -> type[Any]:
     received byte, so a client that sends nothing, or a header a byte at a time, held a
     connection forever; httptools buffers a header of any size. Here the time from a
     connection's first byte (or from its opening) to the end of the headers is bounded by
-    ``header_timeout`` (408), the header bytes by `MAX_HEADER_BYTES` (431), and uvicorn's
-    plain-text "Invalid HTTP request" 400 becomes JSON. Each of these closes the connection.
+    ``header_timeout`` (408), the header bytes by `MAX_HEADER_BYTES` (431), the silence within
+    a body by ``body_timeout`` (408; a timer armed only when a read leaves the body incomplete,
+    so a request that arrives whole costs nothing: an ``asyncio.timeout`` around the app's
+    reads cost about 15 times a plain read), and uvicorn's plain-text "Invalid HTTP request"
+    400 becomes JSON. Each of these closes the connection.
     """
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
     from cellpipe.serving.app import error_body
 
     timeout = settings.header_timeout
+    body_timeout = settings.body_timeout
     limit = MAX_HEADER_BYTES
 
     class Protocol(HttpToolsProtocol):
         _header_timer: asyncio.TimerHandle | None = None
         _header_bytes: int | None = 0  # None: the headers of the current request are read
+        _body_timer: asyncio.TimerHandle | None = None
+        _body_bytes = 0
+        _in_body = False  # the headers were read, the body is not complete
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
@@ -187,18 +194,21 @@ def _protocol_class(settings: Settings) -> type[Any]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_header_timer()
+            self._cancel_body_timer()
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
             if self._header_bytes is not None:
                 self._header_bytes += len(data)
             super().data_received(data)
-            if (
-                self._header_bytes is not None
-                and self._header_bytes > limit
-                and not self.transport.is_closing()
-            ):
+            if self.transport.is_closing():
+                return
+            if self._header_bytes is not None and self._header_bytes > limit:
                 self._refuse(431, f"the request line and headers are over {limit} bytes")
+            elif self._in_body:
+                # A body that came in with its headers never gets here: no timer, no cost.
+                self._cancel_body_timer()
+                self._body_timer = self.loop.call_later(body_timeout, self._body_too_slow)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -210,11 +220,18 @@ def _protocol_class(settings: Settings) -> type[Any]:
         def on_headers_complete(self) -> None:
             self._header_bytes = None
             self._cancel_header_timer()
+            self._in_body, self._body_bytes = True, 0
             super().on_headers_complete()
+
+        def on_body(self, body: bytes) -> None:
+            self._body_bytes += len(body)
+            super().on_body(body)
 
         def on_message_complete(self) -> None:
             super().on_message_complete()
             self._header_bytes = 0  # what comes next is the next request's head
+            self._in_body = False
+            self._cancel_body_timer()
 
         def send_400_response(self, msg: str) -> None:
             self._refuse(400, f"invalid HTTP request: {msg}")
@@ -223,6 +240,24 @@ def _protocol_class(settings: Settings) -> type[Any]:
             if self._header_timer is not None:
                 self._header_timer.cancel()
                 self._header_timer = None
+
+        def _cancel_body_timer(self) -> None:
+            if self._body_timer is not None:
+                self._body_timer.cancel()
+                self._body_timer = None
+
+        def _body_too_slow(self) -> None:
+            self._body_timer = None
+            if not self._in_body or self.transport.is_closing():
+                return
+            if self.cycle is not None and self.cycle.response_started:
+                self.transport.close()  # answered already (a 413, a 401): just stop reading
+                return
+            self._refuse(
+                408,
+                f"the request body stopped arriving: nothing for {body_timeout:g} s "
+                f"({self._body_bytes} bytes received)",
+            )
 
         def _headers_too_slow(self) -> None:
             self._header_timer = None
@@ -299,13 +334,19 @@ def _table(refs: Sequence[str], source: ModelSource, settings: Settings) -> Any:
 def _app(table: Any, settings: Settings, metrics: Any) -> Any:
     from cellpipe.serving.app import build_app
 
+    try:
+        import httptools  # noqa: F401
+
+        body_timeout = None  # `_protocol_class` enforces it, at no cost per request
+    except ImportError:
+        body_timeout = settings.body_timeout
     return build_app(
         table,
         token=settings.token,
         max_body=settings.max_body,
         metrics=metrics,
         access_log=settings.access_log,
-        body_timeout=settings.body_timeout,
+        body_timeout=body_timeout,
         inline=settings.inline,
     )
 

@@ -140,3 +140,39 @@ def test_item2_a_limit_below_one_byte_is_a_serving_error() -> None:
 
     with pytest.raises(ServingError, match="at least 1 byte"):
         Settings(max_body=0)
+
+
+def test_item2_the_app_alone_times_a_silent_body_out(
+    make_source: Callable[[], MemorySource],
+) -> None:
+    # Under another ASGI server (no cellpipe protocol), the app enforces the read timeout.
+    import asyncio
+
+    from cellpipe.serving.app import build_app
+    from cellpipe.serving.table import ModelTable
+
+    app = build_app(ModelTable.resolve(["double"], make_source()), body_timeout=SHORT)
+    sent: list[dict[str, object]] = []
+
+    async def receive() -> dict[str, object]:
+        if not sent and not getattr(receive, "started", False):
+            receive.started = True  # type: ignore[attr-defined]
+            return {"type": "http.request", "body": b"x" * 10, "more_body": True}
+        await asyncio.Event().wait()  # the rest never comes
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v2/models/double/infer",
+        "raw_path": b"/v2/models/double/infer",
+        "headers": [(b"content-length", b"1000")],
+    }
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+
+    assert sent[0]["status"] == 408
+    assert (b"connection", b"close") in sent[0]["headers"]  # type: ignore[operator]
+    assert "10 bytes received" in error_of(sent[1]["body"])  # type: ignore[arg-type]
