@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import re
 import sys
 from typing import Any
 
 from cellpipe.cli import render
 from cellpipe.cli._loading import PROJECT_HELP, port_number
+
+TOKEN_VARIABLE = "CELLPIPE_SERVE_TOKEN"
 
 DESCRIPTION = """\
 Serve registered model versions over the KServe Open Inference Protocol v2 REST API: health
@@ -72,9 +76,53 @@ def register(
     )
     parser.add_argument(
         "--log-level",
-        default="info",
+        default="warning",
         choices=["critical", "error", "warning", "info", "debug"],
-        help="the server's request log level",
+        help="info: one access-log line per request (method, path, status, latency, request "
+        "id); warning (default): no per-request logging",
+    )
+    parser.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="server processes sharing the port (default: the usable CPUs, at most 4; "
+        "models are loaded once, before the processes fork)",
+    )
+    parser.add_argument(
+        "--token",
+        default=None,
+        help="require 'Authorization: Bearer TOKEN' on every request but the health probes; "
+        "prefer the CELLPIPE_SERVE_TOKEN environment variable: a token on the command line "
+        "is visible to every user in `ps`",
+    )
+    parser.add_argument(
+        "--max-body",
+        type=_byte_size,
+        default=None,
+        metavar="BYTES",
+        help="largest request body, as sent and once decompressed (default 64MiB; "
+        "suffixes KiB, MiB, GiB); larger bodies get 413",
+    )
+    parser.add_argument(
+        "--read-timeout",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="a request body silent this long gets 408 and its connection closed (default 30)",
+    )
+    parser.add_argument(
+        "--grpc-port",
+        type=port_number,
+        default=None,
+        metavar="PORT",
+        help="also serve the Open Inference Protocol's gRPC API on PORT (0: any free port; "
+        "needs the grpc extra)",
+    )
+    parser.add_argument(
+        "--all-versions",
+        action="store_true",
+        help="also serve every other version of each model at /v2/models/NAME/versions/N",
     )
     parser.add_argument(
         "--manifest",
@@ -105,6 +153,7 @@ def serve_cmd(args: argparse.Namespace) -> int:
         )
     if args.manifest is not None:
         return _manifest(args)
+    token = args.token or os.environ.get(TOKEN_VARIABLE) or None
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops
         api.serve_forever(
             args.refs,
@@ -113,8 +162,52 @@ def serve_cmd(args: argparse.Namespace) -> int:
             log_level=args.log_level,
             project=args.project,
             announce=lambda document: _announce(args, document),
+            token=token,
+            max_body=args.max_body,
+            read_timeout=args.read_timeout,
+            workers=args.workers,
+            all_versions=args.all_versions,
+            grpc_port=args.grpc_port,
         )
     return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
+
+
+_UNITS = {"": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 10**6, "mb": 10**6,
+          "mib": 1024**2, "g": 10**9, "gb": 10**9, "gib": 1024**3}  # fmt: skip
+
+
+def _byte_size(text: str) -> int:
+    """``65536``, ``64KiB``, ``64MiB``, ``1GiB`` (also kB, MB, GB: powers of 1000)."""
+    match = re.fullmatch(r"\s*([0-9]+)\s*([A-Za-z]*)\s*", text)
+    unit = match.group(2).lower() if match else ""
+    if match is None or unit not in _UNITS:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size in bytes (examples: 1048576, 512KiB, 64MiB, 1GiB)"
+        )
+    value = int(match.group(1)) * _UNITS[unit]
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not at least 1 byte")
+    return value
 
 
 def _announce(args: argparse.Namespace, document: dict[str, Any]) -> None:
@@ -127,7 +220,12 @@ def _announce(args: argparse.Namespace, document: dict[str, Any]) -> None:
                 f"serving {item['name']}:{item['version']} ({item['ref']}, "
                 f"{item['type']}) at {base}/v2/models/{item['name']}"
             )
-        print("Ctrl-C stops the server", file=sys.stderr)
+        if document["grpc"]:
+            print(f"gRPC (inference.GRPCInferenceService) at {document['grpc']}")
+        workers = document["workers"]
+        processes = "1 process" if workers == 1 else f"{workers} worker processes"
+        token = ", bearer token required" if document["token"] else ""
+        print(f"{processes}{token}; Ctrl-C stops the server", file=sys.stderr)
     sys.stdout.flush()
 
 

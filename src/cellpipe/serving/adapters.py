@@ -14,8 +14,10 @@ an adapter for an object or says clearly why it cannot be served. Two kinds:
   dict (named outputs).
 
 Invariants: inputs are numpy arrays already checked against the declared datatype and shape;
-an exception raised by the model propagates (the app turns it into HTTP 500); a problem with
-the request itself raises `RequestError` (HTTP 400).
+a `DATA_ERRORS` exception the model raises on the request's values becomes `ModelRefused`
+(the protocol answers 400 with its reason), any other exception propagates (500); a problem
+with the request itself raises `RequestError` (HTTP 400), as does a ``predict`` request with
+no rows (scikit-learn refuses zero samples).
 
 Must not depend on: the web framework, the runner, kfp or notebooks.
 """
@@ -32,7 +34,28 @@ from cellpipe.errors import ServingError
 from cellpipe.registry.model import ModelVersion, TensorSpec
 from cellpipe.serving.tensors import RequestError, datatype_of
 
-__all__ = ["ModelAdapter", "adapt", "platform_of"]
+__all__ = ["DATA_ERRORS", "ModelAdapter", "ModelRefused", "adapt", "platform_of"]
+
+DATA_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,
+    TypeError,
+    KeyError,
+    IndexError,
+    ArithmeticError,
+)
+"""What a model raising on the client's values raises (scikit-learn: ValueError)."""
+
+
+class ModelRefused(Exception):
+    """The model raised one of `DATA_ERRORS` on the request's values (``__cause__``)."""
+
+
+def _guarded(function: Callable[..., Any], *args: Any) -> Any:
+    """Call the model; its data errors become `ModelRefused`, never mistaken for ours."""
+    try:
+        return function(*args)
+    except DATA_ERRORS as exc:
+        raise ModelRefused(str(exc)) from exc
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -155,12 +178,18 @@ def _predict_adapter(obj: Any, version: ModelVersion) -> ModelAdapter:
     def call(inputs: Mapping[str, np.ndarray[Any, Any]], wanted: Sequence[str]) -> dict[str, Any]:
         arrays = _ordered(expected, inputs)
         x = _design_matrix(obj, arrays, names or list(inputs), columns=by_column)
+        if getattr(x, "ndim", 2) >= 1 and len(x) == 0:
+            raise RequestError(
+                f"the request has no rows (input shapes {[list(a.shape) for a in arrays]}); "
+                "a predict model needs at least one",
+                hint="send one or more rows",
+            )
         result: dict[str, Any] = {}
         for name in wanted or (predict_spec.name,):
             if name == predict_spec.name:
-                result[name] = obj.predict(x)
+                result[name] = _guarded(obj.predict, x)
             else:
-                result[name] = obj.predict_proba(x)
+                result[name] = _guarded(obj.predict_proba, x)
         return result
 
     return ModelAdapter(
@@ -178,7 +207,7 @@ def _callable_adapter(obj: Callable[..., Any], version: ModelVersion) -> ModelAd
     sig_outputs = signature.outputs if signature else ()
 
     def call(inputs: Mapping[str, np.ndarray[Any, Any]], wanted: Sequence[str]) -> dict[str, Any]:
-        value = obj(*_ordered(expected, inputs))
+        value = _guarded(obj, *_ordered(expected, inputs))
         if isinstance(value, Mapping):
             produced = {str(k): v for k, v in value.items()}
         else:

@@ -22,8 +22,6 @@ Must not depend on: the web framework, the runner, kfp or notebooks.
 
 from __future__ import annotations
 
-import gzip
-import json
 import logging
 import zlib
 from collections.abc import Mapping, Sequence
@@ -34,7 +32,8 @@ import numpy as np
 
 from cellpipe.errors import ServingError
 from cellpipe.registry.model import ModelVersion, TensorSpec
-from cellpipe.serving.adapters import ModelAdapter, platform_of
+from cellpipe.serving import codec
+from cellpipe.serving.adapters import ModelAdapter, ModelRefused, platform_of
 from cellpipe.serving.tensors import (
     EncodedOutput,
     RequestError,
@@ -43,12 +42,23 @@ from cellpipe.serving.tensors import (
     decode_json,
     encode_binary,
     encode_json,
+    safe_cast,
     shape_matches,
 )
 
-__all__ = ["HEADER_LENGTH", "ServedModel", "infer", "model_metadata"]
+__all__ = [
+    "DEFAULT_MAX_BODY",
+    "HEADER_LENGTH",
+    "ServedModel",
+    "infer",
+    "model_metadata",
+    "run_model",
+]
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY = 64 * 1024 * 1024
+"""The default limit of a request body, in bytes, as received and once decompressed."""
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """The binary tensor data extension's header: the byte size of the JSON part of a body."""
@@ -63,51 +73,103 @@ class ServedModel:
 
 
 def model_metadata(model: ServedModel, versions: list[str]) -> dict[str, Any]:
-    """Return the OIP model metadata document of ``model``."""
-    return {
+    """Return the OIP model metadata document of ``model``.
+
+    A ``predict`` model whose signature names one 1-D tensor per column (fitted on a
+    DataFrame) also says ``"parameters": {"content_type": "pd"}``: the request parameter with
+    which KServe's scikit-learn runtime builds a DataFrame from those tensors (without it,
+    KServe passes only the first input to the model). Requests shaped by this document thus
+    work on both servers; cellpipe accepts them with or without the parameter, and also
+    takes the columns as one ``[rows, columns]`` tensor, as KServe does.
+    """
+    document: dict[str, Any] = {
         "name": model.version.name,
         "versions": versions,
         "platform": platform_of(model.version),
         "inputs": [spec.to_json() for spec in model.adapter.inputs],
         "outputs": [spec.to_json() for spec in model.adapter.outputs],
     }
+    if by_columns(model.adapter):
+        document["parameters"] = {"content_type": "pd"}
+    return document
 
 
-def _decompress(body: bytes, encoding: str | None) -> bytes:
-    if not encoding or encoding == "identity":
-        return body
-    try:
-        if encoding == "gzip":
-            return gzip.decompress(body)
-        if encoding == "deflate":
-            return zlib.decompress(body)
-    except (OSError, zlib.error, EOFError) as exc:
-        raise RequestError(f"the body is not valid {encoding} data") from exc
-    raise RequestError(
-        f"unsupported Content-Encoding {encoding!r}", hint="send gzip, deflate or identity"
+def by_columns(adapter: ModelAdapter) -> bool:
+    """Whether ``adapter`` is a ``predict`` model taking one 1-D tensor per column."""
+    return (
+        adapter.kind == "predict"
+        and bool(adapter.inputs)
+        and all(len(spec.shape) == 1 for spec in adapter.inputs)
     )
 
 
-def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+_WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # gzip wrapper; zlib wrapper (RFC 9110)
+
+
+def _decompress(body: bytes, encoding: str | None, max_body: int) -> bytes:
+    """Return ``body`` decoded, never producing more than ``max_body`` bytes.
+
+    Decompressed incrementally (a zlib decompressor with an output bound), so a small gzip
+    bomb is refused with 413 after at most ``max_body`` bytes, not after inflating all of it.
+    """
+    if not encoding:
+        return body
+    name = encoding.strip().lower()
+    if name == "identity":
+        return body
+    wbits = _WBITS.get(name)
+    if wbits is None:
+        raise RequestError(
+            f"unsupported Content-Encoding {encoding!r:.40}",
+            status=415,
+            hint="send gzip, deflate or identity",
+        )
+    parts: list[bytes] = []
+    total = 0
+    data = body
+    try:
+        while True:  # a gzip body may hold several members, one after another
+            inflater = zlib.decompressobj(wbits)
+            while data:
+                chunk = inflater.decompress(data, max_body - total + 1)
+                total += len(chunk)
+                if total > max_body:
+                    raise RequestError(
+                        f"the {name} body decompresses to more than {max_body} bytes",
+                        status=413,
+                        hint="send a smaller request, or raise the server's body limit",
+                    )
+                parts.append(chunk)
+                data = inflater.unconsumed_tail
+                if inflater.eof:
+                    break
+            if not inflater.eof:
+                raise RequestError(f"the body is not valid {name} data: it is cut short")
+            data = inflater.unused_data
+            if not data or wbits != 31:
+                break
+    except zlib.error as exc:
+        raise RequestError(f"the body is not valid {name} data ({exc})") from exc
+    if data:
+        raise RequestError(f"the body has {len(data)} bytes after its {name} data")
+    return b"".join(parts)
+
+
+def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], memoryview]:
     if header_length is None:
         size = len(body)
     else:
-        try:
-            size = int(header_length)
-        except ValueError:
-            size = -1
+        text = header_length.strip()
+        size = int(text) if text.isascii() and text.isdigit() and len(text) < 19 else -1
         if not 0 <= size <= len(body):
             raise RequestError(
-                f"{HEADER_LENGTH} is {header_length!r}; it must be a number of bytes from 0 "
+                f"{HEADER_LENGTH} is {header_length!r:.40}; it must be a number of bytes from 0 "
                 f"to the body's size ({len(body)})"
             )
-    try:
-        document = json.loads(body[:size])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise RequestError(f"the request is not valid JSON: {exc}") from exc
+    document = codec.loads(body if size == len(body) else body[:size])
     if not isinstance(document, dict):
         raise RequestError("the request must be a JSON object with 'inputs'")
-    return document, body[size:]
+    return document, memoryview(body)[size:]
 
 
 def _parameters(where: str, value: Any) -> Mapping[str, Any]:
@@ -119,7 +181,7 @@ def _parameters(where: str, value: Any) -> Mapping[str, Any]:
 
 
 def _decode_inputs(
-    document: Mapping[str, Any], binary: bytes
+    document: Mapping[str, Any], binary: memoryview
 ) -> dict[str, tuple[str, np.ndarray[Any, Any]]]:
     raw_inputs = document.get("inputs")
     if not isinstance(raw_inputs, list) or not raw_inputs:
@@ -160,69 +222,159 @@ def _decode_inputs(
     return decoded
 
 
+def _takes(specs: Sequence[TensorSpec]) -> str:
+    return ", ".join(f"{s.name} ({s.datatype} {list(s.shape)})" for s in specs)
+
+
+def _cast(name: str, datatype: str, array: np.ndarray[Any, Any], spec: TensorSpec) -> Any:
+    if datatype == spec.datatype:
+        return array
+    cast = safe_cast(array, spec.datatype)
+    if cast is None:
+        raise RequestError(
+            f"input {name!r} is {datatype}; the model takes {spec.datatype}, and {datatype} "
+            f"cannot be converted to it without changing values",
+            hint=f"send {spec.datatype} data",
+        )
+    return cast
+
+
 def _check_inputs(
-    adapter: ModelAdapter, decoded: Mapping[str, tuple[str, np.ndarray[Any, Any]]]
-) -> None:
-    if not adapter.inputs or _is_design_matrix(adapter.inputs, decoded):
-        return
-    expected = {spec.name: spec for spec in adapter.inputs}
-    takes = ", ".join(f"{s.name} ({s.datatype} {list(s.shape)})" for s in adapter.inputs)
+    specs: Sequence[TensorSpec], decoded: Mapping[str, tuple[str, np.ndarray[Any, Any]]]
+) -> dict[str, np.ndarray[Any, Any]]:
+    """Return the model's input arrays: checked against ``specs`` and safely cast to them."""
+    if not specs:
+        return {name: array for name, (_, array) in decoded.items()}
+    expected = {spec.name: spec for spec in specs}
+    matrix = _design_matrix(specs, decoded) if not decoded.keys() & expected.keys() else None
+    if matrix is not None:
+        return matrix
+    arrays: dict[str, np.ndarray[Any, Any]] = {}
     for name, (datatype, array) in decoded.items():
         spec = expected.get(name)
         if spec is None:
-            raise RequestError(f"unknown input {name!r}; the model takes {takes}")
-        if datatype != spec.datatype:
-            raise RequestError(
-                f"input {name!r} is {datatype}; the model takes {spec.datatype}",
-            )
+            raise RequestError(f"unknown input {name!r}; the model takes {_takes(specs)}")
         if not shape_matches(spec.shape, array.shape):
             raise RequestError(
                 f"input {name!r} has shape {list(array.shape)}; the model takes "
                 f"{list(spec.shape)} (-1: any size)"
             )
+        arrays[name] = _cast(name, datatype, array, spec)
     missing = [name for name in expected if name not in decoded]
     if missing:
-        raise RequestError(f"missing input {missing[0]!r}; the model takes {takes}")
+        raise RequestError(f"missing input {missing[0]!r}; the model takes {_takes(specs)}")
+    return arrays
 
 
-def _is_design_matrix(
+def _design_matrix(
     specs: Sequence[TensorSpec], decoded: Mapping[str, tuple[str, np.ndarray[Any, Any]]]
-) -> bool:
-    """Whether one 2-D tensor holds every column of a model fitted on a DataFrame.
+) -> dict[str, np.ndarray[Any, Any]] | None:
+    """The one 2-D tensor holding every column of a model fitted on a DataFrame, or None.
 
     Such a model's signature names one 1-D tensor per column; KServe's scikit-learn runtime
-    takes the same model as one ``[N, columns]`` tensor instead. Both forms are accepted, so
-    a request written for the cluster works here unchanged (the adapter names the columns).
+    takes the same model as one ``[N, columns]`` tensor instead (its first input). Both forms
+    are accepted, so a request written for the cluster works here unchanged (the adapter
+    names the columns). None when the request is not of that form (then it is checked by
+    name); a request of that form that does not fit says why.
     """
     if len(decoded) != 1 or len(specs) < 2 or any(len(spec.shape) != 1 for spec in specs):
-        return False
-    ((datatype, array),) = decoded.values()
-    return (
-        array.ndim == 2
-        and array.shape[1] == len(specs)
-        and {spec.datatype for spec in specs} == {datatype}
-    )
+        return None
+    ((name, (datatype, array)),) = decoded.items()
+    if array.ndim != 2:
+        return None
+    if array.shape[1] != len(specs):
+        raise RequestError(
+            f"input {name!r} has {array.shape[1]} columns; the model takes {len(specs)} "
+            f"({', '.join(spec.name for spec in specs)}), as one [rows, {len(specs)}] tensor "
+            "or one 1-D tensor per column"
+        )
+    datatypes = {spec.datatype for spec in specs}
+    if len(datatypes) != 1:
+        raise RequestError(
+            f"input {name!r}: the model's columns have different datatypes "
+            f"({_takes(specs)}), which one tensor cannot hold",
+            hint="send one 1-D tensor per column, named after it",
+        )
+    return {name: _cast(name, datatype, array, specs[0])}
 
 
-def _requested_outputs(
-    document: Mapping[str, Any], adapter: ModelAdapter, binary_default: bool
-) -> list[tuple[str, bool]]:
+def _flag(where: str, parameters: Mapping[str, Any], key: str) -> bool | None:
+    value = parameters.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise RequestError(
+            f"{where}: parameter {key!r} must be true or false (a JSON boolean), got {value!r:.40}"
+        )
+    return value
+
+
+def _requested_outputs(document: Mapping[str, Any], binary_default: bool) -> list[tuple[str, bool]]:
     raw = document.get("outputs")
     if raw is None:
         return []
     if not isinstance(raw, list):
         raise RequestError("'outputs' must be a list of {\"name\": ...} objects")
-    known = [spec.name for spec in adapter.outputs]
     wanted: list[tuple[str, bool]] = []
     for item in raw:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise RequestError("every requested output must be a JSON object with a 'name'")
         name = item["name"]
-        if known and name not in known:
-            raise RequestError(f"unknown output {name!r}; the model produces {known}")
-        binary = _parameters(f"output {name!r}", item.get("parameters")).get("binary_data")
-        wanted.append((name, binary_default if binary is None else bool(binary)))
+        where = f"output {name!r}"
+        binary = _flag(where, _parameters(where, item.get("parameters")), "binary_data")
+        wanted.append((name, binary_default if binary is None else binary))
     return wanted
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or "(no message)"
+    return f"{type(exc).__name__}: {text[:500]}"
+
+
+def run_model(
+    model: ServedModel,
+    inputs: Mapping[str, tuple[str, np.ndarray[Any, Any]]],
+    wanted: Sequence[str],
+) -> dict[str, Any]:
+    """Call ``model`` on decoded inputs; the core that REST and gRPC share.
+
+    Args:
+        model: the model version to call.
+        inputs: ``{input name: (OIP datatype, array)}`` as the client sent them.
+        wanted: the requested output names, in order (empty: the model's defaults).
+
+    Returns:
+        ``{output name: array-like}`` in the order of ``wanted`` (the defaults' when empty).
+
+    Raises:
+        RequestError: 400 when the inputs do not fit the model (name, datatype after the safe
+            casts of `tensors.safe_cast`, shape; the message says which) or the model raised
+            one of `adapters.DATA_ERRORS` on the values (ValueError, TypeError, ...); 500 for
+            anything else the model or the adapter raised (MemoryError, a bug).
+    """
+    adapter = model.adapter
+    if not inputs:
+        raise RequestError("the request needs at least one input")
+    known = {spec.name for spec in adapter.outputs}
+    if len(set(wanted)) != len(wanted):
+        raise RequestError(f"an output is requested twice: {list(wanted)!r:.200}")
+    for name in wanted:
+        if known and name not in known:
+            raise RequestError(f"unknown output {name!r}; the model produces {sorted(known)}")
+    arrays = _check_inputs(adapter.inputs, inputs)
+    try:
+        produced = adapter.call(arrays, wanted)
+    except RequestError:
+        raise
+    except ModelRefused as exc:
+        raise RequestError(
+            f"model {model.version.ref} cannot take these inputs: {_reason(exc.__cause__ or exc)}",
+            hint=f"check the values and the shape against GET /v2/models/{model.version.name}",
+        ) from exc
+    except Exception as exc:
+        logger.exception("model %s raised", model.version.ref)
+        raise RequestError(f"model {model.version.ref} failed: {_reason(exc)}", status=500) from exc
+    if wanted:
+        return {name: produced[name] for name in wanted}
+    return produced
 
 
 def _encode(name: str, value: Any, binary: bool) -> EncodedOutput:
@@ -235,6 +387,7 @@ def infer(
     *,
     header_length: str | None = None,
     content_encoding: str | None = None,
+    max_body: int = DEFAULT_MAX_BODY,
 ) -> tuple[bytes, dict[str, str]]:
     """Answer one inference request: return the response body and its headers.
 
@@ -243,31 +396,22 @@ def infer(
         body: the request body as received.
         header_length: the ``Inference-Header-Content-Length`` header, if any.
         content_encoding: the ``Content-Encoding`` header, if any.
+        max_body: the most bytes a compressed body may decompress to.
 
     Raises:
-        RequestError: status 400 for a malformed request, 500 when the model raised or
-            returned something that cannot be sent.
+        RequestError: 400 for a malformed request or values the model refused, 413 when the
+            body decompresses to more than ``max_body``, 415 for an unknown encoding, 500 when
+            the model failed or returned something that cannot be sent.
     """
-    document, binary = _split_body(_decompress(body, content_encoding), header_length)
+    document, binary = _split_body(_decompress(body, content_encoding, max_body), header_length)
     request_id = document.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise RequestError("'id' must be a string")
     parameters = _parameters("the request", document.get("parameters"))
     decoded = _decode_inputs(document, binary)
-    adapter = model.adapter
-    _check_inputs(adapter, decoded)
-    binary_default = bool(parameters.get("binary_data_output", False))
-    wanted = _requested_outputs(document, adapter, binary_default)
-    arrays = {name: array for name, (_, array) in decoded.items()}
-    try:
-        produced = adapter.call(arrays, [name for name, _ in wanted])
-    except RequestError:
-        raise
-    except Exception as exc:
-        logger.exception("model %s raised", model.version.ref)
-        raise RequestError(
-            f"model {model.version.ref} raised {type(exc).__name__}: {exc}", status=500
-        ) from exc
+    binary_default = bool(_flag("the request", parameters, "binary_data_output"))
+    wanted = _requested_outputs(document, binary_default)
+    produced = run_model(model, decoded, [name for name, _ in wanted])
     binary_of = dict(wanted) if wanted else dict.fromkeys(produced, binary_default)
     try:
         encoded = [_encode(name, produced[name], binary_of[name]) for name in binary_of]
@@ -280,14 +424,7 @@ def infer(
     if request_id is not None:
         response["id"] = request_id
     response["outputs"] = [output.json for output in encoded]
-    try:
-        head = json.dumps(response, allow_nan=False, separators=(",", ":")).encode()
-    except ValueError as exc:
-        raise RequestError(
-            f"model {model.version.ref} returned NaN or infinity, which JSON cannot carry",
-            status=500,
-            hint="request the outputs as binary data (binary_data_output: true)",
-        ) from exc
+    head = codec.dumps(response)
     raws = [output.raw for output in encoded if output.raw is not None]
     if not raws:
         return head, {"content-type": "application/json"}

@@ -17,7 +17,6 @@ notebooks.
 
 from __future__ import annotations
 
-import itertools
 import math
 import struct
 from collections.abc import Sequence
@@ -29,6 +28,8 @@ import numpy as np
 from cellpipe.errors import ServingError
 
 __all__ = [
+    "MAX_ELEMENTS",
+    "MAX_RANK",
     "NUMPY_DTYPES",
     "RequestError",
     "datatype_of",
@@ -36,6 +37,7 @@ __all__ = [
     "decode_json",
     "encode_binary",
     "encode_json",
+    "safe_cast",
 ]
 
 NUMPY_DTYPES: dict[str, np.dtype[Any]] = {
@@ -99,42 +101,75 @@ def datatype_of(array: np.ndarray[Any, Any]) -> str:
     return name
 
 
+MAX_RANK = 32
+"""The most dimensions a tensor may have (numpy's own limit is 64)."""
+
+MAX_ELEMENTS = 2**40
+"""The most elements a tensor's shape may claim; any real request is bounded far lower by the
+body limit (a claimed size is always checked against the bytes received before allocating)."""
+
+
 def check_header(name: str, datatype: Any, shape: Any) -> tuple[str, tuple[int, ...]]:
-    """Validate a tensor's ``datatype`` and ``shape`` fields; return them typed."""
+    """Validate a tensor's ``datatype`` and ``shape`` fields; return them typed.
+
+    Raises:
+        RequestError: 400 for an unknown datatype, a shape that is not a list of non-negative
+            integers, has more than `MAX_RANK` dimensions, or claims more than `MAX_ELEMENTS`
+            elements (nothing is allocated from a shape before its data is checked).
+    """
     if not isinstance(datatype, str) or datatype not in NUMPY_DTYPES:
         raise RequestError(
-            f"input {name!r}: unsupported datatype {datatype!r}",
+            f"input {name!r}: unsupported datatype {datatype!r:.40}",
             hint="use one of " + ", ".join(NUMPY_DTYPES),
         )
     if not isinstance(shape, list) or not all(
-        isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        type(d) is int and d >= 0
+        for d in shape  # type(d) is int: a bool is not a dimension
     ):
         raise RequestError(
-            f"input {name!r}: shape must be a list of non-negative integers, got {shape!r}"
+            f"input {name!r}: shape must be a list of non-negative integers, got {shape!r:.80}"
+        )
+    if len(shape) > MAX_RANK:
+        raise RequestError(
+            f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK} are accepted"
+        )
+    if any(d > MAX_ELEMENTS for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+        raise RequestError(
+            f"input {name!r}: shape {shape!r:.80} claims more than {MAX_ELEMENTS} elements",
+            status=413,
         )
     return datatype, tuple(shape)
 
 
-def _flat(data: list[Any]) -> list[Any]:
-    """The elements of flat or nested (row-major) ``data``, in order."""
-    kinds = set(map(type, data))
-    if list not in kinds:
+def _flat(name: str, data: list[Any], shape: tuple[int, ...]) -> list[Any]:
+    """The elements of flat or nested (row-major) ``data``, in order.
+
+    Flat data is any list without lists in it (its length is checked by the caller). Nested
+    data must have exactly the shape's structure: one level per dimension, each list as long
+    as its dimension, so a 13x2 nesting for shape [2, 13] or ragged rows are refused, never
+    re-flattened. Only the received lists are walked; nothing is allocated from the shape.
+    """
+    if list not in set(map(type, data)):
         return data
-    if kinds == {list}:
-        rows = list(itertools.chain.from_iterable(data))
-        if list not in set(map(type, rows)):
-            return rows  # the usual [[row], [row], ...]
-    flat: list[Any] = []
-    _flatten(data, flat)
-    return flat
-
-
-def _flatten(data: Any, out: list[Any]) -> None:
-    if isinstance(data, list):
-        for item in data:
-            _flatten(item, out)
-    else:
-        out.append(data)
+    level: list[Any] = [data]
+    for depth, size in enumerate(shape):
+        items: list[Any] = []
+        for part in level:
+            if type(part) is not list or len(part) != size:
+                got = f"a list of {len(part)}" if type(part) is list else f"{part!r:.20}"
+                raise RequestError(
+                    f"input {name!r}: the nested data does not have shape {list(shape)} "
+                    f"(at depth {depth} a list of {size} was expected, got {got})",
+                    hint="send flat row-major data, or nest it exactly as the shape says",
+                )
+            items.extend(part)
+        level = items
+    if list in set(map(type, level)):
+        raise RequestError(
+            f"input {name!r}: the nested data is deeper than shape {list(shape)}",
+            hint="send flat row-major data, or nest it exactly as the shape says",
+        )
+    return level
 
 
 # The exact Python types JSON decoding gives each datatype's valid elements (``bool`` is not
@@ -166,12 +201,13 @@ def decode_json(
     """Return the JSON ``data`` of an input (flat or nested, row-major) as an array of ``shape``.
 
     Raises:
-        RequestError: when the data is not a list, an element is not of ``datatype``, a value
-            is out of range, or the number of elements does not match the shape.
+        RequestError: when the data is not a list, is nested other than the shape says, an
+            element is not of ``datatype``, a value is out of range, or the number of elements
+            does not match the shape (checked before anything is allocated).
     """
     if not isinstance(data, list):
         raise RequestError(f"input {name!r}: 'data' must be a JSON array, got {data!r:.60}")
-    flat = _flat(data)
+    flat = _flat(name, data, shape)
     expected = math.prod(shape)
     if len(flat) != expected:
         raise RequestError(
@@ -196,37 +232,47 @@ def decode_json(
     return array.reshape(shape)
 
 
-def _split_bytes(name: str, raw: bytes, count: int) -> np.ndarray[Any, Any]:
+def _split_bytes(name: str, raw: bytes | memoryview, count: int) -> np.ndarray[Any, Any]:
+    # Every element takes at least its 4-byte length: a cheap bound on the claimed count,
+    # checked before the object array is allocated (a 150-byte body claiming [1e12] is a 400).
+    if count * 4 > len(raw):
+        raise RequestError(
+            f"input {name!r}: {count} BYTES elements need at least {count * 4} bytes "
+            f"(a 4-byte length each), binary_data_size is {len(raw)}"
+        )
+    view = memoryview(raw)
     out = np.empty(count, dtype=object)
     offset = 0
+    unpack = struct.Struct("<I").unpack_from
     for i in range(count):
-        if offset + 4 > len(raw):
+        if offset + 4 > len(view):
             raise RequestError(f"input {name!r}: binary BYTES data ends after {i} elements")
-        (size,) = struct.unpack_from("<I", raw, offset)
+        (size,) = unpack(view, offset)
         offset += 4
-        chunk = raw[offset : offset + size]
-        if len(chunk) != size:
+        if offset + size > len(view):
             raise RequestError(f"input {name!r}: binary BYTES element {i} is cut short")
+        chunk = bytes(view[offset : offset + size])
         offset += size
         try:
             out[i] = chunk.decode("utf-8")
         except UnicodeDecodeError:
             out[i] = chunk
-    if offset != len(raw):
+    if offset != len(view):
         raise RequestError(
-            f"input {name!r}: binary BYTES data has {len(raw) - offset} bytes after "
+            f"input {name!r}: binary BYTES data has {len(view) - offset} bytes after "
             f"{count} elements"
         )
     return out
 
 
 def decode_binary(
-    name: str, datatype: str, shape: tuple[int, ...], raw: bytes
+    name: str, datatype: str, shape: tuple[int, ...], raw: bytes | memoryview
 ) -> np.ndarray[Any, Any]:
     """Return the binary tensor data of an input as an array of ``shape``.
 
     Raises:
-        RequestError: when the byte count does not match the shape and datatype.
+        RequestError: when the byte count does not match the shape and datatype (checked
+            before anything is allocated).
     """
     count = math.prod(shape)
     if datatype == "BYTES":
@@ -237,7 +283,7 @@ def decode_binary(
             f"input {name!r}: shape {list(shape)} of {datatype} needs "
             f"{count * dtype.itemsize} bytes, binary_data_size is {len(raw)}"
         )
-    # A copy: the model may write to its input, and frombuffer over bytes is read-only.
+    # The one copy: the model may write to its input, and a view of the body is read-only.
     return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
 
 
@@ -265,6 +311,11 @@ def encode_json(name: str, value: Any) -> EncodedOutput:
     array = _as_array(value)
     datatype = datatype_of(array)
     flat = array.reshape(-1)
+    if array.dtype.kind == "f" and not np.isfinite(flat).all():
+        raise ServingError(
+            f"output {name!r} holds NaN or infinity, which JSON cannot carry",
+            hint="request the output as binary data (parameters: binary_data: true)",
+        )
     data = [_text(v) for v in flat] if datatype == "BYTES" else flat.tolist()
     return EncodedOutput(
         json={"name": name, "datatype": datatype, "shape": list(array.shape), "data": data}
@@ -293,6 +344,36 @@ def encode_binary(name: str, value: Any) -> EncodedOutput:
         },
         raw=raw,
     )
+
+
+# The integers a float datatype holds exactly: 2**(mantissa bits + 1).
+_EXACT_INTEGERS = {"FP16": 2**11, "FP32": 2**24, "FP64": 2**53}
+
+
+def safe_cast(array: np.ndarray[Any, Any], target: str) -> np.ndarray[Any, Any] | None:
+    """Return ``array`` as OIP datatype ``target`` when no value changes, else None.
+
+    The conversions KServe's runtime lets through because the model converts them anyway:
+    a float to a wider float (FP32 -> FP64), an integer to a wider integer (INT32 -> INT64,
+    UINT8 -> INT16, ...), and an integer to a float that holds every value exactly (INT32 ->
+    FP64 always; INT64 -> FP64 when every value is within 2**53). Never a float to an
+    integer, a narrowing, nor anything to or from ``BOOL`` or ``BYTES``.
+    """
+    dtype = NUMPY_DTYPES[target]
+    source = array.dtype
+    if source == dtype:
+        return array
+    if source.kind not in "iuf" or dtype.kind not in "iuf":
+        return None
+    if source.kind == dtype.kind == "f" or dtype.kind in "iu":
+        return array.astype(dtype) if np.can_cast(source, dtype, "safe") else None
+    if source.kind == "f":
+        return None
+    exact = _EXACT_INTEGERS[target]
+    wider = source.itemsize * 8 - (source.kind == "i") > exact.bit_length() - 1
+    if wider and array.size and not (int(array.min()) >= -exact and int(array.max()) <= exact):
+        return None  # an integer the float would round
+    return array.astype(dtype)
 
 
 def shape_matches(declared: Sequence[int], actual: Sequence[int]) -> bool:

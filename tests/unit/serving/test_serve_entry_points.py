@@ -65,7 +65,7 @@ def test_start_server_and_stop(make_source: Callable[[], Any]) -> None:
             json={"inputs": [{"name": "x", "shape": [1], "datatype": "INT8", "data": [4]}]},
         )
         assert response.json()["outputs"][0]["data"] == [8]
-        assert httpx.get(f"{running.url}/v2/models/iris").json()["versions"] == ["1", "2"]
+        assert httpx.get(f"{running.url}/v2/models/iris").json()["versions"] == ["1"]
     finally:
         running.stop()
 

@@ -23,14 +23,15 @@ def test_health_and_metadata(triton: Any) -> None:
     assert triton.is_server_live()
     assert triton.is_server_ready()
     assert triton.is_model_ready("iris")
-    assert triton.is_model_ready("iris", "1")
+    assert triton.is_model_ready("iris", "2")
+    assert not triton.is_model_ready("iris", "1")  # served: iris@production, version 2 only
     assert not triton.is_model_ready("nope")
     assert triton.get_server_metadata()["extensions"] == ["binary_tensor_data"]
     metadata = triton.get_model_metadata("iris")
     assert metadata["name"] == "iris"
-    assert metadata["versions"] == ["1", "2"]
+    assert metadata["versions"] == ["2"]
     assert metadata["inputs"] == [{"name": "input-0", "datatype": "FP64", "shape": [-1, 4]}]
-    assert triton.get_model_metadata("iris", "1")["outputs"][0]["name"] == "predict"
+    assert triton.get_model_metadata("iris", "2")["outputs"][0]["name"] == "predict"
 
 
 @pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
@@ -65,18 +66,18 @@ def test_infer_without_outputs_a_version_and_strings(
     text = httpclient.InferInput("x", [3], "BYTES")
     text.set_data_from_numpy(words)
 
-    result = triton.infer("iris", [tensor], model_version="1")  # all outputs, binary
+    result = triton.infer("iris", [tensor], model_version="2")  # all outputs, binary
     echoed = triton.infer("echo", [text])
 
-    np.testing.assert_array_equal(result.as_numpy("predict"), iris_models[0].predict(rows))
+    np.testing.assert_array_equal(result.as_numpy("predict"), iris_models[1].predict(rows))
     assert echoed.as_numpy("output-0").tolist() == [b"a", "héllo".encode(), b""]
 
 
 def test_errors_reach_the_client(triton: Any) -> None:
-    tensor = httpclient.InferInput("input-0", [1, 4], "FP32")
-    tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.float32))
+    tensor = httpclient.InferInput("input-0", [1, 4], "BOOL")
+    tensor.set_data_from_numpy(np.zeros((1, 4), dtype=np.bool_))
 
     with pytest.raises(InferenceServerException, match="not served"):
         triton.get_model_metadata("nope")
-    with pytest.raises(InferenceServerException, match="is FP32; the model takes FP64"):
+    with pytest.raises(InferenceServerException, match="is BOOL; the model takes FP64"):
         triton.infer("iris", [tensor])
