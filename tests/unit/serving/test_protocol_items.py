@@ -198,6 +198,42 @@ def test_item4_json_nested_5000_deep_is_400(
     assert "more than 256 levels" in message or "not valid JSON" in message
 
 
+@pytest.fixture(params=["orjson", "json"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The codec with orjson, and with the standard library it falls back to."""
+    if request.param == "json":
+        monkeypatch.setattr(codec, "_loads", codec._std_loads)
+        monkeypatch.setattr(codec, "_dumps", codec._std_dumps)
+    else:
+        pytest.importorskip("orjson")
+    return str(request.param)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"NaN",
+        b"[Infinity]",
+        b"[-Infinity]",
+        b"[1e400]",
+        b"[-1e400]",
+        b"1" + b"0" * 5000,
+        b"[" * 5000 + b"]" * 5000,
+        b"[" * 257 + b"]" * 257,
+        b'"\xff"',  # not UTF-8
+    ],
+)
+def test_item5_codec_rules_hold_with_either_implementation(
+    implementation: str, text: bytes
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        codec.loads(text)
+    assert caught.value.status == 400
+    parsed = codec.loads(b'{"a": [1, 2.5, "\\u00e9", true, null]}')
+    assert parsed == {"a": [1, 2.5, "\u00e9", True, None]}
+    assert codec.dumps({"a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"]}'.encode()
+
+
 def test_item4_codec_depth_limit_is_exact() -> None:
     assert codec.loads(b"[" * 256 + b"]" * 256) is not None
     with pytest.raises(RequestError, match="more than 256 levels"):
