@@ -133,7 +133,7 @@ def check_header(name: str, datatype: Any, shape: Any) -> tuple[str, tuple[int, 
         raise RequestError(
             f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK} are accepted"
         )
-    if any(d > MAX_ELEMENTS for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+    if shape and (max(shape) > MAX_ELEMENTS or math.prod(shape) > MAX_ELEMENTS):
         raise RequestError(
             f"input {name!r}: shape {shape!r:.80} claims more than {MAX_ELEMENTS} elements",
             status=413,
