@@ -283,8 +283,10 @@ def decode_binary(
             f"input {name!r}: shape {list(shape)} of {datatype} needs "
             f"{count * dtype.itemsize} bytes, binary_data_size is {len(raw)}"
         )
-    # The one copy: the model may write to its input, and a view of the body is read-only.
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    # The model may write to its input: a view of a read-only body (bytes) is copied once; a
+    # writable buffer (bytearray) is used as it is.
+    return array if array.flags.writeable else array.copy()
 
 
 def _as_array(value: Any) -> np.ndarray[Any, Any]:

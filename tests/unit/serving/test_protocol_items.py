@@ -139,6 +139,19 @@ def test_item1_binary_bytes_still_decode(models: Callable[[str], ServedModel]) -
     assert answer(content)["outputs"][0]["data"] == ["ab", "", "é"]
 
 
+def test_binary_inputs_are_writable_and_copied_only_from_read_only_bodies() -> None:
+    from cellpipe.serving.tensors import decode_binary
+
+    raw = struct.pack("<2d", 1.0, 2.0)
+    from_bytes = decode_binary("x", "FP64", (2,), memoryview(raw))
+    from_bytes[0] = 5.0  # a model may write to its input
+    assert raw == struct.pack("<2d", 1.0, 2.0)
+    buffer = bytearray(raw)
+    shared = decode_binary("x", "FP64", (2,), memoryview(buffer))
+    shared[1] = 7.0
+    assert buffer == bytearray(struct.pack("<2d", 1.0, 7.0))  # no copy was made
+
+
 # -- item 2: compressed bodies are inflated with a bound -----------------------------------------
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import gzip
 import json
 import struct
+from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 
 GOOD = {
@@ -102,3 +104,23 @@ def test_hostile_requests_are_4xx_and_the_connection_stays_usable(
         assert set(response.json()) == {"error"}
     again = client.post("/v2/models/iris/infer", json=GOOD)  # same keep-alive connection
     assert again.status_code == 200, again.text
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_item6_fp32_from_tritonclient_is_served_as_fp64(
+    served: tuple[str, Any],
+    iris: tuple[np.ndarray, np.ndarray],
+    iris_models: list[Any],
+    binary: bool,
+) -> None:
+    httpclient = pytest.importorskip("tritonclient.http")
+    rows = iris[0][::9]
+    client = httpclient.InferenceServerClient(url=served[0].removeprefix("http://"))
+    try:
+        tensor = httpclient.InferInput("input-0", list(rows.shape), "FP32")
+        tensor.set_data_from_numpy(rows.astype(np.float32), binary_data=binary)
+        result = client.infer("iris", [tensor])
+    finally:
+        client.close()
+    expected = iris_models[1].predict(rows.astype(np.float32).astype(np.float64))
+    assert result.as_numpy("predict").tolist() == expected.tolist()
