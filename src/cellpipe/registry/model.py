@@ -7,10 +7,15 @@ run, step and variable it came from, the run's parameters and metrics, and its s
 ``NAME``, ``NAME:VERSION`` and ``NAME@ALIAS`` forms every command and the server accept), and
 `ModelSource` (what serving needs from a registry: resolve a reference, load the object).
 
-Invariants: a version is immutable once registered; aliases are the only mutable part and
-every move is recorded; version numbers start at 1 and grow by one per model name; a model
-name is 1-64 characters of letters, digits, ``-``, ``_`` and ``.``, starting with a letter or
-digit (it appears in URLs: ``/v2/models/NAME/versions/N``).
+Invariants: a version's object, lineage, signature, packages and input example never change
+once registered; what may change is its description, its tags and whether it is archived, and
+the aliases, whose every move is recorded; version numbers start at 1 and grow by one per
+model name, and a deleted version's number is never given again; a version number is ASCII
+digits with a value from 1 to 2**63-1 (`parse_version`: superscript, Arabic-Indic or
+fullwidth digits are refused, as is a number SQLite cannot store); a model name is 1-64
+characters of letters, digits, ``-``, ``_`` and ``.``, starting with a letter or digit (it
+appears in URLs: ``/v2/models/NAME/versions/N``); a tag key is 1-128 letters, digits, ``_``,
+``-``, ``.`` or ``/``, starting with a letter or ``_`` (`check_tag`).
 
 Must not depend on: the runner, the KFP compiler, notebooks, the CLI or the UI.
 """
@@ -37,7 +42,9 @@ __all__ = [
     "TensorSpec",
     "check_alias",
     "check_model_name",
+    "check_tag",
     "parse_model_ref",
+    "parse_version",
 ]
 
 DATATYPES = (
@@ -59,6 +66,14 @@ DATATYPES = (
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _ALIAS = re.compile(r"[A-Za-z][A-Za-z0-9._-]{0,63}")
+_VERSION = re.compile(r"[0-9]{1,40}")  # ASCII: str.isdigit accepts superscripts too
+_TAG_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_./-]{0,127}")
+
+MAX_VERSION = 2**63 - 1
+"""The largest version number (a signed 64-bit integer: SQLite's and PostgreSQL's BIGINT)."""
+
+MAX_TAG_VALUE = 5000
+"""The longest tag value, in characters (MLflow's limit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,8 +136,15 @@ class ModelVersion:
         parameters: the run's parameters.
         metrics: the run's metrics (those known at registration).
         signature: inputs and outputs, when they could be inferred.
-        description: free text.
+        description: free text (may be edited).
         aliases: the aliases pointing at this version now (not part of its identity).
+        tags: key -> value (may be edited; keys checked by `check_tag`).
+        archived: archived versions are skipped when ``NAME`` or ``NAME@latest`` is resolved
+            and cannot get an alias; ``NAME:N`` still names and loads them.
+        packages: distribution -> version the object needs to load and run (scikit-learn,
+            numpy, ...), recorded at registration.
+        input_example: a small Open Inference Protocol ``inputs`` list (at most 5 rows of
+            the registration's example), or None.
     """
 
     name: str
@@ -137,6 +159,10 @@ class ModelVersion:
     signature: Signature | None = None
     description: str = ""
     aliases: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    archived: bool = False
+    packages: Mapping[str, str] = field(default_factory=dict)
+    input_example: Any = None
 
     @property
     def ref(self) -> str:
@@ -192,22 +218,73 @@ def check_alias(alias: str) -> str:
     return alias
 
 
+def parse_version(text: str, *, ref: str | None = None) -> int:
+    """Return the version number ``text`` spells: ASCII digits, 1 to `MAX_VERSION`.
+
+    Args:
+        text: the version as written (``3``).
+        ref: the whole reference it came from, for the message.
+
+    Raises:
+        RegistryError: for anything else (``0``, ``x``, ``²``, fullwidth digits, 20 digits).
+    """
+    where = f"model reference {ref!r}" if ref is not None else f"version {text!r}"
+    if not _VERSION.fullmatch(text):
+        raise RegistryError(
+            f"invalid {where}: the version must be a number from 1 in ASCII digits",
+            hint="write NAME:3, NAME@production or NAME",
+        )
+    number = int(text)
+    if not 1 <= number <= MAX_VERSION:
+        raise RegistryError(
+            f"invalid {where}: the version must be a number from 1 to {MAX_VERSION}",
+            hint="write NAME:3, NAME@production or NAME",
+        )
+    return number
+
+
+def check_tag(key: str, value: str | None = None) -> str:
+    """Return ``key`` if it is a valid tag key (and ``value`` a valid value), else raise.
+
+    Raises:
+        RegistryError: for a key that is not 1-128 letters, digits, ``_``, ``-``, ``.`` or
+            ``/`` starting with a letter or ``_``, or a value longer than `MAX_TAG_VALUE`
+            characters or holding a control character other than tab and newline.
+    """
+    if not _TAG_KEY.fullmatch(key):
+        raise RegistryError(
+            f"invalid tag key {key!r}",
+            hint="use 1-128 letters, digits, '_', '-', '.' or '/', starting with a letter "
+            "or '_' (team, data.version, owner)",
+        )
+    if value is not None:
+        if len(value) > MAX_TAG_VALUE:
+            raise RegistryError(
+                f"the value of tag {key!r} has {len(value)} characters; at most "
+                f"{MAX_TAG_VALUE} are kept",
+                hint="store long text in the description, or a link to it in the tag",
+            )
+        if any(ord(c) < 32 and c not in "\t\n" for c in value) or "\x7f" in value:
+            raise RegistryError(
+                f"the value of tag {key!r} holds a control character",
+                hint="use printable text (tabs and newlines are kept)",
+            )
+    return key
+
+
 def parse_model_ref(text: str) -> ModelRef:
     """Parse ``NAME``, ``NAME:VERSION`` or ``NAME@ALIAS``.
 
     ``NAME`` alone and ``NAME@latest`` mean the newest version.
 
     Raises:
-        RegistryError: when the text is none of these forms.
+        RegistryError: when the text is none of these forms (a version must be ASCII
+            digits from 1 to `MAX_VERSION`: see `parse_version`).
     """
     name, colon, version = text.partition(":")
     if colon:
-        if not version.isdigit() or int(version) < 1:
-            raise RegistryError(
-                f"invalid model reference {text!r}: the version must be a number from 1",
-                hint="write NAME:3, NAME@production or NAME",
-            )
-        return ModelRef(name=check_model_name(name), version=int(version))
+        number = parse_version(version, ref=text)
+        return ModelRef(name=check_model_name(name), version=number)
     name, at, alias = text.partition("@")
     if at:
         if alias == "latest":
@@ -220,11 +297,17 @@ class ModelSource(Protocol):
     """What the server needs from a registry."""
 
     def resolve(self, ref: str | ModelRef) -> ModelVersion:
-        """Return the version ``ref`` names (raises `ModelNotFoundError`)."""
+        """Return the version ``ref`` names (raises `ModelNotFoundError`).
+
+        ``NAME`` and ``NAME@latest`` skip archived versions; ``NAME:N`` does not.
+        """
         ...
 
     def versions(self, name: str) -> list[ModelVersion]:
-        """Return every version of ``name``, oldest first (empty when unknown)."""
+        """Return every version of ``name`` not deleted (archived ones too), oldest first.
+
+        Empty when the name is unknown.
+        """
         ...
 
     def load(self, version: ModelVersion) -> Any:

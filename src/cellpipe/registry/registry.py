@@ -5,11 +5,19 @@ Owns: `ModelRegistry`, the service behind ``cellpipe.register_model``, ``cellpip
 
 A version's object is stored in the artifact store like any step output (same serializers,
 same content address), so registering a step's output again costs no bytes; its row in the
-metadata database holds the lineage (run, step, variable), the run's parameters and metrics
-and the inferred `Signature`.
+metadata database holds the lineage (run, step, variable), the run's parameters and metrics,
+the inferred `Signature`, the packages the object needs (`cellpipe.registry.packages`) and a
+small input example (`cellpipe.registry.signature.example_inputs`).
 
-Invariants: names and aliases are checked before anything is written; a version is never
-changed after registration; every alias move is recorded (see `cellpipe.registry.store`).
+A version's life after registration: its description and tags may be edited; it may be
+archived (``NAME`` and ``NAME@latest`` skip it, no alias may point at it, ``NAME:N`` still
+loads it) and unarchived; it may be deleted (its number is never given again, its bytes stay
+in the content-addressed artifact store, the alias history that names it stays). A version an
+alias points at can be neither archived nor deleted: the error names the aliases.
+
+Invariants: names, aliases and tags are checked before anything is written; a version's
+object, lineage, signature, packages and input example are never changed after
+registration; every alias move is recorded (see `cellpipe.registry.store`).
 
 Must not depend on: the runner, notebooks, the KFP compiler, the CLI (the run context is the
 API's to find and pass in).
@@ -18,7 +26,8 @@ API's to find and pass in).
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -32,9 +41,11 @@ from cellpipe.registry.model import (
     Signature,
     check_alias,
     check_model_name,
+    check_tag,
     parse_model_ref,
 )
-from cellpipe.registry.signature import infer_signature
+from cellpipe.registry.packages import needed_packages
+from cellpipe.registry.signature import example_inputs, infer_signature
 from cellpipe.registry.store import ModelStore, ModelSummary, model_store_for
 from cellpipe.storage.protocols import ArtifactStore
 from cellpipe.storage.records import ArtifactRef, MetadataStore
@@ -106,6 +117,9 @@ class ModelRegistry:
         input_example: Any = None,
         description: str = "",
         alias: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        packages: Mapping[str, str] | None = None,
+        run_packages: Sequence[str] = (),
     ) -> ModelVersion:
         """Store ``obj`` and register it as the next version of ``name``.
 
@@ -119,24 +133,36 @@ class ModelRegistry:
             parameters: the run's parameters.
             metrics: the run's metrics.
             input_example: an input example, for the signature (see
-                `cellpipe.registry.signature`); not stored.
+                `cellpipe.registry.signature`); its first 5 rows are kept as OIP inputs.
             description: free text about this version (also the model's, on its first one).
             alias: point this alias at the new version too (e.g. ``staging``).
+            tags: key -> value tags of the new version.
+            packages: distribution -> version the object needs; None finds them from the
+                object (`cellpipe.registry.packages.needed_packages`).
+            run_packages: the distributions the run imported, used when the object itself
+                names no third-party module (a function defined in a notebook).
 
         Returns:
             The new version (with ``alias`` among its aliases).
 
         Raises:
-            RegistryError: for an invalid name or alias (nothing is stored).
+            RegistryError: for an invalid name, alias or tag (nothing is stored).
             SerializationError: when the object cannot be stored.
         """
         check_model_name(name)
         if alias is not None:
             check_alias(alias)
+        for key, value in (tags or {}).items():
+            check_tag(key, value)
         artifact = self._store_object(obj, name)
+        if packages is None:
+            packages = needed_packages(obj, serializer=artifact.serializer, fallback=run_packages)
         return self._add(
             artifact,
             name,
+            tags=tags,
+            packages=packages,
+            input_example=example_inputs(input_example) if input_example is not None else None,
             signature=infer_signature(obj, input_example),
             run_id=run_id,
             step=step,
@@ -161,34 +187,48 @@ class ModelRegistry:
         input_example: Any = None,
         description: str = "",
         alias: str | None = None,
+        tags: Mapping[str, str] | None = None,
+        packages: Mapping[str, str] | None = None,
+        run_packages: Sequence[str] = (),
     ) -> ModelVersion:
         """Register a value that is already stored (a step output) as the next version.
 
-        Without ``signature`` the object is loaded once to infer it (from ``input_example``,
-        or from what the model says it takes, e.g. scikit-learn's ``n_features_in_``).
+        Without ``signature`` (or ``packages``) the object is loaded once to infer it (from
+        ``input_example``, or from what the model says it takes, e.g. scikit-learn's
+        ``n_features_in_``; the packages from what the object is made of, else
+        ``run_packages``).
 
         Raises:
-            RegistryError: for an invalid name or alias, or bytes the artifact store lacks.
+            RegistryError: for an invalid name, alias or tag, or bytes the artifact store lacks.
         """
         check_model_name(name)
         if alias is not None:
             check_alias(alias)
+        for key, value in (tags or {}).items():
+            check_tag(key, value)
         if not self.artifacts.exists(artifact.digest):
             raise RegistryError(
                 f"cannot register {artifact.digest} as model '{name}': the artifact store "
                 "does not have these bytes",
                 hint="register an output of a run recorded in this project's stores",
             )
-        if signature is None:
+        if signature is None or packages is None:
             try:
                 obj = self.load_artifact(artifact)
             except Exception:  # an object that no longer loads still gets a version
                 obj = None
-            if obj is not None:
+            if obj is not None and signature is None:
                 signature = infer_signature(obj, input_example)
+            if packages is None:
+                packages = needed_packages(
+                    obj, serializer=artifact.serializer, fallback=run_packages
+                )
         return self._add(
             artifact,
             name,
+            tags=tags,
+            packages=packages,
+            input_example=example_inputs(input_example) if input_example is not None else None,
             signature=signature,
             run_id=run_id,
             step=step,
@@ -242,6 +282,9 @@ class ModelRegistry:
         metrics: Mapping[str, Any] | None,
         description: str,
         alias: str | None,
+        tags: Mapping[str, str] | None,
+        packages: Mapping[str, str] | None,
+        input_example: Any,
     ) -> ModelVersion:
         draft = ModelVersion(
             name=name,
@@ -255,12 +298,101 @@ class ModelRegistry:
             metrics=dict(metrics or {}),
             signature=signature,
             description=description,
+            tags=dict(tags or {}),
+            packages=dict(packages or {}),
+            input_example=input_example,
         )
         version = self.store.add_version(draft, model_description=description)
         if alias is None:
             return version
         self.store.move_alias(name, alias, version.version, at=datetime.now(UTC))
         return self.store.get_version(name, version.version)
+
+    def copy_version(self, version: ModelVersion, source: ModelRegistry) -> ModelVersion:
+        """Copy one version of ``source`` into this (usually empty) registry, keeping its number.
+
+        The object is read with ``source.load`` and stored here (same serializer, so the same
+        content address); the name, number, lineage fields, parameters, metrics, signature,
+        packages, tags, description and input example are kept; aliases are not copied and
+        the copy is not archived.
+
+        Raises:
+            RegistryError: when this registry already has that name at that number or a
+                higher one (numbers are never given twice).
+            ArtifactNotFoundError: if ``source`` no longer has the bytes.
+        """
+        check_model_name(version.name)
+        obj = source.load(version)
+        artifact = self._store_object(obj, version.name)
+        draft = replace(
+            version,
+            artifact=artifact,
+            tags=dict(version.tags),
+            packages=dict(version.packages),
+            aliases=(),
+            archived=False,
+        )
+        return self.store.add_version(
+            draft, model_description=version.description, keep_number=True
+        )
+
+    # -- a version's life: archive, delete, tags, descriptions ----------------------------------
+
+    def archive(self, name: str, version: int) -> ModelVersion:
+        """Archive a version: ``NAME`` skips it and no alias may point at it (no-op if it is).
+
+        Raises:
+            ModelNotFoundError: for an unknown model or version.
+            RegistryError: when an alias points at it (the aliases are named).
+        """
+        check_model_name(name)
+        return self.store.set_archived(name, version, True, at=datetime.now(UTC))
+
+    def unarchive(self, name: str, version: int) -> ModelVersion:
+        """Bring an archived version back (no-op if it is not archived).
+
+        Raises:
+            ModelNotFoundError: for an unknown model or version.
+        """
+        check_model_name(name)
+        return self.store.set_archived(name, version, False, at=datetime.now(UTC))
+
+    def delete_version(self, name: str, version: int) -> ModelVersion:
+        """Delete a version and return it as it was.
+
+        Its number is never given again; its bytes stay in the artifact store (other versions
+        and step outputs may share them); the alias history keeps it.
+
+        Raises:
+            ModelNotFoundError: for an unknown model or version.
+            RegistryError: when an alias points at it (the aliases are named).
+        """
+        check_model_name(name)
+        return self.store.delete_version(name, version, at=datetime.now(UTC))
+
+    def set_tags(
+        self, name: str, version: int, tags: Mapping[str, str], remove: Sequence[str] = ()
+    ) -> ModelVersion:
+        """Set ``tags`` (key -> value) and remove the keys in ``remove`` on one version.
+
+        Raises:
+            ModelNotFoundError: for an unknown model or version.
+            RegistryError: for an invalid key or value, or removing a key it does not have.
+        """
+        check_model_name(name)
+        return self.store.set_tags(name, version, tags, remove)
+
+    def describe(self, name: str, version: int | None, description: str) -> ModelVersion | None:
+        """Replace a version's description (``version`` None: the model's); return the version.
+
+        Raises:
+            ModelNotFoundError: for an unknown model or version.
+        """
+        check_model_name(name)
+        if version is None:
+            self.store.describe_model(name, description)
+            return None
+        return self.store.describe_version(name, version, description)
 
     # -- aliases and listings ---------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Inferring a model's `Signature` (OIP tensors in and out) from an input example.
 
-Owns: `infer_signature`, `tensor_specs` and `oip_datatype`.
+Owns: `infer_signature`, `tensor_specs`, `oip_datatype` and `example_inputs` (the stored
+input example: the first `EXAMPLE_ROWS` rows as an Open Inference Protocol ``inputs`` list).
 
 The rules:
     * a numpy array is one tensor ``input-0``: its dtype mapped to the OIP data type, its shape
@@ -40,7 +41,13 @@ from typing import Any
 
 from cellpipe.registry.model import Signature, TensorSpec
 
-__all__ = ["infer_signature", "oip_datatype", "tensor_specs"]
+__all__ = ["EXAMPLE_ROWS", "example_inputs", "infer_signature", "oip_datatype", "tensor_specs"]
+
+EXAMPLE_ROWS = 5
+"""Rows of an input example kept with a version."""
+
+EXAMPLE_MAX_BYTES = 64 * 1024
+"""The largest input example kept, as JSON (a wider one is not stored)."""
 
 _ROWS = 2
 """Rows of an example passed to the model to see what it returns."""
@@ -261,3 +268,89 @@ def _call(model: Any, example: Any) -> tuple[TensorSpec, ...]:
         if extra is not None and len(extra) == 1:
             outputs.append(extra[0])
     return tuple(outputs)
+
+
+def example_inputs(example: Any) -> list[dict[str, Any]] | None:
+    """Return the first `EXAMPLE_ROWS` rows of ``example`` as an OIP request's ``inputs``.
+
+    The tensors are those `tensor_specs` describes (a frame: one 1-D tensor per column), with
+    the real number of rows in the shape and the values row-major in ``data``; ``BYTES``
+    values are text. None when the example cannot be described, holds NaN or an infinity
+    (JSON cannot carry them), or is larger than `EXAMPLE_MAX_BYTES` as JSON.
+
+    Example::
+
+        example_inputs(X_test)  # [{"name": "alcohol", "datatype": "FP64", "shape": [5],
+                                #   "data": [13.2, ...]}, ...]
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            inputs = _example_tensors(_rows(example))
+    except Exception:  # any surprise means "no example", never an error
+        return None
+    if not inputs:
+        return None
+    import json
+
+    try:
+        size = len(json.dumps(inputs, allow_nan=False))
+    except (TypeError, ValueError):
+        return None
+    return inputs if size <= EXAMPLE_MAX_BYTES else None
+
+
+def _rows(example: Any) -> Any:
+    if _is_frame(example) or _is_series(example):
+        return example.iloc[:EXAMPLE_ROWS]
+    if _is_array(example) and example.ndim >= 1:
+        return example[:EXAMPLE_ROWS]
+    if isinstance(example, list | tuple):
+        return example[:EXAMPLE_ROWS]
+    if isinstance(example, Mapping):
+        return {k: _rows(v if _is_array(v) else _asarray(v)) for k, v in example.items()}
+    return example
+
+
+def _tensor(spec: TensorSpec, array: Any) -> dict[str, Any] | None:
+    import numpy as np  # the caller holds numpy or pandas values
+
+    values = np.asarray(array)
+    if spec.datatype == "BYTES":
+        data: list[Any] = []
+        for item in values.reshape(-1).tolist():
+            if isinstance(item, bytes):
+                item = item.decode("utf-8")  # undecodable bytes: no example (caller catches)
+            elif not isinstance(item, str):
+                return None
+            data.append(item)
+    else:
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            return None
+        data = values.reshape(-1).tolist()
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(values.shape), "data": data}
+
+
+def _example_tensors(rows: Any) -> list[dict[str, Any]] | None:
+    specs = tensor_specs(rows)
+    if specs is None:
+        return None
+    if _is_frame(rows):
+        columns = [rows[c].to_numpy() for c in rows.columns]
+    elif isinstance(rows, Mapping):
+        columns = list(rows.values())
+    elif _is_series(rows):
+        columns = [rows.to_numpy()]
+    elif _is_array(rows):
+        columns = [rows]
+    else:
+        columns = [_asarray(rows)]
+    if len(columns) != len(specs):
+        return None
+    tensors = []
+    for spec, column in zip(specs, columns, strict=True):
+        tensor = _tensor(spec, column)
+        if tensor is None:
+            return None
+        tensors.append(tensor)
+    return tensors

@@ -101,7 +101,7 @@ def migrations() -> list[tuple[int, str]]:
     return found
 
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 """The newest metadata schema this cellpipe can read and write (the last migration's number;
 a test checks they agree, so importing this module reads no files)."""
 
