@@ -2749,7 +2749,7 @@ def model_packages(version: ModelVersion) -> dict[str, str]:
     """
     from cellpipe.notebook.packages import distribution_of
 
-    packages = {str(k): str(v) for k, v in (getattr(version, "packages", None) or {}).items()}
+    packages = {str(k): str(v) for k, v in version.packages.items()}
     known = {_normalized_dist(name) for name in packages}
     module = version.artifact.type_name.split(".", 1)[0]
     modules = [module] if module not in ("", "builtins", "__main__") else []
@@ -2849,12 +2849,12 @@ def _export_version(version: ModelVersion, source: ModelRegistry, folder: Path) 
     settings = Settings.for_notebook(folder / "_", env={})  # local stores, whatever the env says
     with open_project(settings) as target:
         registry = ModelRegistry(target.metadata, target.artifacts)
-        existing = registry.versions(version.name)
-        if [(v.version, v.artifact.digest) for v in existing] == [
-            (version.version, version.artifact.digest)
+        models = [m.name for m in registry.list_models()]
+        if models == [version.name] and [v.version for v in registry.versions(version.name)] == [
+            version.version
         ]:
             return  # this very export, written before
-        others = [m.name for m in registry.list_models()]
+        others = models
         if others:
             raise ServingError(
                 f"{folder} already holds a registry ({', '.join(others)}), not just {version.ref}",

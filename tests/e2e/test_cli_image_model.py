@@ -21,9 +21,9 @@ from typing import Any
 
 import pytest
 import yaml
-from kserve_openapi import problems
 
 import cellpipe
+from kserve_openapi import problems
 
 pytestmark = pytest.mark.e2e
 
@@ -90,9 +90,10 @@ def test_item13_the_exported_registry_serves_the_same_version_number(
     requirements = (context / "requirements.txt").read_text().splitlines()
     assert f"scikit-learn=={sklearn.__version__}" in requirements
     assert f"cellpipe[serve]=={cellpipe.__version__}" in requirements
-    assert 'CMD ["serve", "iris:2", "--host", "0.0.0.0", "--port", "8080"' in (
-        context / "Dockerfile"
-    ).read_text()
+    assert (
+        'CMD ["serve", "iris:2", "--host", "0.0.0.0", "--port", "8080"'
+        in (context / "Dockerfile").read_text()
+    )
 
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
@@ -168,7 +169,9 @@ def test_image_takes_a_notebook_or_a_model(project: Path, run_cli: Any) -> None:
         assert "a NOTEBOOK or --model REF" in result.err
 
 
-def test_item13_manifest_options_reach_the_file(project: Path, run_cli: Any, tmp_path: Path) -> None:
+def test_item13_manifest_options_reach_the_file(
+    project: Path, run_cli: Any, tmp_path: Path
+) -> None:
     path = tmp_path / "isvc.yaml"
     result = run_cli("serve", "iris@production", "--manifest", path, "--project", project,
                      "--name", "x" * 54, "--image", "example.com/iris:1")  # fmt: skip

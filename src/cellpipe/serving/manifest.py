@@ -357,7 +357,7 @@ def kserve_manifest(
             hint="a Kubernetes namespace is at most 63 lowercase letters, digits and '-'",
         )
     warnings = _check_name(resource, namespace)
-    recorded = getattr(version, "packages", None) or {}
+    recorded = version.packages
     choice = _choose(version, recorded if packages is None else packages, kserve_version)
     notes = list(choice.notes)
     if predictor == "kserve" and choice.predictor == "custom":
