@@ -8,6 +8,7 @@ subprocess with ``--project`` on the export, as the container runs it) answers w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
@@ -16,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ import pytest
 import yaml
 
 import cellpipe
+from cellpipe import api
 from kserve_openapi import problems
 
 pytestmark = pytest.mark.e2e
@@ -40,12 +43,6 @@ model = LogisticRegression(max_iter=500).fit(x, y)
 ROWS = [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3], [5.9, 3.0, 4.2, 1.5]]
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _call(url: str, document: dict[str, Any] | None = None) -> tuple[int, Any]:
     data = None if document is None else json.dumps(document).encode()
     request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
@@ -56,18 +53,52 @@ def _call(url: str, document: dict[str, Any] | None = None) -> tuple[int, Any]:
         return error.code, json.loads(error.read())
 
 
+@contextlib.contextmanager
+def _serving(ref: str, project: Path, cwd: Path) -> Iterator[str]:
+    """Run the real `cellpipe serve REF --project PROJECT` until ready; yield its URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    entry = "from cellpipe.cli.main import entry; entry()"
+    server = subprocess.Popen(
+        [sys.executable, "-c", entry, "serve", ref, "--port", str(port), "--project", project],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while not _ready(url):
+            assert server.poll() is None, server.communicate()[1]
+            assert time.monotonic() < deadline, "the server did not become ready"
+            time.sleep(0.2)
+        yield url
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.communicate(timeout=30)
+    assert server.returncode == 0
+
+
+def _ready(url: str) -> bool:
+    try:
+        return _call(f"{url}/v2/health/ready")[0] == 200
+    except OSError:
+        return False
+
+
 @pytest.fixture
 def project(tmp_path: Path, run_cli: Any) -> Path:
+    """A project whose registry has iris:1 (staging) and iris:2 (production), from one run."""
     folder = tmp_path / "iris"
     folder.mkdir()
     (folder / "iris.py").write_text(NOTEBOOK)
-    result = run_cli("run", folder / "iris.py", "--json")
-    assert result.code == 0, result.err
-    run = json.loads(result.out.splitlines()[-1])["run_id"]
-    for alias in ("staging", "production"):  # versions 1 and 2
-        registered = run_cli("models", "register", "iris", "--run", run, "--step", "train",
-                             "--var", "model", "--alias", alias, "--project", folder)  # fmt: skip
-        assert registered.code == 0, registered.err
+    ran = run_cli("run", folder / "iris.py", "--json")
+    assert ran.code == 0, ran.err
+    run_id = json.loads(ran.out.splitlines()[-1])["run_id"]
+    for alias in ("staging", "production"):
+        api.register_run_output(run_id, "train", "model", "iris", alias=alias, project=folder)
     return folder
 
 
@@ -95,38 +126,17 @@ def test_item13_the_exported_registry_serves_the_same_version_number(
         in (context / "Dockerfile").read_text()
     )
 
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    command = [sys.executable, "-c", "from cellpipe.cli.main import entry; entry()", "serve",
-               "iris:2", "--port", str(port), "--project", str(context / "project")]  # fmt: skip
-    server = subprocess.Popen(
-        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if _call(f"{base}/v2/health/ready")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert server.poll() is None, server.communicate()[1]
-            assert time.monotonic() < deadline, "the server did not become ready"
-            time.sleep(0.2)
-        status, metadata = _call(f"{base}/v2/models/iris")
+    with _serving("iris:2", context / "project", cwd=tmp_path) as url:
+        status, metadata = _call(f"{url}/v2/models/iris")
         assert status == 200, metadata
         assert metadata["versions"] == ["2"]
         request = {"inputs": [{"name": "input-0", "shape": [3, 4], "datatype": "FP64",
                                "data": [v for row in ROWS for v in row]}]}  # fmt: skip
-        status, answer = _call(f"{base}/v2/models/iris/infer", request)
+        status, answer = _call(f"{url}/v2/models/iris/infer", request)
         assert status == 200, answer
         assert answer["model_version"] == "2"
         model = cellpipe.load_model("iris:2", project=project)
         assert answer["outputs"][0]["data"] == model.predict(ROWS).tolist()
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.communicate(timeout=30)
-    assert server.returncode == 0
 
     again = run_cli("image", "--model", "iris:2", "-o", context, "--project", project, "--json")
     assert again.code == 0, again.err
