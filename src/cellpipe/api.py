@@ -1665,6 +1665,7 @@ def write_kserve_manifest(
     predictor: str = "auto",
     image: str | None = None,
     kserve_version: str | None = None,
+    token_secret: str | None = None,
 ) -> ManifestWritten:
     """Write a KServe ``InferenceService`` for one model version (``serve --manifest``).
 
@@ -1694,6 +1695,7 @@ def write_kserve_manifest(
         predictor=predictor,
         image=image or model_image_context(version).tag,
         kserve_version=kserve_version or TARGET_KSERVE,
+        token_secret=token_secret,
     )
     path = Path(manifest)
     try:

@@ -116,6 +116,12 @@ def register(
         help="with --manifest: the cluster's KServe release, e.g. v0.15.2 (default: the "
         "newest cellpipe knows)",
     )
+    parser.add_argument(
+        "--token-secret",
+        metavar="SECRET[:KEY]",
+        help="with --manifest and a custom predictor: require a bearer token, the value of "
+        "this Kubernetes Secret's key (default key: token)",
+    )
     parser.add_argument("--project", default=".", help=PROJECT_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=serve_cmd)
@@ -173,6 +179,7 @@ def _manifest(args: argparse.Namespace) -> int:
         predictor=args.predictor,
         image=args.image,
         kserve_version=args.kserve_version,
+        token_secret=args.token_secret,
     )
     for warning in written.manifest.warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -35,6 +35,7 @@ __all__ = [
     "PROJECT_FOLDER",
     "PROJECT_IN_IMAGE",
     "SERVE_PORT",
+    "TOKEN_VARIABLE",
     "image_repository",
     "model_context",
     "pinned_requirements",
@@ -49,6 +50,10 @@ PROJECT_FOLDER = "project"
 
 PROJECT_IN_IMAGE = "/srv/cellpipe"
 """Where the exported project lives inside the image (``cellpipe serve --project``)."""
+
+TOKEN_VARIABLE = "CELLPIPE_SERVE_TOKEN"
+"""The environment variable `cellpipe serve` reads its bearer token from (never the command
+line, where other users of the machine see it)."""
 
 MODEL_FILE = "cellpipe-model.json"
 """The context's description of the version it serves (part of the tag's content)."""

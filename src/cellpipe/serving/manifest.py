@@ -41,7 +41,7 @@ from typing import Any
 
 from cellpipe.errors import ServingError
 from cellpipe.registry.model import ModelVersion
-from cellpipe.serving.image import SERVE_PORT, serve_command
+from cellpipe.serving.image import SERVE_PORT, TOKEN_VARIABLE, serve_command
 
 __all__ = [
     "KSERVE_RELEASES",
@@ -116,6 +116,8 @@ TARGET_KSERVE = KSERVE_RELEASES[-1].tag
 _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _RELEASE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+_SECRET = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -322,6 +324,7 @@ def kserve_manifest(
     image: str | None = None,
     packages: Mapping[str, str] | None = None,
     kserve_version: str = TARGET_KSERVE,
+    token_secret: str | None = None,
 ) -> KServeManifest:
     """Return the KServe ``InferenceService`` of ``version`` and what was decided for it.
 
@@ -340,11 +343,16 @@ def kserve_manifest(
             packages).
         kserve_version: the KServe release of the cluster (whose runtimes' model format labels
             the manifest must match).
+        token_secret: ``SECRET`` or ``SECRET:KEY`` (default key ``token``): the custom
+            predictor's ``cellpipe serve`` requires that Kubernetes Secret's value as a bearer
+            token (``CELLPIPE_SERVE_TOKEN`` from a ``secretKeyRef``; the value never appears in
+            the manifest). The health probes stay open.
 
     Raises:
         ServingError: a name too long for KServe or not a DNS label, an invalid namespace,
             ``predictor="kserve"`` for a model no runtime loads, ``predict_proba`` without
-            the sklearn runtime, or a custom predictor without ``image``.
+            the sklearn runtime, a custom predictor without ``image``, or ``token_secret``
+            malformed or given without a custom predictor.
     """
     if predictor not in PREDICTORS:
         raise ServingError(
@@ -407,9 +415,19 @@ def kserve_manifest(
                 hint=f"build it with `cellpipe image --model {version.ref}` and pass its tag "
                 "as image=",
             )
-        spec: dict[str, Any] = {"predictor": {"containers": [_container(version, image)]}}
+        container = _container(version, image)
+        if token_secret is not None:
+            container["env"] = [_token_env(token_secret)]
+        spec: dict[str, Any] = {"predictor": {"containers": [container]}}
         uri = None
     else:
+        if token_secret is not None:
+            raise ServingError(
+                f"--token-secret protects cellpipe serve, but {version.ref} gets KServe's "
+                f"{choice.predictor} runtime, which takes no token",
+                hint="use --predictor custom, or protect the service in the cluster "
+                "(e.g. an AuthorizationPolicy)",
+            )
         uri = storage_uri or f"{PLACEHOLDER_PREFIX}/models/{version.name}/{version.version}"
         assert choice.runtime is not None
         model: dict[str, Any] = {
@@ -435,6 +453,18 @@ def kserve_manifest(
         storage_uri=uri,
         placeholder=uri is not None and storage_uri is None,
     )
+
+
+def _token_env(token_secret: str) -> dict[str, Any]:
+    secret, _, key = token_secret.partition(":")
+    key = key or "token"
+    if not _SECRET.fullmatch(secret) or not _SECRET_KEY.fullmatch(key):
+        raise ServingError(
+            f"invalid --token-secret {token_secret!r}",
+            hint="name a Kubernetes Secret and optionally its key: SECRET or SECRET:KEY "
+            "(lowercase letters, digits, '-' and '.')",
+        )
+    return {"name": TOKEN_VARIABLE, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}
 
 
 def _container(version: ModelVersion, image: str) -> dict[str, Any]:

@@ -372,3 +372,29 @@ def test_signatures_without_a_second_output_refuse_predict_proba() -> None:
 
     with pytest.raises(ServingError, match=r"boost:3 has no predict_proba output"):
         kserve_manifest(version, packages=SKLEARN_15, predict_proba=True)
+
+
+def test_the_custom_predictor_takes_its_token_from_a_secret(
+    make_source: Callable[[], Any],
+) -> None:
+    source = make_source()
+
+    document = _valid(
+        inference_service(source.resolve("double"), image=IMAGE, token_secret="serve-auth:key.1")
+    )
+
+    (container,) = document["spec"]["predictor"]["containers"]
+    assert container["env"] == [
+        {
+            "name": "CELLPIPE_SERVE_TOKEN",
+            "valueFrom": {"secretKeyRef": {"name": "serve-auth", "key": "key.1"}},
+        }
+    ]
+    default_key = inference_service(source.resolve("double"), image=IMAGE, token_secret="auth")
+    assert default_key["spec"]["predictor"]["containers"][0]["env"][0]["valueFrom"] == {
+        "secretKeyRef": {"name": "auth", "key": "token"}
+    }
+    with pytest.raises(ServingError, match="invalid --token-secret"):
+        inference_service(source.resolve("double"), image=IMAGE, token_secret="Auth Secret")
+    with pytest.raises(ServingError, match="takes no token"):
+        inference_service(source.resolve("iris:2"), packages=SKLEARN_15, token_secret="auth")
