@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -156,12 +157,21 @@ def test_item13_the_exported_registry_serves_the_same_version_number(
 
 
 def test_item13_the_context_folder_never_mixes_registries(
-    project: Path, run_cli: Any, tmp_path: Path
+    project: Path, run_cli: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    record = tmp_path / "build-args.txt"
+    docker = tools / "docker"
+    docker.write_text(f'#!/bin/sh\necho "$@" > {record}\n')
+    docker.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tools}{os.pathsep}/usr/bin:/bin")
     context = tmp_path / "ctx"
-    first = run_cli("image", "--model", "iris:1", "-o", context, "--project", project)
+    first = run_cli("image", "--model", "iris:1", "-o", context, "--project", project, "--build")
     assert first.code == 0, first.err
     assert "cellpipe-model-iris:" in first.out
+    tag = first.out.split(" for image ")[1].split()[0]
+    assert record.read_text().split() == ["build", "-t", tag, str(context)]
 
     other = run_cli("image", "--model", "iris:2", "-o", context, "--project", project)
 
