@@ -1693,7 +1693,7 @@ def write_kserve_manifest(
         namespace=namespace,
         predict_proba=predict_proba,
         predictor=predictor,
-        image=image or model_image_context(version).tag,
+        image=image or (lambda: model_image_context(version).tag),
         kserve_version=kserve_version or TARGET_KSERVE,
         token_secret=token_secret,
     )

@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,7 +321,7 @@ def kserve_manifest(
     namespace: str | None = None,
     predict_proba: bool = False,
     predictor: str = "auto",
-    image: str | None = None,
+    image: str | Callable[[], str] | None = None,
     packages: Mapping[str, str] | None = None,
     kserve_version: str = TARGET_KSERVE,
     token_secret: str | None = None,
@@ -337,8 +337,8 @@ def kserve_manifest(
         predict_proba: make KServe's sklearn runtime answer with ``predict_proba``
             (its ``PREDICT_PROBA`` environment variable).
         predictor: ``auto``, ``kserve`` or ``custom`` (see `PREDICTORS`).
-        image: the custom predictor's image (the tag ``cellpipe image --model`` prints);
-            needed when the predictor is custom.
+        image: the custom predictor's image (the tag ``cellpipe image --model`` prints), or
+            a function returning it (called only when the predictor is custom); needed then.
         packages: distribution -> version the model needs (default: the version's recorded
             packages).
         kserve_version: the KServe release of the cluster (whose runtimes' model format labels
@@ -415,12 +415,14 @@ def kserve_manifest(
                 hint=f"build it with `cellpipe image --model {version.ref}` and pass its tag "
                 "as image=",
             )
-        container = _container(version, image)
+        chosen_image = image if isinstance(image, str) else image()
+        container = _container(version, chosen_image)
         if token_secret is not None:
             container["env"] = [_token_env(token_secret)]
         spec: dict[str, Any] = {"predictor": {"containers": [container]}}
         uri = None
     else:
+        chosen_image = None
         if token_secret is not None:
             raise ServingError(
                 f"--token-secret protects cellpipe serve, but {version.ref} gets KServe's "
@@ -449,7 +451,7 @@ def kserve_manifest(
         predictor=choice.predictor,
         notes=tuple(notes),
         warnings=tuple(warnings),
-        image=image if choice.predictor == "custom" else None,
+        image=chosen_image,
         storage_uri=uri,
         placeholder=uri is not None and storage_uri is None,
     )

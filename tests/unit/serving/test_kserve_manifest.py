@@ -398,3 +398,19 @@ def test_the_custom_predictor_takes_its_token_from_a_secret(
         inference_service(source.resolve("double"), image=IMAGE, token_secret="Auth Secret")
     with pytest.raises(ServingError, match="takes no token"):
         inference_service(source.resolve("iris:2"), packages=SKLEARN_15, token_secret="auth")
+
+
+def test_the_image_is_derived_only_for_a_custom_predictor(
+    make_source: Callable[[], Any],
+) -> None:
+    source = make_source()
+
+    def unbuildable() -> str:
+        raise ServingError("cannot pin the package 'x y'")
+
+    runtime = kserve_manifest(source.resolve("iris:2"), packages=SKLEARN_15, image=unbuildable)
+    assert (runtime.predictor, runtime.image) == ("sklearn", None)
+    custom = kserve_manifest(source.resolve("double"), image=lambda: IMAGE)
+    assert custom.image == IMAGE
+    with pytest.raises(ServingError, match="cannot pin the package"):
+        kserve_manifest(source.resolve("double"), image=unbuildable)
