@@ -29,8 +29,7 @@ inference (POST /v2/models/NAME/infer) with JSON tensors or the binary tensor ex
 standard clients (tritonclient, KServe's) work unchanged. /v2/models/NAME is the version the
 reference names; /v2/models/NAME/versions/N reaches any version of that model. Every
 reference is resolved and loaded before the port opens. With --manifest, write a KServe
-InferenceService for a cluster instead: KServe's sklearn (xgboost, lightgbm) runtime when its
-image loads the model, else a container running cellpipe serve (`cellpipe image --model`)."""
+InferenceService for a cluster instead."""
 
 EPILOG = """\
 examples:
