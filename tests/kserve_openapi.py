@@ -1,10 +1,15 @@
-"""Validate an InferenceService document against KServe's OpenAPI types, offline.
+"""Validate an InferenceService document against KServe's schemas, offline.
 
-The schema, `fixtures/kserve/inferenceservice-openapi.json`, was extracted from KServe 0.21's
-Python SDK (the classes generated from its CRDs' OpenAPI schema) and the kubernetes client by
-`fixtures/kserve/extract_openapi.py`. `problems` walks a document from
-``V1beta1InferenceService`` and returns every unknown field, wrong type and missing required
-field, as ``path: what`` strings (empty: valid).
+Two schemas, two independent checks, both returned by `problems` as ``path: what`` strings
+(empty: valid):
+
+- `fixtures/kserve/inferenceservice-openapi.json`, extracted from KServe 0.21's Python SDK (the
+  classes generated from its CRDs' OpenAPI schema) and the kubernetes client by
+  `fixtures/kserve/extract_openapi.py`: every unknown field, wrong type and missing required
+  field, walking from ``V1beta1InferenceService``;
+- `fixtures/kserve/inferenceservice-crd.json`, the CRD's own ``v1beta1`` OpenAPI v3 schema
+  (kserve/kserve's config/crd/full, `fixtures/kserve/extract_crd.py`), strict about unknown
+  fields as ``kubectl apply --validate=strict`` is, checked with jsonschema.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_FILE = Path(__file__).parent / "fixtures" / "kserve" / "inferenceservice-openapi.json"
+CRD_FILE = SCHEMA_FILE.with_name("inferenceservice-crd.json")
 
 _LIST = re.compile(r"^[lL]ist\[(.+)\]$")
 _DICT = re.compile(r"^(?:dict\(str, (.+)\)|Dict\[str, (.+)\])$")
@@ -36,10 +42,21 @@ def schema() -> dict[str, Any]:
     return dict(json.loads(SCHEMA_FILE.read_text(encoding="utf-8")))
 
 
+@cache
+def _crd_validator() -> Any:
+    import jsonschema
+
+    crd = json.loads(CRD_FILE.read_text(encoding="utf-8"))["schema"]
+    return jsonschema.Draft7Validator(crd)
+
+
 def problems(document: Any) -> list[str]:
     """Return what is wrong with ``document`` as an InferenceService (empty when valid)."""
     found: list[str] = []
     _check(document, schema()["root"], "$", found)
+    for error in _crd_validator().iter_errors(document):
+        where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path)
+        found.append("crd $" + where + f": {error.message}")
     return found
 
 

@@ -359,6 +359,17 @@ def test_the_validator_catches_what_kserve_would_refuse() -> None:
     assert any("containers[0].args: expected a list" in p for p in found)
     assert "$.spec.predictor.containers[0]: V1Container requires 'name'" in found
     assert "$.spec.predictor.model: V1beta1ModelSpec requires 'modelFormat'" in found
+    crd = "crd $.spec.predictor.containers[0]"
+    assert f"{crd}: Additional properties are not allowed ('port' was unexpected)" in found
+    assert f"{crd}.args: 'serve x' is not of type 'array'" in found
+    assert f"{crd}: 'name' is a required property" in found
+    container["name"], container["args"] = "kserve-container", ["serve"]
+    del container["port"]
+    container["readinessProbe"]["httpGet"]["port"] = [8080]  # IntOrString: the CRD knows
+    assert problems(document) == [
+        "$.spec.predictor.model: V1beta1ModelSpec requires 'modelFormat'",
+        f"{crd}.readinessProbe.httpGet.port: [8080] is not valid under any of the given schemas",
+    ]
 
 
 def test_signatures_without_a_second_output_refuse_predict_proba() -> None:
