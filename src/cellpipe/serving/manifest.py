@@ -48,6 +48,7 @@ __all__ = [
     "MAX_NAME_LENGTH",
     "PLACEHOLDER_PREFIX",
     "PREDICTORS",
+    "STORAGE_URI_PREFIXES",
     "TARGET_KSERVE",
     "KServeManifest",
     "KServeRelease",
@@ -116,6 +117,11 @@ TARGET_KSERVE = KSERVE_RELEASES[-1].tag
 _DNS_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 _DNS_1123 = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 _RELEASE = re.compile(r"v?(\d+)\.(\d+)\.(\d+)")
+STORAGE_URI_PREFIXES = (
+    "gs://", "s3://", "pvc://", "file://", "https://", "http://", "hdfs://", "webhdfs://",
+    "oci://", "oci+native://", "oci+fetch://", "hf://",
+)  # fmt: skip
+"""What KServe's storage initializer accepts (its ``SupportedStorageURIPrefixList``)."""
 _SECRET = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")  # a DNS-1123 subdomain
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
@@ -351,8 +357,9 @@ def kserve_manifest(
     Raises:
         ServingError: a name too long for KServe or not a DNS label, an invalid namespace,
             ``predictor="kserve"`` for a model no runtime loads, ``predict_proba`` without
-            the sklearn runtime, a custom predictor without ``image``, or ``token_secret``
-            malformed or given without a custom predictor.
+            the sklearn runtime, a custom predictor without ``image``, ``token_secret``
+            malformed or given without a custom predictor, or a ``storage_uri`` KServe
+            cannot download from.
     """
     if predictor not in PREDICTORS:
         raise ServingError(
@@ -429,6 +436,11 @@ def kserve_manifest(
                 f"{choice.predictor} runtime, which takes no token",
                 hint="use --predictor custom, or protect the service in the cluster "
                 "(e.g. an AuthorizationPolicy)",
+            )
+        if storage_uri is not None and not storage_uri.startswith(STORAGE_URI_PREFIXES):
+            raise ServingError(
+                f"KServe cannot download a model from {storage_uri!r}",
+                hint=f"give a folder URI starting with one of {', '.join(STORAGE_URI_PREFIXES)}",
             )
         uri = storage_uri or f"{PLACEHOLDER_PREFIX}/models/{version.name}/{version.version}"
         assert choice.runtime is not None

@@ -425,3 +425,13 @@ def test_the_image_is_derived_only_for_a_custom_predictor(
     assert custom.image == IMAGE
     with pytest.raises(ServingError, match="cannot pin the package"):
         kserve_manifest(source.resolve("double"), image=unbuildable)
+
+
+def test_storage_uris_kserve_cannot_download_are_refused(make_source: Callable[[], Any]) -> None:
+    version = make_source().resolve("iris:2")
+
+    with pytest.raises(ServingError, match="cannot download a model from 'models/iris'"):
+        inference_service(version, packages=SKLEARN_15, storage_uri="models/iris")
+    uri = "pvc://models/iris/2"
+    document = inference_service(version, packages=SKLEARN_15, storage_uri=uri)
+    assert document["spec"]["predictor"]["model"]["storageUri"] == uri
