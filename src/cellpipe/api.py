@@ -751,6 +751,7 @@ def register_model(
     input_example: Any = None,
     description: str = "",
     alias: str | None = None,
+    tags: Mapping[str, str] | None = None,
     project: str | Path | None = None,
 ) -> ModelVersion:
     """Register ``obj`` as the next version of model ``name`` in the project's registry.
@@ -761,6 +762,12 @@ def register_model(
     run it is registered without lineage, in the project found from the working directory
     (or ``project``).
 
+    Every version records the packages it needs (distribution -> installed version): those
+    the object is made of with their requirements (scikit-learn -> numpy, scipy, joblib,
+    ...) and the serializer's; when the object names none (a function defined in the
+    notebook), inside a step the distributions the run imported so far. The first 5 rows of
+    ``input_example`` are kept as an Open Inference Protocol ``inputs`` list.
+
     A step whose cache key is known does not run again, so on a cache hit this call does not
     happen: the version registered by the run that computed the step already exists. Use
     `cellpipe models register` to register a cached output again, or run with ``--no-cache``.
@@ -770,9 +777,10 @@ def register_model(
             classes and functions with cloudpickle).
         name: the model's name: 1-64 letters, digits, ``-``, ``_`` or ``.``.
         input_example: a few rows of input (array, DataFrame, list), used to infer the
-            signature; not stored.
+            signature; its first 5 rows are stored with the version.
         description: free text about this version.
         alias: also point this alias at the new version (e.g. ``"staging"``).
+        tags: key -> value tags of the version (``{"team": "ml"}``).
         project: outside a run, a folder inside the project (default: ``CELLPIPE_PROJECT``,
             else the working directory).
 
@@ -780,7 +788,7 @@ def register_model(
         The new version; ``version.ref`` is ``"NAME:N"``.
 
     Raises:
-        RegistryError: for an invalid name or alias.
+        RegistryError: for an invalid name, alias or tag.
         SerializationError: when the object cannot be stored.
         StorageError: outside a run, when there is no project at or above the folder.
 
@@ -799,7 +807,12 @@ def register_model(
         with open_project(settings, create=False) as store:
             registry = ModelRegistry(store.metadata, store.artifacts)
             return registry.register(
-                obj, name, input_example=input_example, description=description, alias=alias
+                obj,
+                name,
+                input_example=input_example,
+                description=description,
+                alias=alias,
+                tags=tags,
             )
     caller = sys._getframe(1).f_globals
     names = [k for k, v in caller.items() if v is obj and not k.startswith("_")]
@@ -831,7 +844,47 @@ def register_model(
             input_example=input_example,
             description=description,
             alias=alias,
+            tags=tags,
+            run_packages=_step_distributions(Path(context.notebook).parent),
         )
+
+
+def _step_distributions(folder: Path) -> list[str]:
+    """The distributions this step process's notebook code has imported so far."""
+    from cellpipe.notebook.packages import resolve_modules
+    from cellpipe.runner.child import imported_modules
+
+    return [
+        p.distribution
+        for p in resolve_modules(imported_modules(), folder=folder)
+        if p.distribution is not None
+    ]
+
+
+def _recorded_distributions(
+    project: Project, run_record: RunRecord, record: StepRunRecord
+) -> list[str]:
+    """The distributions a recorded step run imported (from its executed notebook), if known."""
+    import json
+
+    from cellpipe.notebook.packages import resolve_modules
+
+    if record.notebook_digest is None:
+        return []
+    try:
+        with project.artifacts.open(record.notebook_digest) as f:
+            meta = json.load(f).get("metadata", {}).get("cellpipe", {})
+    except (OSError, ValueError, CellpipeError):
+        return []
+    imported = meta.get("imported")
+    if not isinstance(imported, list):
+        return []
+    folder = Path(run_record.notebook).parent
+    return [
+        p.distribution
+        for p in resolve_modules([str(m) for m in imported], folder=folder)
+        if p.distribution is not None
+    ]
 
 
 def load_model(ref: str, *, project: str | Path | None = None) -> Any:
@@ -1459,6 +1512,7 @@ def register_run_output(
             metrics=metrics,
             description=description,
             alias=alias,
+            run_packages=_recorded_distributions(opened, run_record, record),
         )
     return version_document(version)
 
@@ -2665,6 +2719,188 @@ def step_log_since(
     return data[:cut].decode("utf-8", errors="replace"), offset + cut
 
 
+# --- issue 13: registry (part R) ---------------------------------------------------------------
+
+
+def _version_of(ref: str, action: str) -> tuple[str, int]:
+    """``NAME:VERSION`` -> (name, version); any other form is refused for ``action``."""
+    from cellpipe.errors import InvalidModelRefError
+    from cellpipe.registry.model import parse_model_ref
+
+    parsed = parse_model_ref(ref)
+    if parsed.version is None:
+        raise InvalidModelRefError(
+            f"{action} needs one version named by its number, not {ref!r}",
+            hint=f"write {parsed.name}:VERSION; `cellpipe models show {parsed.name}` lists them",
+        )
+    return parsed.name, parsed.version
+
+
+def archive_model_version(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Archive a version (``cellpipe models archive NAME:VERSION``).
+
+    An archived version is skipped when ``NAME`` or ``NAME@latest`` is resolved (by
+    `load_model`, `cellpipe serve NAME`) and cannot get an alias; ``NAME:VERSION`` still
+    names and loads it. Archiving an archived version changes nothing.
+
+    Returns:
+        The version's document, with ``"changed"``: whether it was not archived before.
+
+    Raises:
+        RegistryError: for a reference that is not ``NAME:VERSION``, or a version an alias
+            points at (the aliases are named, with how to move them).
+        ModelNotFoundError: for an unknown model or version.
+    """
+    return _set_archived(ref, True, project)
+
+
+def unarchive_model_version(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Bring an archived version back (``cellpipe models unarchive NAME:VERSION``).
+
+    Returns:
+        The version's document, with ``"changed"``: whether it was archived before.
+    """
+    return _set_archived(ref, False, project)
+
+
+def _set_archived(ref: str, archived: bool, project: str | Path | None) -> dict[str, Any]:
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.views.models import version_document
+
+    name, number = _version_of(ref, "archive" if archived else "unarchive")
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        before = registry.resolve(ref).archived
+        change = registry.archive if archived else registry.unarchive
+        version = change(name, number)
+    return {**version_document(version), "changed": before != archived}
+
+
+def delete_model_version(ref: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Delete a version (``cellpipe models delete NAME:VERSION --yes``).
+
+    Its number is never given again; its bytes stay in the content-addressed artifact store
+    (step outputs and other versions may share them); the alias history that names it stays.
+
+    Returns:
+        The deleted version's document, as it was.
+
+    Raises:
+        RegistryError: for a reference that is not ``NAME:VERSION``, or a version an alias
+            points at (the aliases are named, with how to move them).
+        ModelNotFoundError: for an unknown model or version.
+    """
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.views.models import version_document
+
+    name, number = _version_of(ref, "delete")
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        version = registry.delete_version(name, number)
+    return {**version_document(version), "deleted": True}
+
+
+def tag_model_version(
+    ref: str,
+    tags: Mapping[str, str],
+    remove: Sequence[str] = (),
+    *,
+    project: str | Path | None = None,
+) -> dict[str, Any]:
+    """Set and remove tags on the version ``ref`` names (``cellpipe models tag``).
+
+    Args:
+        ref: any reference (``wine:3``, ``wine@production``, ``wine``).
+        tags: key -> value to set (keys: letters, digits, ``_ - . /``, from a letter or ``_``).
+        remove: keys to remove (each must be set).
+        project: a folder inside the project (default: ``CELLPIPE_PROJECT``, else the cwd).
+
+    Returns:
+        The version's document, with its tags after the change.
+
+    Raises:
+        RegistryError: for an invalid key or value, or a key to remove that is not set.
+        ModelNotFoundError: for an unknown model, version or alias.
+    """
+    from cellpipe.registry.model import check_tag
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.views.models import version_document
+
+    for key, value in tags.items():  # before opening anything: a typo costs nothing
+        check_tag(key, value)
+    for key in remove:
+        check_tag(key)
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        target = registry.resolve(ref)
+        version = registry.set_tags(target.name, target.version, tags, remove)
+    return version_document(version)
+
+
+def describe_model_version(
+    ref: str, description: str, *, model: bool = False, project: str | Path | None = None
+) -> dict[str, Any]:
+    """Replace the description of the version ``ref`` names, or of the model (``model``).
+
+    Returns:
+        The version's document; with ``model``, ``{"name": ..., "description": ...}``.
+
+    Raises:
+        ModelNotFoundError: for an unknown model, version or alias.
+    """
+    from cellpipe.registry.model import parse_model_ref
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.views.models import version_document
+
+    parsed = parse_model_ref(ref)
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        if model:
+            if parsed.version is not None or parsed.alias is not None:
+                from cellpipe.errors import InvalidModelRefError
+
+                raise InvalidModelRefError(
+                    f"a model's description is set by its name, not {ref!r}",
+                    hint=f"cellpipe models describe {parsed.name} TEXT --model",
+                )
+            registry.describe(parsed.name, None, description)
+            return {"name": parsed.name, "description": description}
+        target = registry.resolve(parsed)
+        version = registry.describe(target.name, target.version, description)
+        assert version is not None
+    return version_document(version)
+
+
+def model_versions(name: str, *, project: str | Path | None = None) -> dict[str, Any]:
+    """Return a model and every version of it not deleted, archived ones too (oldest first).
+
+    Returns:
+        ``{"name", "description", "latest", "versions": [version documents]}``.
+
+    Raises:
+        RegistryError: for an invalid name.
+        ModelNotFoundError: for an unknown model.
+    """
+    from cellpipe.registry.model import check_model_name
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.registry.store import unknown_model
+    from cellpipe.views.models import version_document
+
+    check_model_name(name)
+    with _opened(project) as opened:
+        registry = ModelRegistry(opened.metadata, opened.artifacts)
+        listed = {m.name: m for m in registry.list_models()}
+        if name not in listed:
+            raise unknown_model(name, sorted(listed))
+        versions = registry.versions(name)
+    return {
+        "name": name,
+        "description": listed[name].description,
+        "latest": listed[name].latest,
+        "versions": [version_document(v) for v in versions],
+    }
+
+
 # --- issue 13: KServe manifests and the model-serving image ---
 
 if TYPE_CHECKING:
@@ -2738,29 +2974,27 @@ class ModelImage:
         }
 
 
-_SERIALIZER_MODULES = {"joblib": ("joblib",), "cloudpickle": ("cloudpickle",),
-                       "npy": ("numpy",), "parquet": ("pandas", "pyarrow")}  # fmt: skip
-
-
 def model_packages(version: ModelVersion) -> dict[str, str]:
     """Return distribution -> version that loading ``version``'s object needs.
 
-    The version's recorded packages (from its run) when it has them; the distributions of the
-    object's top-level module, of its serializer and numpy are added at their installed
-    versions when missing (all of them for a version that records none).
+    The version's recorded packages (`cellpipe.registry.packages`, from its run); for a version
+    registered before they were recorded, the distributions of the object's top-level module,
+    its serializer's and numpy, with their requirements, at the versions installed here. A
+    recorded list that lacks its serializer's package gets it the same way.
     """
-    from cellpipe.notebook.packages import distribution_of
+    from cellpipe.registry.packages import SERIALIZER_PACKAGES, distribution_of, with_requirements
 
     packages = {str(k): str(v) for k, v in version.packages.items()}
-    known = {_normalized_dist(name) for name in packages}
     module = version.artifact.type_name.split(".", 1)[0]
-    modules = [module] if module not in ("", "builtins", "__main__") else []
-    modules += [*_SERIALIZER_MODULES.get(version.artifact.serializer, ()), "numpy"]
-    for name in modules:
-        found = distribution_of(name)
-        if found is not None and _normalized_dist(found[0]) not in known:
-            packages[found[0]] = found[1]
-            known.add(_normalized_dist(found[0]))
+    serializer = SERIALIZER_PACKAGES.get(version.artifact.serializer)
+    wanted = [serializer] if serializer else []
+    if not packages:
+        found = distribution_of(module) if module not in ("", "builtins", "__main__") else None
+        wanted += [*([found] if found else []), "numpy"]
+    known = {_normalized_dist(name) for name in packages}
+    for name, installed in with_requirements(wanted).items():
+        if _normalized_dist(name) not in known:
+            packages[name] = installed
     return packages
 
 

@@ -21,6 +21,7 @@ The tree::
     │   └── StorageFullError          no space left (ENOSPC, EDQUOT, EFBIG)
     ├── RunNotFoundError ── UnknownStepError  a mistyped step name (exit 2, "did you mean")
     ├── RegistryError ── ModelNotFoundError
+    │   └── InvalidModelRefError      a malformed model name, alias, version or tag (exit 2)
     ├── CompileError                  feature not supported by the KFP target
     ├── ServingError
     └── MissingDependencyError        an optional package a feature needs is not installed
@@ -356,6 +357,12 @@ class ModelNotFoundError(RegistryError):
     """No model version matches the given name, version or alias."""
 
     headline = "model not found"
+
+
+class InvalidModelRefError(RegistryError):
+    """A model name, alias, version number or tag that is malformed (a usage error)."""
+
+    exit_code = 2
 
 
 class CompileError(CellpipeError):

@@ -36,6 +36,9 @@ def test_register_alias_show_and_history_on_the_wine_example(examples, run_cli):
     assert len(inputs) == 13  # one tensor per column of the frame it was fitted on
     assert inputs[0] == {"name": "alcohol", "datatype": "FP64", "shape": [-1]}
     assert [o["name"] for o in doc["signature"]["outputs"]] == ["output-0", "predict_proba"]
+    # What it needs (issue 13): the forest's own distributions and their requirements.
+    assert {"scikit-learn", "numpy", "scipy", "joblib"} <= set(doc["packages"])
+    assert (doc["tags"], doc["archived"], doc["input_example"]) == ({}, False, None)
     # The stored bytes are the step output's own: nothing was copied.
     show = run_cli("show", run, "--json", *at).json()
     forest = next(s for s in show["steps"] if s["step"] == "train_forest")
@@ -109,7 +112,7 @@ def test_errors_say_what_exists_and_how_to_fix_it(diamond, run_cli):
     assert "has no step 'zz'" in bad_step.err
     bad_name = run_cli("models", "register", "a/b", "--run", run, "--step", "a",
                        "--var", "numbers", *at)  # fmt: skip
-    assert bad_name.code == 1
+    assert bad_name.code == 2  # a malformed name is a usage error (issue 13)
     assert "invalid model name 'a/b'" in bad_name.err
     ok = run_cli("models", "register", "numbers", "--run", run, "--step", "a",
                  "--var", "numbers", "--json", *at)  # fmt: skip

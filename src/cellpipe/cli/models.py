@@ -1,13 +1,21 @@
-"""The model registry commands: ``cellpipe models list|show|register|alias|history``.
+"""The model registry commands: ``cellpipe models list|show|register|alias|history|...``.
+
+The rest of the verbs are a version's life: ``archive|unarchive|delete|tag|describe``.
 
 Owns: listing the registered models, showing one version (lineage, parameters, metrics,
-signature, aliases), registering a step output of a recorded run as a new version, moving and
-removing aliases, and the history of every alias move.
+signature, aliases, tags, packages, input example, archived), registering a step output of a
+recorded run as a new version, moving and removing aliases, the history of every alias move,
+archiving and unarchiving, deleting (``--yes``, or a confirmation on a terminal), tags and
+descriptions.
 
-Invariants: thin shells over `cellpipe.api.models`, `register_run_output`, `move_alias` and
-`alias_history` (the documents are `cellpipe.views.models`); ``--json`` prints exactly one
-JSON document; versions are never changed, only aliases move, and every move is recorded.
-The project is found like git finds ``.git``.
+Invariants: thin shells over `cellpipe.api.models`, `register_run_output`, `move_alias`,
+`alias_history`, `archive_model_version`, `unarchive_model_version`, `delete_model_version`,
+`tag_model_version` and `describe_model_version` (the documents are `cellpipe.views.models`);
+``--json`` prints exactly one JSON document; a version's object and lineage never change;
+every alias move is recorded; a version number is ASCII digits from 1 to 2**63-1 (anything
+else is a usage error, exit 2). The verbs follow MLflow's client (``delete_model_version``,
+``set_model_version_tag``, ``update_model_version``), its archived stage included. The project
+is found like git finds ``.git``.
 
 Must not depend on: other command modules.
 """
@@ -16,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from cellpipe.cli import render
 from cellpipe.cli._loading import PROJECT_HELP, RUN_HELP
@@ -25,9 +34,22 @@ REF_HELP = "NAME (the newest version), NAME:VERSION, NAME@ALIAS or NAME@latest"
 
 
 def _version_number(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"expected a version number from 1, got {text!r}")
-    return int(text)
+    from cellpipe.errors import RegistryError
+    from cellpipe.registry.model import MAX_VERSION, parse_version
+
+    try:
+        return parse_version(text)
+    except RegistryError:
+        raise argparse.ArgumentTypeError(
+            f"expected a version number from 1 to {MAX_VERSION} in ASCII digits, got {text!r}"
+        ) from None
+
+
+def _tag(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not equals:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
 
 
 def register(
@@ -46,7 +68,8 @@ def register(
         "NAME (newest), NAME:3, NAME@production, NAME@latest.",
         epilog="examples:\n  cellpipe models list\n  cellpipe models show wine@production\n"
         "  cellpipe models register wine --run wine-2026 --step train_forest --var forest\n"
-        "  cellpipe models alias wine production 2\n  cellpipe models history wine",
+        "  cellpipe models alias wine production 2\n  cellpipe models history wine\n"
+        "  cellpipe models archive wine:1\n  cellpipe models tag wine:2 team=ml",
         formatter_class=_RAW,
     )
     commands = models.add_subparsers(title="commands", metavar="COMMAND")
@@ -135,7 +158,97 @@ def register(
     _common(history)
     history.set_defaults(handler=history_cmd)
 
+    _life_commands(commands, parents)
+
     models.set_defaults(handler=lambda _args: _usage(models))
+
+
+def _life_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+    parents: list[argparse.ArgumentParser],
+) -> None:
+    """``archive``, ``unarchive``, ``delete``, ``tag`` and ``describe``."""
+    archive = commands.add_parser(
+        "archive",
+        parents=parents,
+        help="archive a version: NAME and NAME@latest skip it, no alias may point at it",
+        description="Archive one version (MLflow's archived stage): `NAME` and `NAME@latest` "
+        "then resolve to the newest version that is not archived, and no alias may point at "
+        "it; NAME:VERSION still shows, loads and serves it. A version an alias points at "
+        "cannot be archived: move the alias first. Archiving an archived version changes "
+        "nothing. `cellpipe models unarchive` brings it back.",
+        epilog="examples:\n  cellpipe models archive wine:1\n"
+        "  cellpipe models archive wine:1 --json",
+        formatter_class=_RAW,
+    )
+    archive.add_argument("ref", metavar="NAME:VERSION", help="the version")
+    _common(archive)
+    archive.set_defaults(handler=archive_cmd, archived=True)
+
+    unarchive = commands.add_parser(
+        "unarchive",
+        parents=parents,
+        help="bring an archived version back",
+        description="Unarchive one version: `NAME` and `NAME@latest` may resolve to it again "
+        "and aliases may point at it.",
+        epilog="examples:\n  cellpipe models unarchive wine:1",
+        formatter_class=_RAW,
+    )
+    unarchive.add_argument("ref", metavar="NAME:VERSION", help="the version")
+    _common(unarchive)
+    unarchive.set_defaults(handler=archive_cmd, archived=False)
+
+    delete = commands.add_parser(
+        "delete",
+        parents=parents,
+        help="delete a version (its number is never given again)",
+        description="Delete one version. A version an alias points at cannot be deleted: "
+        "move or remove the alias first. The number is never given to another version; the "
+        "stored object stays in the content-addressed artifact store (step outputs and other "
+        "versions may share it); the alias history that names the version stays. Asks for "
+        "confirmation on a terminal; --yes skips the question (needed without a terminal).",
+        epilog="examples:\n  cellpipe models delete wine:1 --yes",
+        formatter_class=_RAW,
+    )
+    delete.add_argument("ref", metavar="NAME:VERSION", help="the version")
+    delete.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    _common(delete)
+    delete.set_defaults(handler=delete_cmd)
+
+    tag = commands.add_parser(
+        "tag",
+        parents=parents,
+        help="set or remove key=value tags on a version",
+        description="Set KEY=VALUE tags on the version REF names, and remove keys with "
+        "--remove. Keys are 1-128 letters, digits, '_', '-', '.' or '/', starting with a "
+        "letter or '_'; values are text of at most 5000 characters.",
+        epilog="examples:\n  cellpipe models tag wine:2 data.version=v3 candidate=yes\n"
+        "  cellpipe models tag wine@production approved=yes --remove candidate --json",
+        formatter_class=_RAW,
+    )
+    tag.add_argument("ref", metavar="REF", help=REF_HELP)
+    tag.add_argument("tags", metavar="KEY=VALUE", nargs="*", type=_tag, help="tags to set")
+    tag.add_argument(
+        "--remove", metavar="KEY", action="append", default=[], help="a tag key to remove"
+    )
+    _common(tag)
+    tag.set_defaults(handler=tag_cmd)
+
+    describe = commands.add_parser(
+        "describe",
+        parents=parents,
+        help="replace the description of a version (or of the model: --model)",
+        description="Replace the description of the version REF names; with --model, of the "
+        "model NAME (shown by `cellpipe models list`).",
+        epilog="examples:\n  cellpipe models describe wine:2 'forest, 200 trees'\n"
+        "  cellpipe models describe wine 'wine cultivar classifier' --model",
+        formatter_class=_RAW,
+    )
+    describe.add_argument("ref", metavar="REF", help=REF_HELP + " (NAME with --model)")
+    describe.add_argument("text", metavar="TEXT", help="the new description ('' clears it)")
+    describe.add_argument("--model", action="store_true", help="describe the model, not a version")
+    _common(describe)
+    describe.set_defaults(handler=describe_cmd)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -156,6 +269,12 @@ def _num(value: int | None) -> str:
     return render.EMPTY if value is None else str(value)
 
 
+def _count(model: dict[str, Any]) -> str:
+    """``3``, or ``3 (+1 archived)``."""
+    archived = model.get("archived", 0)
+    return f"{model['versions']} (+{archived} archived)" if archived else str(model["versions"])
+
+
 # -- commands ------------------------------------------------------------------------------------
 
 
@@ -170,8 +289,8 @@ def list_cmd(args: argparse.Namespace) -> int:
     rows = [
         [
             m["name"],
-            str(m["latest"]),
-            str(m["versions"]),
+            _num(m["latest"]),
+            _count(m),
             ", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or render.EMPTY,
             _when(m["created_at"]),
             m["description"] or render.EMPTY,
@@ -193,7 +312,10 @@ def show_cmd(args: argparse.Namespace) -> int:
         return 0
     out = render.Output(sys.stdout)
     aliases = document["aliases"]
-    out.line(f"model {document['ref']}" + (f" ({', '.join(aliases)})" if aliases else ""))
+    archived = " [archived]" if document["archived"] else ""
+    out.line(
+        f"model {document['ref']}" + (f" ({', '.join(aliases)})" if aliases else "") + archived
+    )
     out.line(f"registered {_when(document['created_at'])} UTC")
     if document["description"]:
         out.line(document["description"])
@@ -221,15 +343,38 @@ def show_cmd(args: argparse.Namespace) -> int:
             for t in signature[key]
         ]
         out.table(["", "tensor", "datatype", "shape"], rows)
+    out.heading("Tags")
+    out.table(["key", "value"], [[k, v] for k, v in document["tags"].items()])
+    out.heading("Packages")
+    out.table(["distribution", "version"], [[k, v] for k, v in document["packages"].items()])
+    out.heading("Input example")
+    example = document["input_example"]
+    if example is None:
+        out.line("  (none: register with an input example to keep its first rows)")
+    else:
+        out.table(
+            ["tensor", "datatype", "shape", "data"],
+            [[t["name"], t["datatype"], str(t["shape"]), _short(t["data"])] for t in example],
+        )
     out.heading("Versions")
     out.table(
-        ["version", "registered (UTC)", "aliases"],
+        ["version", "registered (UTC)", "aliases", "archived"],
         [
-            [str(v["version"]), _when(v["created_at"]), ", ".join(v["aliases"]) or render.EMPTY]
+            [
+                str(v["version"]),
+                _when(v["created_at"]),
+                ", ".join(v["aliases"]) or render.EMPTY,
+                "archived" if v.get("archived") else render.EMPTY,
+            ]
             for v in document["versions"]
         ],
     )
     return 0
+
+
+def _short(data: list[Any], width: int = 60) -> str:
+    text = ", ".join(str(x) for x in data)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def register_cmd(args: argparse.Namespace) -> int:
@@ -297,4 +442,89 @@ def history_cmd(args: argparse.Namespace) -> int:
         for m in document["moves"]
     ]
     out.table(["moved (UTC)", "alias", "from", "to"], rows)
+    return 0
+
+
+def archive_cmd(args: argparse.Namespace) -> int:
+    """Archive or unarchive one version."""
+    from cellpipe import api
+
+    if args.archived:
+        document = api.archive_model_version(args.ref, project=args.project)
+    else:
+        document = api.unarchive_model_version(args.ref, project=args.project)
+    if args.json:
+        render.write_json(document, sys.stdout)
+        return 0
+    state = "archived" if args.archived else "not archived"
+    if document["changed"]:
+        action = "archived" if args.archived else "unarchived"
+        render.Output(sys.stdout).line(f"{action} {document['ref']}")
+    else:
+        render.Output(sys.stdout).line(f"{document['ref']} was already {state}: no change")
+    return 0
+
+
+def delete_cmd(args: argparse.Namespace) -> int:
+    """Delete one version (after a confirmation, or with --yes)."""
+    from cellpipe import api
+    from cellpipe.errors import CellpipeError
+
+    if not args.yes:
+        if not (sys.stdin.isatty() and sys.stderr.isatty()):
+            raise CellpipeError(
+                f"deleting {args.ref} needs --yes when there is no terminal to ask",
+                hint=f"cellpipe models delete {args.ref} --yes",
+            )
+        sys.stderr.write(f"delete {args.ref}? Its number will not be used again. [y/N] ")
+        sys.stderr.flush()
+        if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+            sys.stderr.write("not deleted\n")
+            return 1
+    document = api.delete_model_version(args.ref, project=args.project)
+    if args.json:
+        render.write_json(document, sys.stdout)
+        return 0
+    render.Output(sys.stdout).line(
+        f"deleted {document['ref']} (its object stays in the artifact store: "
+        f"{document['artifact']['digest']})"
+    )
+    return 0
+
+
+def tag_cmd(args: argparse.Namespace) -> int:
+    """Set and remove tags on one version."""
+    from cellpipe import api
+    from cellpipe.errors import CellpipeError
+
+    if not args.tags and not args.remove:
+        raise CellpipeError(
+            "give tags to set (KEY=VALUE) or keys to remove (--remove KEY)",
+            hint=f"cellpipe models tag {args.ref} team=ml",
+        )
+    keys = [k for k, _ in args.tags]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+        raise CellpipeError(f"tag {repeated[0]!r} is given twice", hint="give each key once")
+    document = api.tag_model_version(args.ref, dict(args.tags), args.remove, project=args.project)
+    if args.json:
+        render.write_json(document, sys.stdout)
+        return 0
+    tags = ", ".join(f"{k}={v}" for k, v in document["tags"].items()) or "none"
+    render.Output(sys.stdout).line(f"{document['ref']} tags: {tags}")
+    return 0
+
+
+def describe_cmd(args: argparse.Namespace) -> int:
+    """Replace a version's (or the model's) description."""
+    from cellpipe import api
+
+    document = api.describe_model_version(
+        args.ref, args.text, model=args.model, project=args.project
+    )
+    if args.json:
+        render.write_json(document, sys.stdout)
+        return 0
+    what = f"model {document['name']}" if args.model else document["ref"]
+    render.Output(sys.stdout).line(f"described {what}: {document['description'] or '(empty)'}")
     return 0

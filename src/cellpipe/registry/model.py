@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from cellpipe.errors import RegistryError
+from cellpipe.errors import InvalidModelRefError
 from cellpipe.pipeline.model import JsonValue
 from cellpipe.storage.records import ArtifactRef
 
@@ -198,9 +198,9 @@ class ModelRef:
 
 
 def check_model_name(name: str) -> str:
-    """Return ``name`` if it is a valid model name, else raise `RegistryError`."""
+    """Return ``name`` if it is a valid model name, else raise `InvalidModelRefError`."""
     if not _NAME.fullmatch(name):
-        raise RegistryError(
+        raise InvalidModelRefError(
             f"invalid model name {name!r}",
             hint="use 1-64 letters, digits, '-', '_' or '.', starting with a letter or digit",
         )
@@ -208,9 +208,9 @@ def check_model_name(name: str) -> str:
 
 
 def check_alias(alias: str) -> str:
-    """Return ``alias`` if it is a valid alias, else raise `RegistryError`."""
+    """Return ``alias`` if it is a valid alias, else raise `InvalidModelRefError`."""
     if not _ALIAS.fullmatch(alias) or alias.isdigit() or alias == "latest":
-        raise RegistryError(
+        raise InvalidModelRefError(
             f"invalid alias {alias!r}",
             hint="use 1-64 letters, digits, '-', '_' or '.', starting with a letter; "
             "'latest' is reserved (it always means the newest version)",
@@ -226,17 +226,17 @@ def parse_version(text: str, *, ref: str | None = None) -> int:
         ref: the whole reference it came from, for the message.
 
     Raises:
-        RegistryError: for anything else (``0``, ``x``, ``²``, fullwidth digits, 20 digits).
+        InvalidModelRefError: for anything else (``0``, ``x``, ``²``, fullwidth digits, 20 digits).
     """
     where = f"model reference {ref!r}" if ref is not None else f"version {text!r}"
     if not _VERSION.fullmatch(text):
-        raise RegistryError(
+        raise InvalidModelRefError(
             f"invalid {where}: the version must be a number from 1 in ASCII digits",
             hint="write NAME:3, NAME@production or NAME",
         )
     number = int(text)
     if not 1 <= number <= MAX_VERSION:
-        raise RegistryError(
+        raise InvalidModelRefError(
             f"invalid {where}: the version must be a number from 1 to {MAX_VERSION}",
             hint="write NAME:3, NAME@production or NAME",
         )
@@ -247,25 +247,25 @@ def check_tag(key: str, value: str | None = None) -> str:
     """Return ``key`` if it is a valid tag key (and ``value`` a valid value), else raise.
 
     Raises:
-        RegistryError: for a key that is not 1-128 letters, digits, ``_``, ``-``, ``.`` or
+        InvalidModelRefError: for a key that is not 1-128 letters, digits, ``_``, ``-``, ``.`` or
             ``/`` starting with a letter or ``_``, or a value longer than `MAX_TAG_VALUE`
             characters or holding a control character other than tab and newline.
     """
     if not _TAG_KEY.fullmatch(key):
-        raise RegistryError(
+        raise InvalidModelRefError(
             f"invalid tag key {key!r}",
             hint="use 1-128 letters, digits, '_', '-', '.' or '/', starting with a letter "
             "or '_' (team, data.version, owner)",
         )
     if value is not None:
         if len(value) > MAX_TAG_VALUE:
-            raise RegistryError(
+            raise InvalidModelRefError(
                 f"the value of tag {key!r} has {len(value)} characters; at most "
                 f"{MAX_TAG_VALUE} are kept",
                 hint="store long text in the description, or a link to it in the tag",
             )
         if any(ord(c) < 32 and c not in "\t\n" for c in value) or "\x7f" in value:
-            raise RegistryError(
+            raise InvalidModelRefError(
                 f"the value of tag {key!r} holds a control character",
                 hint="use printable text (tabs and newlines are kept)",
             )
@@ -278,7 +278,7 @@ def parse_model_ref(text: str) -> ModelRef:
     ``NAME`` alone and ``NAME@latest`` mean the newest version.
 
     Raises:
-        RegistryError: when the text is none of these forms (a version must be ASCII
+        InvalidModelRefError: when the text is none of these forms (a version must be ASCII
             digits from 1 to `MAX_VERSION`: see `parse_version`).
     """
     name, colon, version = text.partition(":")

@@ -6,10 +6,10 @@ serializer needs to load it, and their installed requirements, transitively) and
 
 The rules:
     * the object's own type names its module (``sklearn.ensemble._forest`` -> ``sklearn``);
-      an object that says what it holds is walked: a scikit-learn estimator's
-      ``get_params(deep=False)`` values (a ``Pipeline``'s steps, a ``GridSearchCV``'s
-      estimator), list, tuple, set and dict items, a function's module; at most
-      `_MAX_OBJECTS` objects, `_MAX_DEPTH` levels deep;
+      what it holds is walked as pickle would store it: an object's attributes (a
+      ``Pipeline``'s steps, a fitted estimator's ``coef_`` array), list, tuple, set and dict
+      items, a bound method's object; at most `_MAX_OBJECTS` objects, `_MAX_DEPTH` levels
+      deep;
     * standard-library modules, ``__main__`` (classes and functions defined in a notebook)
       and cellpipe itself are not packages;
     * a module maps to the installed distribution that provides it (`distribution_of`); one
@@ -97,11 +97,11 @@ def _children(value: Any) -> Iterable[Any]:
             return list(value.values())[:_MAX_OBJECTS]
         if isinstance(value, list | tuple | set | frozenset):
             return list(value)[:_MAX_OBJECTS]
-        get_params = getattr(value, "get_params", None)
-        if callable(get_params) and not isinstance(value, type):
-            params = get_params(deep=False)
-            if isinstance(params, dict):
-                return list(params.values())
+        if isinstance(value, type | types.ModuleType | types.FunctionType):
+            return ()
+        attributes = getattr(value, "__dict__", None)  # what pickle stores of most objects
+        if isinstance(attributes, dict):
+            return list(attributes.values())[:_MAX_OBJECTS]
     except Exception:  # an object that fails to describe itself holds nothing we can see
         return ()
     return ()
@@ -114,8 +114,6 @@ KNOWN_DISTRIBUTIONS: Mapping[str, str] = types.MappingProxyType(
         "PIL": "Pillow",
         "cv2": "opencv-python",
         "yaml": "PyYAML",
-        "catboost": "catboost",
-        "google": "protobuf",
     }
 )
 """Modules whose distribution has another name (the rest are looked up, see `distribution_of`)."""
@@ -135,11 +133,12 @@ def _all_distributions_of_modules() -> Mapping[str, list[str]]:
 def distribution_of(module: str) -> str | None:
     """Return the installed distribution providing top-level ``module``, or None.
 
-    Tried in order, cheapest first: a distribution named like the module (numpy, xgboost),
-    `KNOWN_DISTRIBUTIONS`, then every installed distribution's file list (about a second in a
-    large environment, once per process).
+    Tried in order, cheapest first: `KNOWN_DISTRIBUTIONS` (so the deprecated ``sklearn``
+    placeholder distribution never stands for scikit-learn), a distribution named like the
+    module (numpy, xgboost), then every installed distribution's file list (about a second in
+    a large environment, once per process).
     """
-    for candidate in (module, KNOWN_DISTRIBUTIONS.get(module)):
+    for candidate in (KNOWN_DISTRIBUTIONS.get(module), module):  # the table wins: `sklearn`
         if candidate is not None and _installed(candidate) is not None:
             return candidate
     found = _all_distributions_of_modules().get(module)

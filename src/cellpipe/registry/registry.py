@@ -311,22 +311,24 @@ class ModelRegistry:
     def copy_version(self, version: ModelVersion, source: ModelRegistry) -> ModelVersion:
         """Copy one version of ``source`` into this (usually empty) registry, keeping its number.
 
-        The object is read with ``source.load`` and stored here (same serializer, so the same
-        content address); the name, number, lineage fields, parameters, metrics, signature,
-        packages, tags, description and input example are kept; aliases are not copied and
-        the copy is not archived.
+        The stored bytes are copied as they are (checked against their digest on the way), so
+        the copy's artifact is the same content address and loads as ``source.load`` would;
+        the name, number, lineage fields, parameters, metrics, signature, packages, tags,
+        description (also the model's, when the copy creates it) and input example are kept;
+        aliases are not copied and the copy is not archived.
 
         Raises:
             RegistryError: when this registry already has that name at that number or a
                 higher one (numbers are never given twice).
             ArtifactNotFoundError: if ``source`` no longer has the bytes.
+            ArtifactCorruptedError: if they no longer match their digest.
         """
         check_model_name(version.name)
-        obj = source.load(version)
-        artifact = self._store_object(obj, version.name)
+        if not self.artifacts.exists(version.artifact.digest):
+            path = source.artifacts.local_path(version.artifact.digest)
+            self.artifacts.put_file(path, move=False)
         draft = replace(
             version,
-            artifact=artifact,
             tags=dict(version.tags),
             packages=dict(version.packages),
             aliases=(),

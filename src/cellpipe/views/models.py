@@ -1,6 +1,7 @@
 """The documents of the model registry: a version, an alias move, the model list.
 
-Owns: the ``--json`` documents of ``cellpipe models list|show|register|alias|history``.
+Owns: the ``--json`` documents of ``cellpipe models list|show|register|alias|history`` and of
+``archive|unarchive|delete|tag|describe`` (a version's document).
 
 Must not depend on: api, cli, ui.
 """
@@ -30,6 +31,10 @@ def version_document(version: ModelVersion) -> dict[str, Any]:
         "parameters": dict(version.parameters),
         "metrics": dict(version.metrics),
         "signature": version.signature.to_json() if version.signature is not None else None,
+        "archived": version.archived,
+        "tags": dict(version.tags),
+        "packages": dict(version.packages),
+        "input_example": version.input_example,
     }
 
 
@@ -39,7 +44,12 @@ def version_detail_document(
     """Return the ``cellpipe models show REF --json`` document: the version and its siblings."""
     document = version_document(version)
     document["versions"] = [
-        {"version": v.version, "created_at": v.created_at.isoformat(), "aliases": list(v.aliases)}
+        {
+            "version": v.version,
+            "created_at": v.created_at.isoformat(),
+            "aliases": list(v.aliases),
+            "archived": v.archived,
+        }
         for v in others
     ]
     return document

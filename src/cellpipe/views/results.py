@@ -531,8 +531,10 @@ class ModelList(View):
         return [
             [
                 m["name"],
-                str(m["latest"]),
-                str(m["versions"]),
+                "-" if m["latest"] is None else str(m["latest"]),
+                f"{m['versions']} (+{m['archived']} archived)"
+                if m.get("archived")
+                else str(m["versions"]),
                 ", ".join(f"{a}={v}" for a, v in m["aliases"].items()) or "-",
                 when_text(m["created_at"]),
                 m.get("description") or "-",
@@ -563,6 +565,7 @@ class ModelDetail(View):
     def __repr__(self) -> str:
         d = self._document
         aliases = f" ({', '.join(d['aliases'])})" if d["aliases"] else ""
+        aliases += " [archived]" if d.get("archived") else ""
         where = f"run {d['run_id']}, step {d['step']}" if d["run_id"] else "no lineage"
         return f"<cellpipe model {d['ref']}{aliases}: {d['artifact']['type']}, {where}>"
 
@@ -585,8 +588,11 @@ class ModelDetail(View):
                     "step": d["step"] or "-",
                     "variable": d["variable"] or "-",
                     "description": d["description"] or "-",
+                    "archived": "yes" if d.get("archived") else "no",
                 }
             ),
+            h.pairs(d.get("tags") or {}, title="Tags"),
+            h.pairs(d.get("packages") or {}, title="Packages"),
             h.pairs(d["parameters"], title="Parameters"),
             h.pairs(d["metrics"], title="Metrics"),
             h.table(["", "tensor", "datatype", "shape"], tensors, title="Signature"),

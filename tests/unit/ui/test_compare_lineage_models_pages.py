@@ -156,3 +156,27 @@ def test_models_pages_without_models(http: TestClient) -> None:
     assert http.get("/models/wine").status_code == 404
     assert http.get("/models/wine/1").status_code == 404
     assert http.get("/models/wine/production").status_code == 404
+
+
+def test_item13_models_pages_show_archived_versions_and_tags(
+    http: TestClient, project: Path
+) -> None:
+    import cellpipe
+
+    for n in (1, 2):
+        cellpipe.register_model({"n": n}, "wine", tags={"team": EVIL}, project=project)
+    cellpipe.api.archive_model_version("wine:2", project=project)
+    listing = http.get("/models").text
+    assert "1 (+1 archived)" in listing
+    model = http.get("/models/wine")  # every version archived but one: the page still opens
+    assert model.status_code == 200
+    assert re.search(r"<td[^>]*>archived</td>", model.text)
+    assert EVIL not in model.text  # tag values are escaped
+    version = http.get("/models/wine/2").text
+    assert "NAME and NAME@latest skip it" in version
+    cellpipe.api.archive_model_version("wine:1", project=project)
+    every = http.get("/models")
+    assert every.status_code == 200  # no version left to resolve: latest is "-"
+    assert "0 (+2 archived)" in every.text
+    assert http.get("/models/wine").status_code == 200
+    assert http.get("/models/wine/\u00b2").status_code in (400, 404)

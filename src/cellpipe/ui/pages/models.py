@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from cellpipe import api
-from cellpipe.errors import CellpipeError
 from cellpipe.ui.layout import page
 from cellpipe.ui.pages._pagekit import (
     STYLE,
@@ -64,8 +63,14 @@ def models_page(request: Request) -> Response:
         rows.append(
             [
                 link(request, model_path(m["name"]), m["name"]),
-                link(request, model_path(m["name"], m["latest"]), str(m["latest"])),
-                escape(str(m["versions"])),
+                "-"
+                if m["latest"] is None
+                else link(request, model_path(m["name"], m["latest"]), str(m["latest"])),
+                escape(
+                    f"{m['versions']} (+{m['archived']} archived)"
+                    if m.get("archived")
+                    else str(m["versions"])
+                ),
                 aliases or "-",
                 escape(when_text(m["created_at"])),
                 escape(m.get("description") or "-"),
@@ -125,32 +130,26 @@ def _history(request: Request, name: str, history: dict[str, Any]) -> str:
     )
 
 
-def _detail(ref: str, project: Any) -> dict[str, Any]:
-    try:
-        return api.models(ref, project=project).to_dict()
-    except CellpipeError:  # a version removed meanwhile: its row shows what the list has
-        return {}
-
-
 def model_page(request: Request) -> Response:
     """One model: its versions (with the run each came from) and its aliases' history."""
     name = request.path_params["name"]
     project = request.app.state.project
-    latest = call_api(request, lambda: api.models(name, project=project))
-    if isinstance(latest, Response):
-        return latest
+    listing = call_api(request, lambda: api.model_versions(name, project=project))
+    if isinstance(listing, Response):
+        return listing
     history = call_api(request, lambda: api.alias_history(name, project=project))
     if isinstance(history, Response):
         return history
     rows = []
-    for v in reversed(latest.to_dict().get("versions", [])):
-        d = _detail(f"{name}:{v['version']}", project)
+    for d in reversed(listing["versions"]):
         run_id = d.get("run_id")
         rows.append(
             [
-                link(request, model_path(name, v["version"]), str(v["version"])),
-                escape(when_text(v["created_at"])),
-                escape(", ".join(v["aliases"]) or "-"),
+                link(request, model_path(name, d["version"]), str(d["version"])),
+                escape(when_text(d["created_at"])),
+                escape(", ".join(d["aliases"]) or "-"),
+                "archived" if d.get("archived") else "-",
+                escape(", ".join(f"{k}={v}" for k, v in (d.get("tags") or {}).items()) or "-"),
                 link(request, run_path(run_id), run_id) if run_id else "-",
                 escape(d.get("step") or "-"),
                 escape(d.get("variable") or "-"),
@@ -166,7 +165,17 @@ def model_page(request: Request) -> Response:
         + "<p>Serve the newest version: "
         + f'<code class="cp-cmd">cellpipe serve {escape(name)}</code></p>'
         + table(
-            ["version", "registered (UTC)", "aliases", "run", "step", "variable", "metrics"],
+            [
+                "version",
+                "registered (UTC)",
+                "aliases",
+                "archived",
+                "tags",
+                "run",
+                "step",
+                "variable",
+                "metrics",
+            ],
             rows,
             caption="Versions (newest first)",
             row_header=True,
@@ -206,7 +215,7 @@ def version_page(request: Request) -> Response:
     """One version: object, run, signature, parameters, metrics, lineage, how to serve it."""
     name = request.path_params["name"]
     version = request.path_params["version"]
-    ref = f"{name}:{version}" if version.isdigit() else f"{name}@{version}"
+    ref = f"{name}:{version}" if version.isascii() and version.isdigit() else f"{name}@{version}"
     project = request.app.state.project
     detail = call_api(request, lambda: api.models(ref, project=project))
     if isinstance(detail, Response):
@@ -235,6 +244,15 @@ def version_page(request: Request) -> Response:
         ["step", link(request, step_path(run_id, step), step) if run_id and step else "-"],
         ["variable", escape(variable or "-")],
         ["description", escape(d.get("description") or "-")],
+        ["archived", "yes (NAME and NAME@latest skip it)" if d.get("archived") else "no"],
+        [
+            "tags",
+            escape(", ".join(f"{k}={v}" for k, v in (d.get("tags") or {}).items()) or "-"),
+        ],
+        [
+            "packages",
+            escape(", ".join(f"{k}=={v}" for k, v in (d.get("packages") or {}).items()) or "-"),
+        ],
     ]
     serve = [f"cellpipe serve {name}:{number}"] + [
         f"cellpipe serve {name}@{a}" for a in d["aliases"]
