@@ -9,7 +9,7 @@ Invariants: `build_context` is pure and deterministic. An image built from a con
 package a step imports at the version installed where it was compiled, so
 ``compile --image-from-context`` can switch installation off in the pods.
 
-Must not depend on: the runner, the stores.
+Must not depend on: the runner, the artifact and metadata stores.
 """
 
 from __future__ import annotations
