@@ -1787,21 +1787,48 @@ def write_kserve_manifest(
     name: str | None = None,
     namespace: str | None = None,
     project: str | Path | None = None,
-) -> tuple[Path, ModelVersion]:
+    predict_proba: bool = False,
+    predictor: str = "auto",
+    image: str | None = None,
+    kserve_version: str | None = None,
+    token_secret: str | None = None,
+) -> ManifestWritten:
     """Write a KServe ``InferenceService`` for one model version (``serve --manifest``).
 
+    A KServe runtime serves it when one loads the model (scikit-learn, XGBoost and LightGBM
+    boosters of the releases its images ship), else a custom predictor runs ``cellpipe serve``
+    in the image `model_image` builds (``image`` default: that context's tag, derived here
+    the same way). See `cellpipe.serving.manifest`.
+
     Returns:
-        The file written and the version it serves.
+        The file written, the version, the predictor chosen and why.
+
+    Raises:
+        ServingError: see `cellpipe.serving.manifest.kserve_manifest`.
     """
+    from cellpipe.errors import ServingError
     from cellpipe.registry.registry import ModelRegistry
-    from cellpipe.serving import write_manifest
+    from cellpipe.serving.manifest import TARGET_KSERVE, kserve_manifest, render_manifest
 
     with _opened(project) as opened:
         version = ModelRegistry(opened.metadata, opened.artifacts).resolve(ref)
-    path = write_manifest(
-        version, str(manifest), storage_uri=storage_uri, name=name, namespace=namespace
+    written = kserve_manifest(
+        version,
+        storage_uri=storage_uri,
+        name=name,
+        namespace=namespace,
+        predict_proba=predict_proba,
+        predictor=predictor,
+        image=image or (lambda: model_image_context(version).tag),
+        kserve_version=kserve_version or TARGET_KSERVE,
+        token_secret=token_secret,
     )
-    return Path(path), version
+    path = Path(manifest)
+    try:
+        path.write_text(render_manifest(written), encoding="utf-8")
+    except OSError as exc:
+        raise ServingError(f"cannot write the manifest {path}: {exc.strerror or exc}") from exc
+    return ManifestWritten(path=path, version=version, manifest=written)
 
 
 # -- compile ------------------------------------------------------------------------------------
@@ -2944,3 +2971,201 @@ def model_versions(name: str, *, project: str | Path | None = None) -> dict[str,
         "latest": listed[name].latest,
         "versions": [version_document(v) for v in versions],
     }
+
+
+# --- issue 13: KServe manifests and the model-serving image ---
+
+if TYPE_CHECKING:
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.serving.manifest import KServeManifest
+    from cellpipe.storage.images import ImageContext
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManifestWritten:
+    """A KServe manifest written by `write_kserve_manifest`.
+
+    Attributes:
+        path: the file written.
+        version: the version it serves.
+        manifest: the document and what was decided (`cellpipe.serving.manifest.KServeManifest`).
+    """
+
+    path: Path
+    version: ModelVersion
+    manifest: KServeManifest
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``serve --manifest --json`` document."""
+        return {
+            "manifest": str(self.path),
+            "model": self.version.ref,
+            "predictor": self.manifest.predictor,
+            "image": self.manifest.image,
+            "storage_uri": self.manifest.storage_uri,
+            "placeholder": self.manifest.placeholder,
+            "notes": list(self.manifest.notes),
+            "warnings": list(self.manifest.warnings),
+        }
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelImage:
+    """The build context of a model-serving image (``cellpipe image --model``).
+
+    Attributes:
+        version: the version the image serves (the exported registry keeps its number).
+        tag: ``cellpipe-model-<name>:<digest of the context's files>``.
+        directory: the context folder.
+        files: the files written (Dockerfile, requirements.txt, cellpipe-model.json).
+        project: the exported one-version project inside the context.
+        requirements: the pinned requirements.
+        command: the build command run, or None without ``build``.
+    """
+
+    version: ModelVersion
+    tag: str
+    directory: Path
+    files: list[Path]
+    project: Path
+    requirements: tuple[str, ...]
+    command: list[str] | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``image --model --json`` document."""
+        return {
+            "ok": True,
+            "model": self.version.ref,
+            "tag": self.tag,
+            "directory": str(self.directory),
+            "files": [str(f) for f in self.files],
+            "project": str(self.project),
+            "requirements": list(self.requirements),
+            "built": self.command is not None,
+            "command": self.command,
+        }
+
+
+def model_packages(version: ModelVersion) -> dict[str, str]:
+    """Return distribution -> version that loading ``version``'s object needs.
+
+    The version's recorded packages (`cellpipe.registry.packages`, from its run); for a version
+    registered before they were recorded, the distributions of the object's top-level module,
+    its serializer's and numpy, with their requirements, at the versions installed here. A
+    recorded list that lacks its serializer's package gets it the same way.
+    """
+    from cellpipe.registry.packages import SERIALIZER_PACKAGES, distribution_of, with_requirements
+
+    packages = {str(k): str(v) for k, v in version.packages.items()}
+    module = version.artifact.type_name.split(".", 1)[0]
+    serializer = SERIALIZER_PACKAGES.get(version.artifact.serializer)
+    wanted = [serializer] if serializer else []
+    if not packages:
+        found = distribution_of(module) if module not in ("", "builtins", "__main__") else None
+        wanted += [*([found] if found else []), "numpy"]
+    known = {_normalized_dist(name) for name in packages}
+    for name, installed in with_requirements(wanted).items():
+        if _normalized_dist(name) not in known:
+            packages[name] = installed
+    return packages
+
+
+def _normalized_dist(name: str) -> str:
+    import re
+
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _cellpipe_version() -> str:
+    import importlib.metadata
+
+    return importlib.metadata.version("cellpipe")
+
+
+def model_image_context(version: ModelVersion, *, base: str | None = None) -> ImageContext:
+    """Return the build context (`cellpipe.storage.images.ImageContext`) serving ``version``.
+
+    Pure: nothing is written; `write_kserve_manifest` derives the image's tag from it.
+    """
+    from cellpipe.serving.image import model_context
+
+    return model_context(
+        version,
+        packages=model_packages(version),
+        cellpipe=_cellpipe_version(),
+        base_image=base or base_image(),
+    )
+
+
+def model_image(
+    ref: str,
+    output: str | Path | None = None,
+    *,
+    project: str | Path | None = None,
+    build: bool = False,
+    base: str | None = None,
+) -> ModelImage:
+    """Write the build context of an image serving one model version (``image --model``).
+
+    The context holds a Dockerfile (``cellpipe serve NAME:N`` on port 8080 as an unprivileged
+    user), the pinned ``requirements.txt`` (`model_packages` + ``cellpipe[serve]``),
+    ``cellpipe-model.json`` and ``project/``: a new project whose registry has just this
+    version, copied with `ModelRegistry.copy_version`, so the container answers with the same
+    ``model_version``. Running it again on the same folder reuses the export.
+
+    Args:
+        ref: the model reference (NAME, NAME:N, NAME@ALIAS); the image serves the version it
+            resolves to now.
+        output: the context folder (default: ``NAME-N-image`` in the working directory).
+        project: the project holding the registry.
+        build: also build it with docker, podman or buildah.
+        base: the ``FROM`` image (default ``python:X.Y-slim`` of this interpreter).
+
+    Raises:
+        ServingError: the folder already holds another registry, or a package cannot be
+            pinned.
+        CellpipeError: no build tool, or the build failed (with ``build``).
+    """
+    from cellpipe.registry.registry import ModelRegistry
+    from cellpipe.serving.image import PROJECT_FOLDER
+    from cellpipe.storage.images import build_image, write_context
+
+    with _opened(project) as opened:
+        source = ModelRegistry(opened.metadata, opened.artifacts)
+        version = source.resolve(ref)
+        directory = Path(output) if output else Path(f"{version.name}-{version.version}-image")
+        context = model_image_context(version, base=base)
+        exported = directory / PROJECT_FOLDER
+        _export_version(version, source, exported)
+    files = write_context(context, directory)
+    command = build_image(context, directory) if build else None
+    return ModelImage(
+        version=version,
+        tag=context.tag,
+        directory=directory,
+        files=files,
+        project=exported,
+        requirements=context.requirements,
+        command=command,
+    )
+
+
+def _export_version(version: ModelVersion, source: ModelRegistry, folder: Path) -> None:
+    from cellpipe.errors import ServingError
+    from cellpipe.registry.registry import ModelRegistry
+
+    settings = Settings.for_notebook(folder / "_", env={})  # local stores, whatever the env says
+    with open_project(settings) as target:
+        registry = ModelRegistry(target.metadata, target.artifacts)
+        models = [m.name for m in registry.list_models()]
+        if models == [version.name] and [v.version for v in registry.versions(version.name)] == [
+            version.version
+        ]:
+            return  # this very export, written before
+        others = models
+        if others:
+            raise ServingError(
+                f"{folder} already holds a registry ({', '.join(others)}), not just {version.ref}",
+                hint="write the context to a new folder with -o",
+            )
+        registry.copy_version(version, source)

@@ -27,6 +27,8 @@ SKIPPED = {
     "cellpipe submit": "needs a Kubeflow Pipelines API",
     "cellpipe ui": "starts the web UI, which runs until stopped (tests/e2e/test_cli_ui.py)",
     "cellpipe image train.ipynb -o build/ --build": "needs Docker",
+    "cellpipe image --model wine@production -o build/wine --build": "needs Docker "
+    "(tests/e2e/test_cli_image_model.py builds with a stand-in)",
     "cellpipe compile train.ipynb --image-from-context": "needs the image `image --build` made",
     "cellpipe snapshot changes": "wine's steps write no files, so there are no changes to show",
 }

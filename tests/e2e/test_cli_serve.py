@@ -136,17 +136,17 @@ def test_an_unknown_model_fails_before_any_port_opens(project: Path, run_cli: An
 def test_manifest_for_a_cluster(project: Path, run_cli: Any, tmp_path: Path) -> None:
     path = tmp_path / "isvc.yaml"
     result = run_cli("serve", "iris@production", "--manifest", path, "--project", project,
-                     "--storage-uri", "s3://models/iris/1", "--json")  # fmt: skip
+                     "--storage-uri", "s3://models/iris/1", "--predictor", "custom",
+                     "--image", "example.com/iris:1", "--json")  # fmt: skip
     assert result.code == 0, result.err
-    assert result.json() == {"manifest": str(path), "model": "iris:1"}
+    assert result.json()["manifest"] == str(path)
+    assert result.json()["model"] == "iris:1"
     import yaml
 
     manifest = yaml.safe_load(path.read_text())
     assert manifest["kind"] == "InferenceService"
-    model = manifest["spec"]["predictor"]["model"]
-    assert model["modelFormat"]["name"] == "sklearn"
-    assert model["protocolVersion"] == "v2"
-    assert model["storageUri"] == "s3://models/iris/1"
+    (container,) = manifest["spec"]["predictor"]["containers"]  # see test_kserve_manifest.py
+    assert container["args"][:2] == ["serve", "iris:1"]
     two = run_cli("serve", "iris", "iris:1", "--manifest", path, "--project", project)
     assert two.code == 1
     assert "one InferenceService" in two.err

@@ -1,10 +1,12 @@
-"""``cellpipe image``: write (and optionally build) the container image of a pipeline.
+"""``cellpipe image``: write (and optionally build) a pipeline's or a model's container image.
+
+With ``--model REF``: the image that serves one model version (`cellpipe.api.model_image`).
 
 Owns: the ``image`` command's arguments and its report.
 
 Invariants: the context's tag is derived from its files, so ``compile --image-from-context``
-names the same image without building anything; ``--build`` fails with a clear error when no
-build tool is installed.
+and ``serve --manifest`` name the same image without building anything; ``--build`` fails
+with a clear error when no build tool is installed; exactly one of NOTEBOOK and ``--model``.
 
 Must not depend on: the runner, other command modules.
 """
@@ -17,19 +19,25 @@ from pathlib import Path
 
 from cellpipe.cli import render
 from cellpipe.cli._kfp import add_run_packages_option, base_image, with_run_packages
-from cellpipe.cli._loading import NOTEBOOK_HELP, load_notebook
+from cellpipe.cli._loading import NOTEBOOK_HELP, PROJECT_HELP, load_notebook
 
 DESCRIPTION = """\
 Write a container build context (Dockerfile + pinned requirements.txt) for the pipeline's
 steps. The image's tag is cellpipe-<pipeline>:<digest of the files>, so it changes exactly
 when the packages change. With --build, docker, podman or buildah builds it.
+
+With --model REF instead of a notebook: the context of an image serving that model version
+with `cellpipe serve` on port 8080 (what `cellpipe serve REF --manifest` runs on KServe when no
+KServe runtime loads the model): the version's packages pinned, and project/ holding a
+registry with just that version, under the same number.
 """
 
 EPILOG = """\
 examples:
   cellpipe image train.ipynb -o build/ --build
   docker push cellpipe-train:3f2a9c1b4d5e   (after retagging for your registry)
-  cellpipe compile train.ipynb --image-from-context"""
+  cellpipe compile train.ipynb --image-from-context
+  cellpipe image --model wine@production -o build/wine --build"""
 
 
 def register(
@@ -50,10 +58,20 @@ def register(
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("notebook", metavar="NOTEBOOK", help=NOTEBOOK_HELP)
+    parser.add_argument("notebook", metavar="NOTEBOOK", nargs="?", help=NOTEBOOK_HELP)
     parser.add_argument(
-        "-o", "--output", metavar="DIR", help="the context folder (default: NOTEBOOK-image/)"
+        "--model",
+        metavar="REF",
+        help="instead of a notebook: the image serving this model version (NAME, NAME:N, "
+        "NAME@ALIAS)",
     )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="DIR",
+        help="the context folder (default: NOTEBOOK-image/, or NAME-N-image/ with --model)",
+    )
+    parser.add_argument("--project", help=f"with --model: {PROJECT_HELP}")
     parser.add_argument("--name", metavar="NAME", help="the pipeline name used in the tag")
     parser.add_argument("--build", action="store_true", help="build it with docker/podman/buildah")
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
@@ -70,6 +88,15 @@ def image_cmd(args: argparse.Namespace) -> int:
     Raises:
         CellpipeError: for definition errors, unpinnable packages or a failed build.
     """
+    from cellpipe.errors import CellpipeError
+
+    if (args.model is None) == (args.notebook is None):
+        raise CellpipeError(
+            "cellpipe image takes a NOTEBOOK or --model REF (one of them)",
+            hint="cellpipe image train.ipynb, or cellpipe image --model wine@production",
+        )
+    if args.model is not None:
+        return _model_image(args)
     from cellpipe.kfp.compiler import installed_kfp_version
     from cellpipe.kfp.image import build_context, build_image, write_context
 
@@ -100,4 +127,17 @@ def image_cmd(args: argparse.Namespace) -> int:
         print(f"wrote {directory} for image {context.tag}")
         if command is None:
             print(f"build it with: docker build -t {context.tag} {directory}")
+    return 0
+
+
+def _model_image(args: argparse.Namespace) -> int:
+    from cellpipe import api
+
+    image = api.model_image(args.model, args.output, project=args.project, build=args.build)
+    if args.json:
+        render.write_json(image.to_dict(), sys.stdout)
+    else:
+        print(f"wrote {image.directory} for image {image.tag} serving {image.version.ref}")
+        if image.command is None:
+            print(f"build it with: docker build -t {image.tag} {image.directory}")
     return 0

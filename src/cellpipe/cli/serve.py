@@ -41,6 +41,7 @@ examples:
   cellpipe serve wine:2 iris --port 9000       several models at once
   cellpipe serve wine@production --json        say what is served as JSON, then serve
   cellpipe serve wine@production --manifest wine-isvc.yaml --storage-uri s3://models/wine/2
+  cellpipe serve wine:2 --manifest wine-isvc.yaml --predict-proba --kserve-version v0.15.2
 
 then, from another terminal:
   curl -s localhost:8080/v2/models/wine
@@ -135,7 +136,39 @@ def register(
         help="with --manifest: the folder holding the model file on the cluster's storage",
     )
     parser.add_argument("--namespace", help="with --manifest: the Kubernetes namespace")
-    parser.add_argument("--name", help="with --manifest: the InferenceService name")
+    parser.add_argument(
+        "--name", help="with --manifest: the InferenceService name (at most 53 characters)"
+    )
+    parser.add_argument(
+        "--predict-proba",
+        action="store_true",
+        help="with --manifest: KServe's sklearn runtime answers with predict_proba",
+    )
+    parser.add_argument(
+        "--predictor",
+        choices=["auto", "kserve", "custom"],
+        default="auto",
+        help="with --manifest: auto (a KServe runtime when one loads the model, else a "
+        "container running cellpipe serve), kserve (a runtime or an error), custom",
+    )
+    parser.add_argument(
+        "--image",
+        metavar="IMAGE",
+        help="with --manifest: the custom predictor's image (default: the tag "
+        "`cellpipe image --model REF` gives)",
+    )
+    parser.add_argument(
+        "--kserve-version",
+        metavar="VERSION",
+        help="with --manifest: the cluster's KServe release, e.g. v0.15.2 (default: the "
+        "newest cellpipe knows)",
+    )
+    parser.add_argument(
+        "--token-secret",
+        metavar="SECRET[:KEY]",
+        help="with --manifest and a custom predictor: require a bearer token, the value of "
+        "this Kubernetes Secret's key (default key: token)",
+    )
     parser.add_argument("--project", default=".", help=PROJECT_HELP)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.set_defaults(handler=serve_cmd)
@@ -232,28 +265,48 @@ def _announce(args: argparse.Namespace, document: dict[str, Any]) -> None:
 def _manifest(args: argparse.Namespace) -> int:
     from cellpipe import api
 
-    path, version = api.write_kserve_manifest(
+    written = api.write_kserve_manifest(
         args.refs[0],
         args.manifest,
         storage_uri=args.storage_uri,
         name=args.name,
         namespace=args.namespace,
         project=args.project,
+        predict_proba=args.predict_proba,
+        predictor=args.predictor,
+        image=args.image,
+        kserve_version=args.kserve_version,
+        token_secret=args.token_secret,
     )
+    for warning in written.manifest.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     if args.json:
-        render.write_json({"manifest": str(path), "model": version.ref}, sys.stdout)
+        render.write_json(written.to_dict(), sys.stdout)
         return 0
-    print(f"wrote KServe InferenceService for {version.ref} to {path}")
-    if args.storage_uri is None:
+    version, manifest = written.version, written.manifest
+    print(
+        f"wrote KServe InferenceService for {version.ref} to {written.path} "
+        f"({manifest.predictor} predictor)"
+    )
+    if manifest.predictor == "custom":
+        print(
+            f"its container runs `cellpipe serve {version.ref}` from the image "
+            f"{manifest.image}: build it with `cellpipe image --model {version.ref} --build`",
+            file=sys.stderr,
+        )
+    elif manifest.placeholder:
         where = (
             f"`cellpipe artifacts get {version.run_id} {version.step} {version.variable} "
             "-o model.joblib`"
-            if version.run_id and version.step and version.variable
-            else "the model's artifact"
+            if manifest.predictor == "sklearn"
+            and version.run_id
+            and version.step
+            and version.variable
+            else "the model file (see the manifest's header)"
         )
         print(
             "set spec.predictor.model.storageUri (or pass --storage-uri) to the folder on the "
-            f"cluster's storage holding model.joblib: {where}",
+            f"cluster's storage holding it: {where}",
             file=sys.stderr,
         )
     return 0

@@ -49,7 +49,7 @@ def test_build_calls_the_first_tool_found(make_pipeline, tmp_path, monkeypatch):
     tool.write_text(f'#!/bin/sh\necho "$@" > {record}\n')
     tool.chmod(tool.stat().st_mode | stat.S_IXUSR)
     monkeypatch.setenv("PATH", str(bin_dir) + os.pathsep + "/usr/bin:/bin")
-    monkeypatch.setattr("cellpipe.kfp.image.BUILD_TOOLS", ("podman", "buildah"))
+    monkeypatch.setattr("cellpipe.storage.images.BUILD_TOOLS", ("podman", "buildah"))
     argv = build_image(context, tmp_path / "ctx")
     assert argv[1:] == ["build", "-t", context.tag, str(tmp_path / "ctx")]
     assert record.read_text().split() == argv[1:]
