@@ -308,6 +308,8 @@ def _access_logging(settings: Settings) -> None:
     """Send the access log to stderr when it is on and nothing else handles it."""
     if not settings.access_log:
         return
+    # The server's own INFO lines too: alias switches and versions loaded on first use.
+    logging.getLogger("cellpipe.serving").setLevel(logging.INFO)
     access = logging.getLogger("cellpipe.serving.access")
     access.setLevel(logging.INFO)
     if not access.handlers and not logging.getLogger().handlers:

@@ -234,3 +234,36 @@ def test_item8_listing_versions_survives_an_unreachable_registry(source: Any) ->
 
     assert table.version_names("iris") == ["1", "2"]
     assert table.metadata("iris")["versions"] == ["1", "2"]
+
+
+def test_item8_all_versions_over_a_real_server(
+    source: Any, iris: tuple[Any, Any], iris_models: list[Any]
+) -> None:
+    from cellpipe.serving.server import Settings, start_server
+
+    source.add("iris", {"weights": [1, 2]})  # version 3: cannot be served
+    rows = iris[0]
+    request = {"inputs": [{"name": "input-0", "shape": list(rows.shape), "datatype": "FP64",
+                           "data": rows.ravel().tolist()}]}  # fmt: skip
+    settings = Settings(all_versions=True)
+    with (
+        start_server(["iris@staging"], source, settings=settings) as running,
+        httpx.Client(base_url=running.url, timeout=30) as http,
+    ):
+        alias = http.post("/v2/models/iris/infer", json=request).json()
+        other = http.post("/v2/models/iris/versions/2/infer", json=request).json()
+        again = http.post("/v2/models/iris/versions/2/infer", json=request).json()
+        broken = http.post("/v2/models/iris/versions/3/infer", json=request)
+        broken_ready = http.get("/v2/models/iris/versions/3/ready")
+        metadata = http.get("/v2/models/iris").json()
+
+    assert alias["model_version"] == "1"
+    assert alias["outputs"][0]["data"] == iris_models[0].predict(rows).tolist()
+    assert other["model_version"] == "2"
+    assert other["outputs"][0]["data"] == iris_models[1].predict(rows).tolist()
+    assert again == other
+    assert broken.status_code == 503
+    assert "version 3 of model 'iris' cannot be served" in broken.json()["error"]
+    assert (broken_ready.status_code, broken_ready.json()["ready"]) == (200, False)
+    assert metadata["versions"] == ["1", "2", "3"]
+    assert source.loads.count("iris:2") == source.loads.count("iris:3") == 1
