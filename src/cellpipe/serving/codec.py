@@ -29,6 +29,8 @@ __all__ = ["MAX_DEPTH", "dumps", "loads"]
 MAX_DEPTH = 256
 """The deepest nesting of arrays and objects a request may have."""
 
+_TOO_DEEP = f"the request nests arrays or objects more than {MAX_DEPTH} levels deep"
+
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON (send a number, or binary data for non-finite values)")
@@ -88,10 +90,10 @@ def loads(data: bytes | bytearray) -> Any:
     try:
         value = _loads(data)
     except RecursionError as exc:  # the standard library on very deep nesting
-        raise RequestError(
-            f"the request nests arrays or objects more than {MAX_DEPTH} levels deep"
-        ) from exc
+        raise RequestError(_TOO_DEEP) from exc
     except (ValueError, UnicodeDecodeError, TypeError) as exc:  # orjson's error is a ValueError
+        if "depth limit" in str(exc):  # orjson stops at 1,024 levels
+            raise RequestError(_TOO_DEEP) from exc
         raise RequestError(f"the request is not valid JSON: {exc}") from exc
     # Cheap guard first: a document with few brackets cannot be deep (the usual request).
     if (
@@ -99,7 +101,7 @@ def loads(data: bytes | bytearray) -> Any:
         and data.count(b"[") + data.count(b"{") > MAX_DEPTH
         and _too_deep(value)
     ):
-        raise RequestError(f"the request nests arrays or objects more than {MAX_DEPTH} levels deep")
+        raise RequestError(_TOO_DEEP)
     return value
 
 

@@ -11,11 +11,14 @@ raw tensors follow it in input order, each input that has one saying its size wi
 output has ``"binary_data": true``, or, when it does not say, when the request's parameters
 have ``"binary_data_output": true``; the response then carries the header too and the output's
 ``binary_data_size`` parameter. Request bodies compressed with ``Content-Encoding: gzip`` or
-``deflate`` are accepted.
+``deflate`` are accepted. JSON is parsed and written by `codec` (strict; orjson when installed).
 
-Invariants: a malformed request raises `RequestError` (400; 404 for an unknown model or
-version) and never reaches the model; an exception raised by the model becomes a
-`RequestError` with status 500 naming the model version and the exception.
+Invariants: a malformed request raises `RequestError` (4xx) and never reaches the model;
+every size a request claims is checked against the bytes received before anything is
+allocated, and a compressed body is inflated no further than ``max_body`` (413). The model
+raising one of `adapters.DATA_ERRORS` on the values is the client's error (400 with the
+reason); anything else it or its adapter raises is a 500 naming the model version. `run_model`
+is the one path from decoded inputs to outputs, for REST (`infer`) and gRPC alike.
 
 Must not depend on: the web framework, the runner, kfp or notebooks.
 """

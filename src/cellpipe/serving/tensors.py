@@ -133,7 +133,7 @@ def check_header(name: str, datatype: Any, shape: Any) -> tuple[str, tuple[int, 
         raise RequestError(
             f"input {name!r}: shape has {len(shape)} dimensions; at most {MAX_RANK} are accepted"
         )
-    if any(d > MAX_ELEMENTS for d in shape) or math.prod(shape) > MAX_ELEMENTS:
+    if shape and (max(shape) > MAX_ELEMENTS or math.prod(shape) > MAX_ELEMENTS):
         raise RequestError(
             f"input {name!r}: shape {shape!r:.80} claims more than {MAX_ELEMENTS} elements",
             status=413,
@@ -283,8 +283,10 @@ def decode_binary(
             f"input {name!r}: shape {list(shape)} of {datatype} needs "
             f"{count * dtype.itemsize} bytes, binary_data_size is {len(raw)}"
         )
-    # The one copy: the model may write to its input, and a view of the body is read-only.
-    return np.frombuffer(raw, dtype=dtype).reshape(shape).copy()
+    array = np.frombuffer(raw, dtype=dtype).reshape(shape)
+    # The model may write to its input: a view of a read-only body (bytes) is copied once; a
+    # writable buffer (bytearray) is used as it is.
+    return array if array.flags.writeable else array.copy()
 
 
 def _as_array(value: Any) -> np.ndarray[Any, Any]:

@@ -139,6 +139,19 @@ def test_item1_binary_bytes_still_decode(models: Callable[[str], ServedModel]) -
     assert answer(content)["outputs"][0]["data"] == ["ab", "", "é"]
 
 
+def test_binary_inputs_are_writable_and_copied_only_from_read_only_bodies() -> None:
+    from cellpipe.serving.tensors import decode_binary
+
+    raw = struct.pack("<2d", 1.0, 2.0)
+    from_bytes = decode_binary("x", "FP64", (2,), memoryview(raw))
+    from_bytes[0] = 5.0  # a model may write to its input
+    assert raw == struct.pack("<2d", 1.0, 2.0)
+    buffer = bytearray(raw)
+    shared = decode_binary("x", "FP64", (2,), memoryview(buffer))
+    shared[1] = 7.0
+    assert buffer == bytearray(struct.pack("<2d", 1.0, 7.0))  # no copy was made
+
+
 # -- item 2: compressed bodies are inflated with a bound -----------------------------------------
 
 
@@ -196,6 +209,42 @@ def test_item4_json_nested_5000_deep_is_400(
     deep = b'{"inputs": ' + b"[" * depth + b"]" * depth + b"}"
     message = refused(lambda: infer(models("iris"), deep))
     assert "more than 256 levels" in message or "not valid JSON" in message
+
+
+@pytest.fixture(params=["orjson", "json"])
+def implementation(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The codec with orjson, and with the standard library it falls back to."""
+    if request.param == "json":
+        monkeypatch.setattr(codec, "_loads", codec._std_loads)
+        monkeypatch.setattr(codec, "_dumps", codec._std_dumps)
+    else:
+        pytest.importorskip("orjson")
+    return str(request.param)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"NaN",
+        b"[Infinity]",
+        b"[-Infinity]",
+        b"[1e400]",
+        b"[-1e400]",
+        b"1" + b"0" * 5000,
+        b"[" * 5000 + b"]" * 5000,
+        b"[" * 257 + b"]" * 257,
+        b'"\xff"',  # not UTF-8
+    ],
+)
+def test_item5_codec_rules_hold_with_either_implementation(
+    implementation: str, text: bytes
+) -> None:
+    with pytest.raises(RequestError) as caught:
+        codec.loads(text)
+    assert caught.value.status == 400
+    parsed = codec.loads(b'{"a": [1, 2.5, "\\u00e9", true, null]}')
+    assert parsed == {"a": [1, 2.5, "\u00e9", True, None]}
+    assert codec.dumps({"a": [1, 2.5, "é"]}) == '{"a":[1,2.5,"é"]}'.encode()
 
 
 def test_item4_codec_depth_limit_is_exact() -> None:
