@@ -196,17 +196,19 @@ import cellpipe
 import numpy as np
 
 # %% tags=["step:train"]
-def model(x):
-    return np.asarray(x) * 2
+class Doubler:
+    def predict(self, x):
+        return np.asarray(x) * 2
 
+model = Doubler()
 version = cellpipe.register_model(model, "doubler")
 registered = version.ref
 """
 
 
 @pytest.mark.slow
-def test_item13_a_notebook_function_registered_in_a_step_records_the_run_packages(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+def test_item13_a_notebook_class_registered_in_a_step_records_the_run_packages(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, run_cli
 ) -> None:
     folder = tmp_path / "proj"
     folder.mkdir()
@@ -220,8 +222,15 @@ def test_item13_a_notebook_function_registered_in_a_step_records_the_run_package
 
     with open_project(find_project(folder), create=False) as store:
         [version] = ModelRegistry(store.metadata, store.artifacts).versions("doubler")
-    # The function is the notebook's own (cloudpickled): the run's imports say what it needs.
+    # The class is the notebook's own (cloudpickled): the run's imports say what it needs.
     assert version.run_id == report.run.run_id
     assert version.packages["numpy"] == importlib.metadata.version("numpy")
     assert version.packages["cloudpickle"] == importlib.metadata.version("cloudpickle")
     assert "scikit-learn" not in version.packages
+
+    # Registered later from the recorded run: the step run's recorded imports say the same.
+    again = run_cli("models", "register", "doubler", "--run", report.run.run_id, "--step",
+                    "train", "--var", "model", "--json", "--project", folder)  # fmt: skip
+    assert again.code == 0, again.err
+    assert again.json()["packages"]["numpy"] == importlib.metadata.version("numpy")
+    assert "scikit-learn" not in again.json()["packages"]
