@@ -183,6 +183,13 @@ def main() -> None:
             "| client | p50 | p99 |",
             "|---|---|---|",
             *rows,
+            "",
+            "The servers and the clients share this process and the machine's cores, as in "
+            "bench_serve.py. A server's share of a call is roughly its p50 minus the model's "
+            "(`model.predict`); the gRPC floor is ServerLive (no model, no tensors).",
+            "",
+            "Reproduce: `.venv/bin/python benchmarks/bench_grpc.py` (`--requests N`, "
+            "`--no-write`).",
         ]
     )
     print(section)
