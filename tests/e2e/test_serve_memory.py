@@ -7,8 +7,8 @@ body that never ends, and a body that stops arriving. Each gets its 4xx; then th
 memory of every worker (``VmHWM`` in /proc/PID/status) must stay under its peak after warm-up
 plus ``3 x max_body`` (the bound README documents: the body as received, and a decompressed
 body, which zlib builds in blocks before joining them: two copies at the peak), and the server
-must still answer. Measured here: about 2.1 x max_body, from the gzip bomb. No timing is asserted: the sockets wait up to 60 s for each
-answer.
+must still answer. Measured here: about 2.1 x max_body, from the gzip bomb. No timing is
+asserted: the sockets wait up to 60 s for each answer.
 """
 
 from __future__ import annotations

@@ -40,6 +40,11 @@ examples:
   cellpipe serve wine@production               serve the version the alias points at
   cellpipe serve wine:2 iris --port 9000       several models at once
   cellpipe serve wine@production --json        say what is served as JSON, then serve
+  cellpipe serve wine@production --port 0 --workers 1 --log-level info
+                                               any free port (announced), one process, access log
+  CELLPIPE_SERVE_TOKEN=$(openssl rand -hex 16) cellpipe serve wine@production --host 0.0.0.0
+                                               on every interface, bearer token required
+  cellpipe serve wine@production --grpc-port 8081   the OIP gRPC API too
   cellpipe serve wine@production --manifest wine-isvc.yaml --storage-uri s3://models/wine/2
   cellpipe serve wine:2 --manifest wine-isvc.yaml --predict-proba --kserve-version v0.15.2
 

@@ -315,8 +315,8 @@ class OipApp:
         return hmac.compare_digest(auth[7:].strip(), self._token)
 
     async def _call(self, function: Callable[..., Any], *args: Any) -> Any:
-        if self.inline:
-            return function(*args)
+        # Metadata may load a version on first use, metrics read the workers' files: never
+        # on the event loop (only inference of a served name runs there, see `_infer`).
         return await asyncio.get_running_loop().run_in_executor(None, function, *args)
 
     def _metadata(self, name: str, version: str | None) -> dict[str, Any]:
