@@ -27,7 +27,8 @@ def _too_long(text: str, width: int) -> list[str]:
     in_examples = False
     for line in text.splitlines():
         if line and not line[0].isspace():
-            in_examples = line.startswith("example")
+            # Commands to copy ("examples:", "then, from another terminal:") are never wrapped.
+            in_examples = line.rstrip().endswith(":") and not line.startswith("exit")
         if len(line) <= width or in_examples:
             continue
         # argparse never splits one option group of the usage ([--status {a,b,c}]).
@@ -35,6 +36,18 @@ def _too_long(text: str, width: int) -> list[str]:
             continue
         bad.append(line)
     return bad
+
+
+def test_a_paragraph_is_reflowed_as_one_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The serve description is written in lines of about 95 columns: at 80 each line is not
+    # broken in two with a short rest; the paragraph is re-flowed, every line but the last full.
+    monkeypatch.setenv("COLUMNS", "80")
+    (serve,) = [p for p in _parsers(build_parser()) if p.prog.endswith(" serve")]
+    text = serve.format_help()
+    paragraph = text.split("\n\n")[1].splitlines()
+    assert paragraph[0].startswith("Serve registered model versions")
+    assert len(paragraph) > 3
+    assert all(60 <= len(line) <= 78 for line in paragraph[:-1]), paragraph
 
 
 @pytest.mark.parametrize("columns", [60, 100])

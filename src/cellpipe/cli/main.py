@@ -189,13 +189,27 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
                 out.append("")
                 continue
             if not line[0].isspace():
-                in_examples = stripped.lower().startswith("example") and stripped.endswith(":")
+                # A heading such as "examples:" or "then, from another terminal:" starts a
+                # block of commands to copy; the exit status table is the one block of terms.
+                in_examples = stripped.endswith(":") and not stripped.lower().startswith("exit")
             lead = line[: len(line) - len(stripped) - (len(line) - len(line.rstrip()))]
             term = re.match(r"^(\s+\S+\s{2,})\S", line)
             hang = " " * len(term.group(1)) if term else lead
             group = [line]
             if term:  # the lines under its text column continue it
                 while i < len(lines) and re.match(rf"^{hang}\S", lines[i]):
+                    group.append(lines[i])
+                    i += 1
+            elif not in_examples and not stripped.endswith(":"):
+                # A paragraph of prose: its lines are one text, re-flowed together when one
+                # of them does not fit (never a line broken in two and its rest left short).
+                while (
+                    i < len(lines)
+                    and lines[i].strip()
+                    and re.match(rf"^{lead}\S", lines[i])
+                    and not re.match(r"^(\s+\S+\s{2,})\S", lines[i])
+                    and not lines[i].rstrip().endswith(":")
+                ):
                     group.append(lines[i])
                     i += 1
             if in_examples or all(len(indent) + len(g) <= width for g in group):
