@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(PIP) install --quiet --upgrade pip
 
 $(VENV)/.installed-examples: pyproject.toml $(CONSTRAINTS) | $(BIN)/python
-	$(PIP) install --quiet -e '.[examples,kfp,serve]' playwright -c $(CONSTRAINTS)
+	$(PIP) install --quiet -e '.[examples,kfp,serve,grpc]' playwright 'tritonclient[grpc]' -c $(CONSTRAINTS)
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(CONSTRAINTS) | $(BIN)/python

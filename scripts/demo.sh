@@ -74,27 +74,64 @@ $CP models register wine --run "$LAST" --step train_forest --var forest --descri
 $CP models list
 $CP models show wine@production
 
-say "cellpipe serve: wine@production over the Open Inference Protocol v2, one request, then stop"
-PORT=$(../../../$BIN/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-$CP serve wine@production --port "$PORT" --log-level warning &
+say "cellpipe serve: wine@production over the Open Inference Protocol v2 (REST and gRPC), an alias move followed live"
+# Two worker processes share the REST port; the gRPC API answers on a second port. While it
+# serves, `cellpipe models alias` moves production from version 1 to 2: the running server
+# follows it without a restart, and each answer's model_version says which version answered.
+$CP serve wine@production --port 0 --grpc-port 0 --workers 2 --log-level warning --json > serve.json &
 SERVER=$!
 trap 'kill $SERVER 2>/dev/null || true' EXIT
-../../../$BIN/python - "$PORT" <<'PY'
-import json, sys, time, urllib.request
-base = f"http://127.0.0.1:{sys.argv[1]}"
-for _ in range(150):
-    try:
-        urllib.request.urlopen(f"{base}/v2/health/ready", timeout=1)
+../../../$BIN/python - <<'PY'
+import json, pathlib, time
+for _ in range(600):  # the server writes one JSON line once it listens (the real ports)
+    text = pathlib.Path("serve.json").read_text()
+    if text.strip():
         break
-    except OSError:
-        time.sleep(0.2)
+    time.sleep(0.1)
+served = json.loads(text)
+print("serving", [m["ref"] for m in served["models"]], "REST", served["url"], "gRPC", served["grpc"])
+PY
+../../../$BIN/python - <<'PY'
+import json, pathlib, urllib.request
+import numpy as np
+import tritonclient.grpc as grpcclient
+
+served = json.loads(pathlib.Path("serve.json").read_text())
+base = served["url"]
 meta = json.load(urllib.request.urlopen(f"{base}/v2/models/wine"))
-print("GET /v2/models/wine ->", meta["name"], "versions", meta["versions"], meta["platform"])
+print("REST GET /v2/models/wine ->", meta["name"], "versions", meta["versions"], meta["platform"])
 row = [13.2, 1.78, 2.14, 11.2, 100, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050]
 body = {"id": "demo", "inputs": [{"name": "input-0", "shape": [1, 13], "datatype": "FP64", "data": row}]}
 request = urllib.request.Request(f"{base}/v2/models/wine/infer", json.dumps(body).encode(),
                                  {"Content-Type": "application/json"})
-print("POST /v2/models/wine/infer ->", json.load(urllib.request.urlopen(request)))
+print("REST POST /v2/models/wine/infer ->", json.load(urllib.request.urlopen(request)))
+client = grpcclient.InferenceServerClient(served["grpc"].removeprefix("grpc://"))
+x = grpcclient.InferInput("input-0", [1, 13], "FP32")  # FP32, a common client default: cast to FP64
+x.set_data_from_numpy(np.array([row], dtype=np.float32))
+answer = client.infer("wine", [x])
+print("gRPC ModelInfer (tritonclient, FP32) ->", answer.get_response().model_version,
+      answer.as_numpy(answer.get_response().outputs[0].name))
+client.close()
+PY
+$CP models alias wine production 2
+../../../$BIN/python - <<'PY'
+import json, pathlib, time, urllib.request
+served = json.loads(pathlib.Path("serve.json").read_text())
+base = served["url"]
+row = [13.2, 1.78, 2.14, 11.2, 100, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050]
+body = json.dumps({"inputs": [{"name": "input-0", "shape": [1, 13], "datatype": "FP64", "data": row}]}).encode()
+for _ in range(600):  # every worker polls the registry (every second by default)
+    versions = set()
+    for _ in range(8):  # several requests, so both workers answer
+        request = urllib.request.Request(f"{base}/v2/models/wine/infer", body, {"Content-Type": "application/json"})
+        versions.add(json.load(urllib.request.urlopen(request))["model_version"])
+    if versions == {"2"}:
+        break
+    time.sleep(0.2)
+print("after the move, every answer comes from model_version", versions)
+metrics = urllib.request.urlopen(f"{base}/metrics").read().decode()
+print("\n".join(line for line in metrics.splitlines()
+                if line.startswith(("cellpipe_model_switches_total{", "cellpipe_model_version{"))))
 PY
 kill -INT $SERVER && wait $SERVER || true
 trap - EXIT
