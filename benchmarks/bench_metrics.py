@@ -88,7 +88,8 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cellpipe-metrics-") as folder:
         rows = [("one process", measure("")), ("multiprocess", measure(folder))]
-    worst = max(max(r["wall"], r["cpu"]) for _, r in rows)
+    cpu_met = all(r["cpu"] < TARGET_US for _, r in rows)
+    wall_met = all(r["wall"] < TARGET_US for _, r in rows)
     lines = [
         "## Metrics on the request path (`bench_metrics.py`, issue 13 item 11)",
         "",
@@ -100,7 +101,11 @@ def main() -> None:
         *(f"| {mode} | {r['wall']:.2f} | {r['cpu']:.2f} |" for mode, r in rows),
         "",
         f"Target: under {TARGET_US:.0f} µs per request: "
-        f"**{'met' if worst < TARGET_US else 'not met'}**.",
+        f"**{'met' if cpu_met else 'not met'}** in thread CPU time, "
+        f"**{'met' if wall_met else 'not met'}** in wall time. Multiprocess mode writes each "
+        "of its 5 values per request (in-flight up and down, latency sum and bucket, count) "
+        "to a memory-mapped file under a lock: about 2-3 µs each here. Wall time is "
+        "disturbed by other load on this 2-core machine (load average below).",
         "",
         f"Machine: {platform.system()} {platform.release()}, nproc {os.cpu_count()}, "
         f"Python {platform.python_version()}, load average "
