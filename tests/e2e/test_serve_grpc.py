@@ -3,6 +3,7 @@ answers tritonclient's gRPC client, in one process and with worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -46,24 +47,34 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     return folder, model
 
 
-def _announcement(process: subprocess.Popen[str], deadline: float) -> dict[str, Any]:
-    """The JSON document `cellpipe serve --json` prints once it listens (indented lines)."""
+def _announcement(process: subprocess.Popen[bytes], deadline: float, log: Path) -> dict[str, Any]:
+    """The JSON document `cellpipe serve --json` prints once it listens (over several lines).
+
+    Read from the pipe's descriptor, unbuffered: a buffered reader may hold lines already
+    read from the pipe that `select` cannot see.
+    """
     assert process.stdout is not None
-    text = ""
+    fd = process.stdout.fileno()
+    text = b""
     with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
+        selector.register(fd, selectors.EVENT_READ)
         while time.monotonic() < deadline:
             if selector.select(timeout=0.5):
-                line = process.stdout.readline()
-                if not line:
+                chunk = os.read(fd, 65536)
+                if not chunk:
                     break
-                text += line
-                if line.rstrip() == "}":
-                    return dict(json.loads(text))
+                text += chunk
+                if text.rstrip().endswith(b"}"):
+                    with contextlib.suppress(ValueError):
+                        return dict(json.loads(text))
             elif process.poll() is not None:
                 break
-    _, err = process.communicate(timeout=30)
-    pytest.fail(f"cellpipe serve announced no address (exit {process.returncode}):\n{err}")
+    process.kill()
+    process.communicate(timeout=60)
+    pytest.fail(
+        f"cellpipe serve announced no address (exit {process.returncode}):\n"
+        + log.read_text(errors="replace")
+    )
 
 
 @contextmanager
@@ -72,11 +83,13 @@ def _serve(folder: Path, *options: str) -> Iterator[dict[str, Any]]:
                "serve", "iris@production", "--port", "0", "--grpc-port", "0", "--json",
                *options]  # fmt: skip
     env = {**os.environ, "CELLPIPE_SERVE_TOKEN": TOKEN}
-    server = subprocess.Popen(
-        command, cwd=folder, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
+    log = folder / f"serve-{time.monotonic_ns()}.log"  # a file: an unread pipe could fill up
+    with log.open("wb") as errors:
+        server = subprocess.Popen(
+            command, cwd=folder, env=env, stdout=subprocess.PIPE, stderr=errors, bufsize=0
+        )
     try:
-        yield _announcement(server, time.monotonic() + 120)
+        yield _announcement(server, time.monotonic() + 120, log)
     finally:
         server.send_signal(signal.SIGINT)
         try:
