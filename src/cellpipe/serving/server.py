@@ -66,7 +66,9 @@ KEEP_ALIVE_TIMEOUT = 5
 
 
 def default_workers() -> int:
-    """The default number of worker processes: the usable CPUs, at most 4."""
+    """The default number of worker processes: the usable CPUs, at most 4 (1 without fork)."""
+    if not hasattr(os, "fork"):
+        return 1
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -437,6 +439,11 @@ def serve(
     settings = settings or Settings()
     if workers < 1:
         raise ServingError(f"--workers must be at least 1, not {workers}")
+    if workers > 1 and not hasattr(os, "fork"):
+        raise ServingError(
+            f"{workers} worker processes need os.fork, which this platform lacks",
+            hint="serve with --workers 1",
+        )
     table = _table(refs, source, settings)
     warning = exposure_warning(host, settings.token)
     if warning:

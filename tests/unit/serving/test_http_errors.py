@@ -10,16 +10,16 @@ import logging
 import re
 import socket
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from http_helpers import DOUBLE, Raw, error_of, request
 
 from cellpipe.serving.server import start_server, url_of
-from conftest import MemorySource
 
 
 @pytest.fixture(scope="module")
-def url(make_source: Callable[[], MemorySource]) -> Iterator[str]:
+def url(make_source: Callable[[], Any]) -> Iterator[str]:
     with start_server(["double", "iris@production"], make_source()) as running:
         yield running.url
 
@@ -187,7 +187,7 @@ def test_item9_a_request_id_is_generated_when_absent_or_unusable(
 
 
 def test_item9_info_logs_each_request_and_warning_none(
-    make_source: Callable[[], MemorySource], caplog: pytest.LogCaptureFixture
+    make_source: Callable[[], Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="cellpipe.serving.access")
     with (
@@ -231,7 +231,7 @@ def _ipv6_loopback() -> bool:
 
 
 @pytest.mark.skipif(not _ipv6_loopback(), reason="no IPv6 loopback on this machine")
-def test_item9_a_server_on_ipv6_loopback(make_source: Callable[[], MemorySource]) -> None:
+def test_item9_a_server_on_ipv6_loopback(make_source: Callable[[], Any]) -> None:
     with start_server(["double"], make_source(), host="::1") as running:
         assert running.url == f"http://[::1]:{running.port}"
         assert running.port != 0
@@ -240,7 +240,7 @@ def test_item9_a_server_on_ipv6_loopback(make_source: Callable[[], MemorySource]
             assert raw.response()[0] == 200
 
 
-def test_item9_port_zero_gives_the_real_port(make_source: Callable[[], MemorySource]) -> None:
+def test_item9_port_zero_gives_the_real_port(make_source: Callable[[], Any]) -> None:
     with start_server(["double"], make_source(), port=0) as running:
         assert running.port != 0
         with Raw(running.url) as raw:

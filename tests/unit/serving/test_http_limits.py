@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from http_helpers import DOUBLE, Raw, error_of, request
 
 from cellpipe.serving.server import MAX_HEADER_BYTES, Settings, start_server
-from conftest import MemorySource
 
 LIMIT = 4096
 SHORT = 0.5  # seconds: the server's timeouts here; the tests never time anything
 
 
 @pytest.fixture(scope="module")
-def url(make_source: Callable[[], MemorySource]) -> Iterator[str]:
+def url(make_source: Callable[[], Any]) -> Iterator[str]:
     settings = Settings(max_body=LIMIT, body_timeout=SHORT, header_timeout=SHORT)
     with start_server(["double"], make_source(), settings=settings) as running:
         yield running.url
@@ -143,7 +143,7 @@ def test_item2_a_limit_below_one_byte_is_a_serving_error() -> None:
 
 
 def test_item2_the_app_alone_times_a_silent_body_out(
-    make_source: Callable[[], MemorySource],
+    make_source: Callable[[], Any],
 ) -> None:
     # Under another ASGI server (no cellpipe protocol), the app enforces the read timeout.
     import asyncio

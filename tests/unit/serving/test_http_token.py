@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -11,13 +12,12 @@ import tritonclient.http as triton
 from http_helpers import DOUBLE, Raw, error_of, request
 
 from cellpipe.serving.server import Settings, exposure_warning, start_server
-from conftest import MemorySource
 
 TOKEN = "s3cret-token-for-tests"
 
 
 @pytest.fixture(scope="module")
-def url(make_source: Callable[[], MemorySource]) -> Iterator[str]:
+def url(make_source: Callable[[], Any]) -> Iterator[str]:
     with start_server(
         ["double", "iris@production"], make_source(), settings=Settings(token=TOKEN)
     ) as running:
@@ -129,7 +129,7 @@ def test_item3_loopback_needs_no_warning(host: str) -> None:
 
 
 def test_item3_the_server_logs_the_warning(
-    make_source: Callable[[], MemorySource], caplog: pytest.LogCaptureFixture
+    make_source: Callable[[], Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     # 127.0.0.1 is loopback: no warning; the warning itself is checked on the function above
     # (binding every interface in a test would expose it).
