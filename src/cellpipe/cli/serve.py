@@ -30,10 +30,12 @@ DESCRIPTION = """\
 Serve registered model versions over the KServe Open Inference Protocol v2 REST API: health
 (/v2/health/live, /v2/health/ready), server and model metadata (/v2, /v2/models/NAME), and
 inference (POST /v2/models/NAME/infer) with JSON tensors or the binary tensor extension, so
-standard clients (tritonclient, KServe's) work unchanged. /v2/models/NAME is the version the
-reference names; /v2/models/NAME/versions/N reaches any version of that model. Every
-reference is resolved and loaded before the port opens. With --manifest, write a KServe
-InferenceService for a cluster instead."""
+standard clients (tritonclient, KServe's) work unchanged; with --grpc-port, its gRPC API too.
+/v2/models/NAME is the version the reference names, and a running server follows it: NAME@ALIAS
+moves with the alias, NAME with new registrations (NAME:N stays). Other versions are reachable at
+/v2/models/NAME/versions/N only with --all-versions. Every reference is resolved and loaded before
+the port opens; several worker processes then share it. Prometheus metrics are at /metrics. With
+--manifest, write a KServe InferenceService for a cluster instead."""
 
 EPILOG = """\
 examples:
