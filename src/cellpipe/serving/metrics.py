@@ -10,8 +10,9 @@ Owns: `Metrics` (what ``GET /metrics`` renders) and `mark_process_dead`. The ser
 
 ``protocol`` is ``rest`` or ``grpc``; ``status`` the HTTP status (gRPC: the HTTP status the
 error would have had, 200 for success). With several worker processes, each one counts its
-own requests and switches (every worker follows an alias itself, so one move counts once per
-worker) and `render` adds them up.
+own requests and `render` adds them up; every process follows an alias itself, and the server
+has only its first worker count the moves (the others pass their switches to `serving`), so a
+move counts once.
 
 Multiprocess mode (pre-fork workers): prometheus_client decides when it is first imported
 whether values live in memory or in files under ``PROMETHEUS_MULTIPROC_DIR``. The supervisor

@@ -365,14 +365,29 @@ def _metrics(table: Any, multiprocess_dir: str | None) -> Any:
 
 
 def _start_following(
-    table: Any, metrics: Any, follow: Callable[[], ModelSource] | None, interval: float
+    table: Any,
+    metrics: Any,
+    follow: Callable[[], ModelSource] | None,
+    interval: float,
+    *,
+    count_switches: bool = True,
 ) -> None:
-    """Follow the table's aliases in this process (with a source of its own after a fork)."""
+    """Follow the table's aliases in this process (with a source of its own after a fork).
+
+    Every process follows on its own; with several, only one (``count_switches``) counts the
+    moves, so ``cellpipe_model_switches_total`` is the number of moves, not moves x processes.
+    The others still report the version they serve.
+    """
     source = None
     if follow is not None:
         source = follow()
         table.source = source  # versions loaded on first use come from it too
-    table.start_following(source, interval=interval, on_switch=metrics.switched)
+
+    def served(switch: Any) -> None:
+        metrics.serving(switch.name, switch.version)
+
+    on_switch = metrics.switched if count_switches else served
+    table.start_following(source, interval=interval, on_switch=on_switch)
 
 
 def _grpc(table: Any, host: str, port: int, settings: Settings, metrics: Any) -> Any:
@@ -519,16 +534,19 @@ def _serve_forked(
     # Before anything imports prometheus_client: the children count into files there.
     os.environ[MULTIPROC_ENV] = folder
 
-    def worker() -> None:
-        metrics = _metrics(table, folder)
-        _start_following(table, metrics, follow, interval)
-        _uvicorn(_app(table, settings, metrics), settings).run(sockets=[sock])
+    def worker(number: int) -> Callable[[], None]:
+        def run() -> None:
+            metrics = _metrics(table, folder)
+            _start_following(table, metrics, follow, interval, count_switches=number == 1)
+            _uvicorn(_app(table, settings, metrics), settings).run(sockets=[sock])
+
+        return run
 
     def grpc_process(report: int) -> Callable[[], None]:
         def run() -> None:
             sock.close()
             metrics = _metrics(table, folder)
-            _start_following(table, metrics, follow, interval)
+            _start_following(table, metrics, follow, interval, count_switches=False)
             server = _grpc(table, host, grpc_port or 0, settings, metrics)
             os.write(report, f"{server.port}\n".encode())
             os.close(report)
@@ -540,7 +558,7 @@ def _serve_forked(
     supervisor = Supervisor(on_exit=lambda pid: mark_process_dead(pid, folder))
     try:
         for number in range(1, workers + 1):
-            supervisor.spawn(f"worker {number}", worker)
+            supervisor.spawn(f"worker {number}", worker(number))
         grpc_address = None
         if grpc_port is not None:
             read, write = os.pipe()

@@ -200,3 +200,27 @@ def test_item11_multiprocess_mode_adds_up_two_worker_processes(tmp_path: Path) -
     assert value(done, "cellpipe_requests_total", **WINE1, status="200") == 4
     assert value(done, "cellpipe_request_duration_seconds_count", **WINE1) == 5
     assert value(done, "cellpipe_requests_in_flight", **WINE1) in (None, 0)
+
+
+class _Table:
+    def __init__(self) -> None:
+        self.on_switch: Any = None
+
+    def start_following(self, source: Any, *, interval: float, on_switch: Any) -> None:
+        self.on_switch = on_switch
+
+
+def test_item11_only_one_process_counts_a_move() -> None:
+    # Every worker process follows the alias itself; only the first counts the switch, the
+    # others report the version they serve: one move is one, not one per process.
+    from cellpipe.serving.server import _start_following
+
+    metrics = Metrics.create()
+    move = Switch(name="wine", ref="wine@production", previous=1, version=2, at=datetime.now(UTC))
+    for count in (True, False, False):
+        table = _Table()
+        _start_following(table, metrics, None, 1.0, count_switches=count)
+        table.on_switch(move)
+    body = metrics.render()[0]
+    assert value(body, "cellpipe_model_switches_total", model="wine") == 1
+    assert value(body, "cellpipe_model_version", model="wine") == 2
