@@ -60,7 +60,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 class Served:
     """A `cellpipe serve` subprocess and what it announced."""
 
-    def __init__(self, project: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        project: Path,
+        *args: str,
+        env: dict[str, str] | None = None,
+        sigint_ignored: bool = False,
+    ) -> None:
         command = [sys.executable, "-c", "from cellpipe.cli.main import entry; entry()",
                    "serve", "iris@production", "--port", "0", *args]  # fmt: skip
         self.process = subprocess.Popen(
@@ -70,6 +76,10 @@ class Served:
             stderr=subprocess.PIPE,
             text=True,
             env={**os.environ, **(env or {})},
+            # As bash starts `cellpipe serve ... &` from a script: SIGINT ignored.
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            if sigint_ignored
+            else None,
         )
         self.err = ""
 
@@ -110,8 +120,8 @@ class Served:
 def serve(project: Path) -> Iterator[Any]:
     started: list[Served] = []
 
-    def start(*args: str, env: dict[str, str] | None = None) -> Served:
-        served = Served(project, *args, env=env)
+    def start(*args: str, env: dict[str, str] | None = None, **options: Any) -> Served:
+        served = Served(project, *args, env=env, **options)
         started.append(served)
         return served
 
@@ -195,6 +205,24 @@ def test_a_killed_worker_is_reported_and_replaced_and_sigterm_ends_every_child(
     err = served.stop()
     assert served.process.returncode == 0, err
     assert f"(pid {victim}) was killed by signal 9 (SIGKILL); started it again" in err
+    assert not [pid for pid in children if alive(pid)]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigint_stops_a_server_started_in_the_background_of_a_script(
+    serve: Any, workers: str
+) -> None:
+    # `cellpipe serve ... &` in a bash script starts with SIGINT ignored; `kill -INT` (and
+    # Ctrl-C) must still stop it and every process it started, with exit status 0.
+    served = serve("--workers", workers, "--grpc-port", "0", "--json", sigint_ignored=True)
+    url = served.announced_json()["url"]
+    wait_ready(url)
+    if workers == "2":
+        poll(lambda: len(served.children()) == 3, "two workers and the gRPC process")
+    children = served.children()
+    served.process.send_signal(signal.SIGINT)
+    _, err = served.process.communicate(timeout=60)
+    assert served.process.returncode == 0, err
     assert not [pid for pid in children if alive(pid)]
 
 

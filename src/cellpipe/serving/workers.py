@@ -132,7 +132,10 @@ class Supervisor:
         def stop(signum: int, frame: FrameType | None) -> None:
             raise _Stop
 
+        # SIGINT too, explicitly: a command started with `&` from a script inherits SIGINT
+        # ignored, and Python then keeps it ignored (Ctrl-C and `kill -INT` would do nothing).
         previous = signal.signal(signal.SIGTERM, stop)
+        previous_int = signal.signal(signal.SIGINT, stop)
         try:
             while self.children:
                 pid, status = os.wait()
@@ -145,6 +148,7 @@ class Supervisor:
             return
         finally:
             signal.signal(signal.SIGTERM, previous)
+            signal.signal(signal.SIGINT, previous_int)
 
     def _exited(self, pid: int) -> None:
         if self._on_exit is not None:
