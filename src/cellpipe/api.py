@@ -1575,6 +1575,7 @@ class BackgroundServer:
 
     Attributes:
         url: the base URL, ``http://127.0.0.1:PORT``.
+        grpc: the gRPC API's ``HOST:PORT`` (with ``grpc_port=``), else None.
         models: what is served (``ref``, ``name``, ``version``, ``type``, ...).
     """
 
@@ -1584,6 +1585,7 @@ class BackgroundServer:
         self.models = served
         self.url: str = running.url
         self.port: int = running.port
+        self.grpc: str | None = running.grpc_address
 
     @property
     def running(self) -> bool:
@@ -1601,8 +1603,8 @@ class BackgroundServer:
             stack.close()
 
     def to_dict(self) -> dict[str, Any]:
-        """Return what ``cellpipe serve --json`` prints: the URL and the models."""
-        return {"url": self.url, "models": [dict(m) for m in self.models]}
+        """Return what ``cellpipe serve --json`` prints: the URLs and the models."""
+        return {"url": self.url, "grpc": self.grpc, "models": [dict(m) for m in self.models]}
 
     def __enter__(self) -> BackgroundServer:
         return self
@@ -1659,6 +1661,7 @@ def serve(
     token: str | None = None,
     max_body: int | None = None,
     all_versions: bool = False,
+    grpc_port: int | None = None,
 ) -> BackgroundServer:
     """Serve registered models in the background, over the Open Inference Protocol v2.
 
@@ -1675,10 +1678,12 @@ def serve(
         token: when set, requests need ``Authorization: Bearer TOKEN`` (health probes do not).
         max_body: the largest request body in bytes (default 64 MiB).
         all_versions: expose every version of each name at ``/v2/models/NAME/versions/N``.
+        grpc_port: also serve the OIP gRPC API on this port (0: any free port; see
+            ``.grpc``; needs the ``grpc`` extra).
 
     Raises:
         ModelNotFoundError: for an unknown model, version or alias.
-        ServingError: the port is in use, or the ``serve`` extra is missing.
+        ServingError: the port is in use, or the ``serve`` (or ``grpc``) extra is missing.
 
     Example::
 
@@ -1697,7 +1702,9 @@ def serve(
         opened = stack.enter_context(open_project(_settings_of(project), create=False))
         registry = ModelRegistry(opened.metadata, opened.artifacts)
         served = [_served(r, registry.resolve(r)) for r in refs]
-        running = start_server(refs, registry, host=host, port=port, settings=settings)
+        running = start_server(
+            refs, registry, host=host, port=port, settings=settings, grpc_port=grpc_port
+        )
     except BaseException:
         stack.close()
         raise

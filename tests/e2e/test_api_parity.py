@@ -141,12 +141,22 @@ def test_serve_in_the_background_and_stop_frees_the_port(project: Path) -> None:
     (project.parent / ".cellpipe").mkdir()  # a project that never ran
     cellpipe.register_model(model, "tiny", input_example=[[0.5]], project=project.parent)
     before = set(threading.enumerate())
-    with cellpipe.serve("tiny", project=project.parent) as server:
+    with cellpipe.serve("tiny", project=project.parent, grpc_port=0) as server:
         assert server.url.startswith("http://127.0.0.1:")
         assert server.running
         assert server.to_dict()["models"][0]["name"] == "tiny"
+        assert server.to_dict()["grpc"] == server.grpc
         with urllib.request.urlopen(f"{server.url}/v2/health/ready", timeout=5) as response:
             assert response.status == 200
+        import tritonclient.grpc as grpcclient
+
+        assert server.grpc is not None
+        assert server.grpc.startswith("127.0.0.1:")
+        client = grpcclient.InferenceServerClient(server.grpc)
+        try:
+            assert client.is_model_ready("tiny")
+        finally:
+            client.close()
         port = server.port
         assert not _port_is_free(port)
         assert "tiny:1" in repr(server)
