@@ -23,18 +23,10 @@ from pathlib import Path
 from typing import IO, Any
 
 import pytest
+from serve_helpers import iris_project
 
 pytestmark = pytest.mark.e2e
 
-NOTEBOOK = """\
-# %% tags=["imports"]
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-
-# %% tags=["step:train"]
-x, y = load_iris(return_X_y=True)
-model = LogisticRegression(max_iter=500).fit(x, y)
-"""
 ROW = [5.1, 3.5, 1.4, 0.2]
 REQUEST = json.dumps(
     {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64", "data": ROW}]}
@@ -46,15 +38,7 @@ DEADLINE = 90.0
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("served")
-    (folder / "iris.py").write_text(NOTEBOOK)
-    cli = [sys.executable, "-c", "from cellpipe.cli.main import entry; entry()"]
-    ran = subprocess.run([*cli, "run", "iris.py", "--json"], cwd=folder, capture_output=True,
-                         text=True, check=True)  # fmt: skip
-    run_id = json.loads(ran.stdout.splitlines()[-1])["run_id"]
-    subprocess.run([*cli, "models", "register", "iris", "--run", run_id, "--step", "train",
-                    "--var", "model", "--alias", "production"], cwd=folder, check=True,
-                   capture_output=True)  # fmt: skip
-    return folder
+    return iris_project(folder)
 
 
 class Served:

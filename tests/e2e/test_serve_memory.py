@@ -17,26 +17,17 @@ import json
 import signal
 import socket
 import subprocess
-import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from serve_helpers import CLI, iris_project
 
 pytestmark = pytest.mark.e2e
 
 MAX_BODY = 16 * 1024 * 1024
-NOTEBOOK = """\
-# %% tags=["imports"]
-from sklearn.datasets import load_iris
-from sklearn.linear_model import LogisticRegression
-
-# %% tags=["step:train"]
-x, y = load_iris(return_X_y=True)
-model = LogisticRegression(max_iter=500).fit(x, y)
-"""
 GOOD = json.dumps(
     {"inputs": [{"name": "input-0", "shape": [1, 4], "datatype": "FP64",
                  "data": [5.1, 3.5, 1.4, 0.2]}]}
@@ -47,14 +38,8 @@ PATH = "/v2/models/iris/infer"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, subprocess.Popen[str]]]:
     folder = tmp_path_factory.mktemp("memory")
-    (folder / "iris.py").write_text(NOTEBOOK)
-    cli = [sys.executable, "-c", "from cellpipe.cli.main import entry; entry()"]
-    ran = subprocess.run([*cli, "run", "iris.py", "--json"], cwd=folder, capture_output=True,
-                         text=True, check=True)  # fmt: skip
-    run_id = json.loads(ran.stdout.splitlines()[-1])["run_id"]
-    subprocess.run([*cli, "models", "register", "iris", "--run", run_id, "--step", "train",
-                    "--var", "model", "--alias", "production"], cwd=folder, check=True,
-                   capture_output=True)  # fmt: skip
+    iris_project(folder)
+    cli = CLI
     process = subprocess.Popen(
         [*cli, "serve", "iris@production", "--port", "0", "--workers", "2", "--json",
          "--max-body", "16MiB", "--read-timeout", "1"],

@@ -40,7 +40,7 @@ from typing import Any
 from cellpipe.errors import ServingError
 from cellpipe.registry.model import ModelSource
 from cellpipe.serving.codec import dumps
-from cellpipe.serving.protocol import DEFAULT_MAX_BODY, ServedModel, infer
+from cellpipe.serving.protocol import DEFAULT_MAX_BODY, ServedModel, infer, server_version
 from cellpipe.serving.table import ModelTable
 from cellpipe.serving.tensors import RequestError
 
@@ -68,17 +68,6 @@ whole transfer, so a large body on a slow but live link still arrives."""
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-
-
-def _cellpipe_version() -> str:
-    # Not `cellpipe.__version__`: importing the package root links serving to the api layer.
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("cellpipe")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 def _dumps(document: Any) -> bytes:
@@ -184,7 +173,7 @@ class OipApp:
         self.inline = inline
         self._token = token.encode() if token else None
         self._server = _dumps(
-            {"name": "cellpipe", "version": _cellpipe_version(), "extensions": list(EXTENSIONS)}
+            {"name": "cellpipe", "version": server_version(), "extensions": list(EXTENSIONS)}
         )
         self._live = _dumps({"live": True})
         self._ready = _dumps({"ready": True})

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import numpy as np
 
 from cellpipe.errors import ServingError
-from cellpipe.serving.protocol import DEFAULT_MAX_BODY, ServedModel, run_model
+from cellpipe.serving.protocol import DEFAULT_MAX_BODY, ServedModel, run_model, server_version
 from cellpipe.serving.tensors import (
     RequestError,
     check_header,
@@ -126,16 +126,6 @@ def _import_grpc() -> tuple[Any, Any, Any]:
     except RuntimeError as exc:  # the generated code refuses an older grpcio
         raise ServingError(str(exc), hint="pip install -U 'cellpipe[grpc]'") from exc
     return grpc, pb, services
-
-
-def _cellpipe_version() -> str:
-    from importlib.metadata import PackageNotFoundError
-    from importlib.metadata import version as dist_version
-
-    try:
-        return dist_version("cellpipe")
-    except PackageNotFoundError:
-        return "0+unknown"
 
 
 # -- tensors ----------------------------------------------------------------------------------
@@ -286,7 +276,7 @@ class _Service:
         self._pb = pb
         self._token = token.encode() if token else None
         self._metrics = metrics
-        self._version = _cellpipe_version()
+        self._version = server_version()
 
     # The handlers grpcio calls (names fixed by the service).
 

@@ -56,6 +56,7 @@ __all__ = [
     "infer",
     "model_metadata",
     "run_model",
+    "server_version",
 ]
 
 logger = logging.getLogger(__name__)
@@ -65,6 +66,18 @@ DEFAULT_MAX_BODY = 64 * 1024 * 1024
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 """The binary tensor data extension's header: the byte size of the JSON part of a body."""
+
+
+def server_version() -> str:
+    """The installed cellpipe's version, as the server metadata of REST and gRPC report it."""
+    # Not `cellpipe.__version__`: importing the package root links serving to the api layer.
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("cellpipe")
+    except PackageNotFoundError:
+        return "0+unknown"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
