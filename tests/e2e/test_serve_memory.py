@@ -5,10 +5,11 @@ input claiming 10^8 elements in 8 bytes, a JSON input claiming a shape of 10^12 
 gzip bomb (about 1 MiB that inflates to 1 GiB), a body declared at twice the limit, a chunked
 body that never ends, and a body that stops arriving. Each gets its 4xx; then the peak resident
 memory of every worker (``VmHWM`` in /proc/PID/status) must stay under its peak after warm-up
-plus ``3 x max_body`` (the bound README documents: the body as received, and a decompressed
-body, which zlib builds in blocks before joining them: two copies at the peak), and the server
-must still answer. Measured here: about 2.1 x max_body, from the gzip bomb. No timing is
-asserted: the sockets wait up to 60 s for each answer.
+plus ``2 x max_body``, and the server must still answer. (README documents ``3 x max_body`` for
+the worst accepted request: a compressed body near the limit, its decompressed parts and their
+join. A refused bomb costs about one max_body: the inflater stops at the limit, 1 MiB a call.)
+Measured here: about 1.2 x max_body, from the gzip bomb (2.1 x when one zlib call inflated up
+to the limit at once). No timing is asserted: the sockets wait up to 60 s for each answer.
 """
 
 from __future__ import annotations
@@ -160,11 +161,11 @@ def test_items1_2_hostile_requests_keep_resident_memory_bounded(
             assert "error" in json.loads(body), name
 
     after = {pid: peak_kib(pid) for pid in pids}
-    bound_kib = 3 * MAX_BODY // 1024
+    bound_kib = 2 * MAX_BODY // 1024
     for pid in pids:
         assert after[pid] - before[pid] < bound_kib, (
             f"worker {pid}: peak resident memory grew {after[pid] - before[pid]} KiB, over "
-            f"the bound of {bound_kib} KiB (3 x max_body); answers: {answers}"
+            f"the bound of {bound_kib} KiB (2 x max_body); answers: {answers}"
         )
     assert exchange(port, post(GOOD))[0] == 200  # still serving
     assert workers(process) == pids  # no worker died or was replaced

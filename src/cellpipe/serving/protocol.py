@@ -122,6 +122,10 @@ def by_columns(adapter: ModelAdapter) -> bool:
 _WBITS = {"gzip": 31, "x-gzip": 31, "deflate": 15}  # gzip wrapper; zlib wrapper (RFC 9110)
 
 
+_INFLATE_STEP = 1 << 20
+"""The most output one zlib call may produce while a body is decompressed."""
+
+
 def _decompress(body: bytes, encoding: str | None, max_body: int) -> bytes:
     """Return ``body`` decoded, never producing more than ``max_body`` bytes.
 
@@ -147,7 +151,9 @@ def _decompress(body: bytes, encoding: str | None, max_body: int) -> bytes:
         while True:  # a gzip body may hold several members, one after another
             inflater = zlib.decompressobj(wbits)
             while data:
-                chunk = inflater.decompress(data, max_body - total + 1)
+                # At most 1 MiB a call: zlib builds one call's output in blocks it joins at
+                # the end, so one large call would briefly hold its output twice.
+                chunk = inflater.decompress(data, min(_INFLATE_STEP, max_body - total + 1))
                 total += len(chunk)
                 if total > max_body:
                     raise RequestError(
